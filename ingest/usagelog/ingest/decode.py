@@ -1,0 +1,185 @@
+"""Decoding OTLP log payloads into ``usage_events`` rows, for the spool and for Kafka alike.
+
+A payload is one ``ExportLogsServiceRequest`` (the spool's frames and the collector's
+``otlp_proto`` Kafka messages are both that). Log records that are not usage events are
+ignored. A usage event whose checksum does not match, or that lacks its ID, is rejected
+with a reason; a payload that is not OTLP at all raises :class:`DecodeError`. Callers
+dead-letter both and carry on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError as _ProtobufDecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from usagelog.instrumentation import event as ev
+
+# Columns filled from log record attributes (column, attribute, default).
+_ATTRIBUTE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("event_id", ev.EVENT_ID, ""),
+    ("duration_ns", ev.DURATION_NS, 0),
+    ("user_id", ev.USER_ID, ""),
+    ("method", ev.METHOD, ""),
+    ("route", ev.ROUTE, ""),
+    ("path", ev.PATH, ""),
+    ("query", ev.QUERY, ""),
+    ("status_code", ev.STATUS, 0),
+    ("error_type", ev.ERROR_TYPE, ""),
+    ("client_address", ev.CLIENT_ADDRESS, ""),
+    ("user_agent", ev.USER_AGENT, ""),
+    ("request_body", ev.REQUEST_BODY, ""),
+    ("response_body", ev.RESPONSE_BODY, ""),
+    ("request_size", ev.REQUEST_SIZE, 0),
+    ("response_size", ev.RESPONSE_SIZE, 0),
+    ("seq", ev.SEQ, 0),
+    ("monitored", ev.MONITORED, False),
+    ("checksum", ev.CHECKSUM, ""),
+)
+_RESOURCE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("service_name", ev.SERVICE_NAME, ""),
+    ("service_instance_id", ev.SERVICE_INSTANCE_ID, ""),
+    ("host_name", ev.HOST_NAME, ""),
+    ("host_id", ev.HOST_ID, ""),
+    ("process_pid", ev.PROCESS_PID, 0),
+    ("cluster", ev.CLUSTER, ""),
+    ("region", ev.REGION, ""),
+)
+_KNOWN_ATTRIBUTES = frozenset(a for _, a, _ in _ATTRIBUTE_COLUMNS)
+_KNOWN_RESOURCE = frozenset(a for _, a, _ in _RESOURCE_COLUMNS)
+
+COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "timestamp",
+    "duration_ns",
+    "user_id",
+    "trace_id",
+    "span_id",
+    "service_name",
+    "service_instance_id",
+    "host_name",
+    "host_id",
+    "process_pid",
+    "cluster",
+    "region",
+    "method",
+    "route",
+    "path",
+    "query",
+    "status_code",
+    "error_type",
+    "client_address",
+    "user_agent",
+    "request_body",
+    "response_body",
+    "request_size",
+    "response_size",
+    "seq",
+    "monitored",
+    "checksum",
+    "observed_timestamp",
+    "attributes",
+)
+
+
+class DecodeError(ValueError):
+    """The payload is not an OTLP ``ExportLogsServiceRequest``."""
+
+
+@dataclass
+class Rejected:
+    """A usage event that decoded but cannot be trusted."""
+
+    reason: str
+    event_id: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decoded:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    ignored: int = 0
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    return None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def decode_payload(payload: bytes) -> Decoded:
+    """Rows (as dicts keyed by column) for every usage event in one OTLP payload."""
+    try:
+        request = ExportLogsServiceRequest.FromString(payload)
+    except (_ProtobufDecodeError, ValueError, TypeError) as exc:
+        raise DecodeError(f"not an OTLP logs payload: {exc}") from exc
+    result = Decoded()
+    for resource_logs in request.resource_logs:
+        resource = {kv.key: _value(kv.value) for kv in resource_logs.resource.attributes}
+        identity = {col: resource.get(attr, default) for col, attr, default in _RESOURCE_COLUMNS}
+        extra_resource = {
+            f"resource.{k}": _as_text(v)
+            for k, v in resource.items()
+            if k not in _KNOWN_RESOURCE and not k.startswith("telemetry.sdk.")
+        }
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                if record.event_name != ev.EVENT_NAME:
+                    result.ignored += 1
+                    continue
+                attrs = {kv.key: _value(kv.value) for kv in record.attributes}
+                row: dict[str, Any] = {col: attrs.get(attr, default) for col, attr, default in _ATTRIBUTE_COLUMNS}
+                row.update(identity)
+                row["timestamp"] = record.time_unix_nano
+                row["observed_timestamp"] = record.observed_time_unix_nano
+                row["trace_id"] = record.trace_id.hex()
+                row["span_id"] = record.span_id.hex()
+                extra = {k: _as_text(v) for k, v in attrs.items() if k not in _KNOWN_ATTRIBUTES}
+                extra.update(extra_resource)
+                row["attributes"] = extra
+                reason = _check(row)
+                if reason:
+                    result.rejected.append(Rejected(reason, str(row.get("event_id", "")), row))
+                else:
+                    result.rows.append(row)
+    return result
+
+
+def _check(row: dict[str, Any]) -> str:
+    if not row["event_id"]:
+        return "usage event without usagelog.event_id"
+    try:
+        for column in ("duration_ns", "status_code", "request_size", "response_size", "seq", "process_pid"):
+            row[column] = int(row[column])
+        row["monitored"] = bool(row["monitored"])
+    except (TypeError, ValueError):
+        return "usage event with a non-numeric numeric field"
+    fields = dict(row)
+    fields["timestamp_ns"] = row["timestamp"]
+    expected = ev.checksum(fields)
+    if row["checksum"] != expected:
+        return f"checksum mismatch (event says {row['checksum'] or 'none'}, content gives {expected})"
+    return ""

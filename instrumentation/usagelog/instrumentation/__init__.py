@@ -1,0 +1,78 @@
+"""usagelog instrumentation: one usage event per request of a Flask API, on OpenTelemetry.
+
+Zero-code: install the package and run the app under ``opentelemetry-instrument`` with
+``USAGELOG_*`` variables. In code::
+
+    from usagelog.instrumentation import instrument_app
+    instrument_app(app)                      # settings from USAGELOG_* variables
+    instrument_app(app, capture_body="all")  # keyword arguments override them
+
+This package depends on OpenTelemetry only: never on Kafka, ClickHouse or chDB clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .config import ConfigError, Settings, load_settings
+from .exporters import EventExporter, MemoryExporter
+from .runtime import VERSION, Runtime, get_runtime, reset_runtime, start_runtime
+
+__version__ = VERSION
+_logger = logging.getLogger("usagelog")
+
+
+def _ensure_tracer_provider() -> None:
+    """Give the process an SDK tracer provider if it has none, so spans carry real IDs."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+
+
+def instrument_app(app: Any, *, exporter: EventExporter | None = None, **settings: Any) -> Runtime:
+    """Log every request of ``app`` (a ``flask.Flask``).
+
+    Keyword arguments are the fields of :class:`Settings` (``exporter_name`` is spelled
+    ``exporter`` in the environment); they override ``USAGELOG_*`` variables and raise
+    :class:`ConfigError` when invalid. ``exporter`` may be an object such as
+    :class:`MemoryExporter` (tests). Also applies the stock OpenTelemetry Flask
+    instrumentation to the app if it is not instrumented yet.
+    """
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from .capture import UsageMiddleware
+    from .hooks import connect_flask_signals
+
+    if "exporter_name" in settings:
+        settings["exporter"] = settings.pop("exporter_name")
+    resolved = load_settings(**settings)
+    runtime = get_runtime()
+    if runtime is None or runtime.settings != resolved or exporter is not None:
+        reset_runtime()
+        runtime = start_runtime(resolved, exporter)
+    if not runtime.active:
+        return runtime
+    _ensure_tracer_provider()
+    if not getattr(app, "_is_instrumented_by_opentelemetry", False):
+        FlaskInstrumentor().instrument_app(app)
+    if not getattr(app.wsgi_app, "usagelog_wrapped", False):
+        app.wsgi_app = UsageMiddleware(app.wsgi_app, runtime)
+    connect_flask_signals(runtime)
+    return runtime
+
+
+__all__ = [
+    "ConfigError",
+    "EventExporter",
+    "MemoryExporter",
+    "Runtime",
+    "Settings",
+    "__version__",
+    "get_runtime",
+    "instrument_app",
+    "load_settings",
+    "reset_runtime",
+]

@@ -1,0 +1,233 @@
+"""The durable on-disk spool: append-only segment files of OTLP ``ExportLogsServiceRequest`` frames.
+
+Layout of ``USAGELOG_SPOOL_DIR`` (shared safely by many processes):
+
+- ``<created_ms>-<instance>-<n>.open``: the segment a live process is appending to. The writer
+  holds an exclusive ``flock`` on it for as long as it lives, so a reader that can take the
+  lock knows the writer is gone (crashed or killed) and may read the file as it is.
+- ``<...>.seg``: a sealed segment (renamed from ``.open`` after an fsync), ready for ingest.
+- ``<...>.new``: a segment being created; never read (it is renamed to ``.open`` once locked).
+
+Each frame is ``MAGIC | length (u32 LE) | crc32 (u32 LE) | payload``. A torn frame at the end
+of a segment (a writer killed mid-write) is ignored; a damaged frame elsewhere is reported and
+skipped, so one bad write cannot hide the frames after it. Segments are deleted by the reader
+only after their events are stored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"ULS1"
+_HEADER = struct.Struct("<4sII")
+HEADER_SIZE = _HEADER.size
+MAX_FRAME = 256 * 1024 * 1024
+
+OPEN_SUFFIX = ".open"
+SEALED_SUFFIX = ".seg"
+NEW_SUFFIX = ".new"
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+class SpoolWriter:
+    """Appends frames to this process's current segment, sealing it by size and age.
+
+    Not thread-safe: the instrumentation's single background thread owns it (request
+    threads only write when that thread is behind, under the same lock).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        instance_id: str,
+        *,
+        segment_bytes: int = 8 * 1024 * 1024,
+        segment_seconds: float = 5.0,
+        fsync: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.instance_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in instance_id)[:80]
+        self.segment_bytes = segment_bytes
+        self.segment_seconds = segment_seconds
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._opened_at = 0.0
+        self._size = 0
+        self._counter = 0
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._counter += 1
+        stem = f"{int(time.time() * 1000):013d}-{self.instance_id}-{os.getpid()}-{self._counter:06d}"
+        new_path = self.directory / (stem + NEW_SUFFIX)
+        fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        open_path = self.directory / (stem + OPEN_SUFFIX)
+        os.rename(new_path, open_path)
+        self._fd, self._path = fd, open_path
+        self._opened_at = time.monotonic()
+        self._size = 0
+
+    def append(self, payload: bytes) -> None:
+        """Write one frame durably (fsync when configured)."""
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None
+        frame = encode_frame(payload)
+        view = memoryview(frame)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        if self.fsync:
+            os.fsync(self._fd)
+        self._size += len(frame)
+        if self._size >= self.segment_bytes:
+            self.seal()
+
+    def maybe_seal(self) -> None:
+        """Seal the current segment if it is non-empty and older than the age limit."""
+        if self._fd is not None and self._size and time.monotonic() - self._opened_at >= self.segment_seconds:
+            self.seal()
+
+    def seal(self) -> None:
+        if self._fd is None or self._path is None:
+            return
+        fd, path = self._fd, self._path
+        self._fd = self._path = None
+        try:
+            if self._size:
+                os.fsync(fd)
+                os.rename(path, path.with_suffix(SEALED_SUFFIX))
+            else:
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: forget the parent's segment without touching it."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = self._path = None
+        self._size = 0
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    offset: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DamagedFrame:
+    offset: int
+    reason: str
+    raw: bytes
+
+
+class ClaimedSegment:
+    """A segment this reader holds the lock of; ``delete`` once its events are stored."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    def frames(self) -> Iterator[Frame | DamagedFrame]:
+        return read_frames(self.path)
+
+    def delete(self) -> None:
+        os.unlink(self.path)
+        self.release()
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _try_lock(path: Path) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if not os.path.exists(path):  # sealed (renamed) or deleted between listing and locking
+        os.close(fd)
+        return None
+    return fd
+
+
+def list_segments(directory: str | os.PathLike[str]) -> list[Path]:
+    """Sealed and ``.open`` segments, oldest first (names start with their creation time)."""
+    base = Path(directory)
+    if not base.is_dir():
+        return []
+    return sorted(
+        (p for p in base.iterdir() if p.suffix in (SEALED_SUFFIX, OPEN_SUFFIX)), key=lambda p: p.name
+    )
+
+
+def claim_segments(directory: str | os.PathLike[str]) -> Iterator[ClaimedSegment]:
+    """Yield readable segments, each locked: sealed ones, and ``.open`` ones whose writer is gone.
+
+    Segments locked by a live writer or by another reader are skipped.
+    """
+    for path in list_segments(directory):
+        fd = _try_lock(path)
+        if fd is not None:
+            yield ClaimedSegment(path, fd)
+
+
+def pending_bytes(directory: str | os.PathLike[str]) -> int:
+    total = 0
+    for path in list_segments(directory):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
+    data = Path(path).read_bytes()
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            return  # torn header at the tail: the writer died mid-write
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        if magic != MAGIC or length > MAX_FRAME:
+            nxt = data.find(MAGIC, pos + 1)
+            yield DamagedFrame(pos, "bad frame header", data[pos : nxt if nxt >= 0 else end])
+            if nxt < 0:
+                return
+            pos = nxt
+            continue
+        body_start = pos + HEADER_SIZE
+        if body_start + length > end:
+            return  # torn payload at the tail
+        payload = data[body_start : body_start + length]
+        if zlib.crc32(payload) != crc:
+            yield DamagedFrame(pos, "frame checksum mismatch", payload)
+        else:
+            yield Frame(pos, payload)
+        pos = body_start + length
