@@ -1,0 +1,1 @@
+"""The usagelog demo: an example Flask API, simulated users, and the runner behind ``usagelog demo``."""

@@ -1,0 +1,164 @@
+"""``usagelog demo``: three instances of the example API under ``opentelemetry-instrument``,
+simulated users, then ingest and a look at the result. Nothing but environment variables
+turns usage logging on in the API processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .driver import drive, make_users
+
+INSTANCES = (
+    {"k8s.cluster.name": "prod-eu", "cloud.region": "eu-west-1"},
+    {"k8s.cluster.name": "prod-eu", "cloud.region": "eu-central-1"},
+    {"k8s.cluster.name": "prod-us", "cloud.region": "us-east-1"},
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def instrument_command() -> str:
+    """The ``opentelemetry-instrument`` script of this Python environment."""
+    candidate = Path(sys.executable).parent / "opentelemetry-instrument"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("opentelemetry-instrument")
+    if not found:
+        raise RuntimeError("opentelemetry-instrument is not installed in this environment")
+    return found
+
+
+@dataclass
+class Instance:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+def start_instances(spool_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None,
+                    count: int = 3) -> list[Instance]:
+    """Start ``count`` API processes under opentelemetry-instrument, configured by env vars only."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    instances = []
+    for i in range(count):
+        attrs = INSTANCES[i % len(INSTANCES)]
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            {
+                "OTEL_SERVICE_NAME": "demo-api",
+                "OTEL_RESOURCE_ATTRIBUTES": ",".join(f"{k}={v}" for k, v in attrs.items()),
+                "OTEL_PYTHON_DISTRO": "usagelog",
+                "OTEL_PYTHON_CONFIGURATOR": "usagelog",
+                "USAGELOG_EXPORTER": "spool",
+                "USAGELOG_SPOOL_DIR": str(spool_dir),
+                "USAGELOG_USER_ID_FROM": "jwt:sub,basic,g:user",
+                "USAGELOG_MONITOR": "user:carol,route:/admin/*",
+                "USAGELOG_CAPTURE_BODY": "monitored",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra_env or {})
+        log_path = log_dir / f"api-{i + 1}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [instrument_command(), sys.executable, "-m", "usagelog.demo.app", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        instances.append(Instance(port, process, log_path))
+    for instance in instances:
+        _wait_listening(instance)
+    return instances
+
+
+def _wait_listening(instance: Instance, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if instance.process.poll() is not None:
+            raise RuntimeError(f"API instance exited early; log:\n{instance.log_path.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", instance.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"API instance on port {instance.port} did not start; log:\n{instance.log_path.read_text()[-3000:]}")
+
+
+def stop_instances(instances: list[Instance], sig: int = signal.SIGTERM) -> None:
+    for instance in instances:
+        if instance.process.poll() is None:
+            instance.process.send_signal(sig)
+    for instance in instances:
+        try:
+            instance.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            instance.process.kill()
+            instance.process.wait()
+
+
+def run_demo(workdir: str, users: int, rounds: int, fmt: str = "table", url: str = "",
+             database: str = "usagelog") -> int:
+    """Run the demo; events land in ``url`` (the CLI passes the default embedded store)."""
+    from usagelog.ingest import queries
+    from usagelog.ingest.output import render
+    from usagelog.ingest.spool_ingest import ingest_spool
+    from usagelog.ingest.store import connect
+
+    base = Path(workdir).resolve()
+    if base.exists():
+        shutil.rmtree(base)
+    spool_dir = base / "spool"
+    url = url or "chdb://" + str(base / "chdb")
+    print(f"usagelog demo: starting 3 API instances (spool {spool_dir})", flush=True)
+    instances = start_instances(spool_dir, base / "logs")
+    try:
+        people = make_users(users)
+        print(f"usagelog demo: {len(people)} users x {rounds} rounds across ports "
+              f"{', '.join(str(i.port) for i in instances)}", flush=True)
+        started = time.monotonic()
+        drive([i.port for i in instances], people, rounds)
+        sent = sum(len(u.sent) for u in people)
+        print(f"usagelog demo: {sent} requests sent in {time.monotonic() - started:.1f}s", flush=True)
+    finally:
+        stop_instances(instances)
+    stats = ingest_spool(str(spool_dir), url, database)
+    print(f"usagelog demo: ingested {stats.inserted} events from {stats.segments} spool segments "
+          f"({stats.dead_letters} dead letters)\n", flush=True)
+    with connect(url, database=database) as store:
+        for person in people[:3]:
+            columns, rows = queries.timeline(store, person.name, limit=len(person.sent))
+            keep = ["time", "instance", "seq", "method", "path", "status", "error_type", "ms", "region"]
+            idx = [columns.index(c) for c in keep]
+            short = [tuple((str(r[i])[:8] if c == "instance" else r[i]) for i, c in zip(idx, keep)) for r in rows]
+            print(f"== timeline of {person.name} ({len(rows)} events)")
+            print(render(keep, short, fmt), "\n")
+        print("== error rates by route")
+        print(render(*queries.error_rates(store), fmt), "\n")
+        print("== monitored events")
+        print(render(*store.query(
+            f"SELECT user_id, route, status_code, substring(request_body, 1, 60) AS request_body "
+            f"FROM {database}.usage_events FINAL WHERE monitored ORDER BY timestamp DESC LIMIT 8"), fmt), "\n")
+        print("== audit")
+        columns, rows = queries.audit(store)
+        print(render(columns, rows, fmt))
+    expected = sum(len(u.sent) for u in people)
+    ok = stats.inserted == expected
+    print(f"\nusagelog demo: {stats.inserted} of {expected} requests stored"
+          f"{'' if ok else ' -- MISMATCH'}. Next: usagelog timeline alice; usagelog audit; "
+          "usagelog query 'SELECT ...'")
+    return 0 if ok else 1

@@ -1,0 +1,178 @@
+"""The ``usagelog`` command: ingest, timeline, query, audit, demo.
+
+Options fall back to environment variables, then defaults:
+
+- ``--clickhouse`` / ``USAGELOG_CLICKHOUSE_URL``: ``chdb:///path`` (default ``chdb://<cwd>/.usagelog/chdb``)
+  or ``http(s)://user:password@host:port``;
+- ``--database`` / ``USAGELOG_CLICKHOUSE_DATABASE``: default ``usagelog``;
+- ``--spool`` / ``USAGELOG_SPOOL_DIR``: default ``.usagelog/spool``;
+- ``--format``: ``table`` (default), ``json`` or ``csv``.
+
+Exit status: 0 on success, 1 when the operation failed (message on stderr), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DIR
+
+from . import queries
+from .output import FORMATS, render
+from .spool_ingest import IngestStats, ingest_spool
+from .store import DEFAULT_DATABASE, StoreError, connect, default_url, validate_url
+
+USAGELOG_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
+USAGELOG_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    clickhouse_url: str
+    database: str
+    spool_dir: str
+    fmt: str
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def resolve_settings(args: argparse.Namespace) -> CliSettings:
+    """Arguments > environment > defaults; every problem is reported at once."""
+    url = args.clickhouse or os.environ.get(USAGELOG_CLICKHOUSE_URL) or default_url()
+    database = args.database or os.environ.get(USAGELOG_CLICKHOUSE_DATABASE) or DEFAULT_DATABASE
+    spool = getattr(args, "spool", None) or os.environ.get(USAGELOG_SPOOL_DIR) or DEFAULT_SPOOL_DIR
+    problems = []
+    problem = validate_url(url)
+    if problem:
+        source = "--clickhouse" if args.clickhouse else USAGELOG_CLICKHOUSE_URL
+        problems.append(f"{source}: {problem}")
+    if not database.replace("_", "").isalnum() or database[0].isdigit():
+        source = "--database" if args.database else USAGELOG_CLICKHOUSE_DATABASE
+        problems.append(f"{source}: {database!r} is not a valid database name")
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return CliSettings(url, database, spool, args.format)
+
+
+def _print_progress(stats: IngestStats, total: int) -> None:
+    print(
+        f"\ringest: {stats.segments}/{total} segments, {stats.inserted} events stored, "
+        f"{stats.duplicates} duplicates skipped, {stats.dead_letters} dead letters",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
+    source = args.source or ""
+    if source.startswith("kafka://"):
+        from .kafka_worker import run_from_cli
+
+        return run_from_cli(settings, args)
+    started = time.monotonic()
+    stats = ingest_spool(settings.spool_dir, settings.clickhouse_url, settings.database, _print_progress)
+    if stats.segments:
+        print(file=sys.stderr)
+    elapsed = time.monotonic() - started
+    columns = ["segments", "events", "stored", "duplicates_skipped", "dead_letters", "seconds"]
+    row = (stats.segments, stats.events, stats.inserted, stats.duplicates, stats.dead_letters, round(elapsed, 2))
+    print(render(columns, [row], settings.fmt))
+    return 0
+
+
+def cmd_timeline(settings: CliSettings, args: argparse.Namespace) -> int:
+    with connect(settings.clickhouse_url, database=settings.database) as store:
+        columns, rows = queries.timeline(store, args.user, args.limit)
+    print(render(columns, rows, settings.fmt))
+    return 0
+
+
+def cmd_query(settings: CliSettings, args: argparse.Namespace) -> int:
+    with connect(settings.clickhouse_url, database=settings.database) as store:
+        columns, rows = store.query(args.sql)
+    print(render(columns, rows, settings.fmt))
+    return 0
+
+
+def cmd_audit(settings: CliSettings, args: argparse.Namespace) -> int:
+    with connect(settings.clickhouse_url, database=settings.database) as store:
+        columns, rows = queries.audit(store)
+    print(render(columns, rows, settings.fmt))
+    bad = sum(1 for row in rows if any(row[columns.index(c)] for c in ("gaps", "duplicates", "checksum_failures")))
+    return 1 if bad and args.strict else 0
+
+
+def cmd_demo(settings: CliSettings, args: argparse.Namespace) -> int:
+    from usagelog.demo.run import run_demo
+
+    return run_demo(workdir=args.dir, users=args.users, rounds=args.rounds, fmt=settings.fmt,
+                    url=settings.clickhouse_url, database=settings.database)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--clickhouse", help=f"ClickHouse URL (env {USAGELOG_CLICKHOUSE_URL})")
+    common.add_argument("--database", help=f"database name (env {USAGELOG_CLICKHOUSE_DATABASE}, default usagelog)")
+    common.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+
+    parser = argparse.ArgumentParser(prog="usagelog", description="API usage logs: ingest and query.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", parents=[common], help="store spooled (or Kafka) events in ClickHouse")
+    p.add_argument("--spool", help=f"spool directory (env {USAGELOG_SPOOL_DIR}, default {DEFAULT_SPOOL_DIR})")
+    p.add_argument("--from", dest="source", help="kafka://host:port/topic to consume instead of the spool")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("timeline", parents=[common], help="one user's requests, in order")
+    p.add_argument("user")
+    p.add_argument("--limit", type=int, default=0)
+    p.set_defaults(func=cmd_timeline)
+
+    p = sub.add_parser("query", parents=[common], help="run a SQL query")
+    p.add_argument("sql")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("audit", parents=[common], help="per instance: events, sequence gaps, duplicates, checksums")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any instance has a problem")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("demo", parents=[common], help="run the example API on three instances and show the log")
+    p.add_argument("--dir", default=".usagelog/demo", help="working directory (default .usagelog/demo)")
+    p.add_argument("--users", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=3, help="passes of each user's request script")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = resolve_settings(args)
+        return int(args.func(settings, args))
+    except SettingsError as exc:
+        print(f"usagelog: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"usagelog: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Errors from ClickHouse (bad SQL, say) are the user's to read, not a traceback.
+        if type(exc).__module__.startswith("clickhouse_connect"):
+            print(f"usagelog: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

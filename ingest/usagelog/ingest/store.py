@@ -1,0 +1,230 @@
+"""ClickHouse storage through ``clickhouse-connect``: connection, schema migrations, idempotent inserts.
+
+``USAGELOG_CLICKHOUSE_URL`` (or ``--clickhouse``) selects the engine:
+
+- ``chdb:///path/to/dir`` (default ``chdb://<cwd>/.usagelog/chdb``): the embedded chDB engine.
+  chDB admits one process per data directory, so usagelog opens it briefly, under a lock file
+  next to the directory (``<dir>.lock``), and waits its turn when another usagelog process
+  holds it; a process outside usagelog holding the directory is retried the same way. After
+  ``USAGELOG_CLICKHOUSE_WAIT_SECONDS`` (default 60) it gives up with a clear message.
+- ``http(s)://user:password@host:port``: a ClickHouse server or cluster; concurrent writers are fine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .decode import COLUMNS
+
+DEFAULT_DATABASE = "usagelog"
+DEFAULT_WAIT_SECONDS = 60.0
+_ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re.IGNORECASE)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StoreError(RuntimeError):
+    """ClickHouse could not be reached or used; the message says what to do."""
+
+
+def default_url() -> str:
+    return "chdb://" + str(Path.cwd() / ".usagelog" / "chdb")
+
+
+def chdb_path(url: str) -> str | None:
+    """The data directory of a ``chdb://`` URL, or None for a server URL."""
+    if not url.startswith("chdb:"):
+        return None
+    rest = url[len("chdb:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if not rest or rest.startswith("memory"):
+        raise StoreError(f"USAGELOG_CLICKHOUSE_URL {url!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
+    return os.path.abspath(rest)
+
+
+def validate_url(url: str) -> str:
+    """Empty string if ``url`` is usable, else the problem."""
+    if url.startswith("chdb:"):
+        try:
+            chdb_path(url)
+        except StoreError as exc:
+            return str(exc)
+        return ""
+    if re.match(r"^https?://[^/]+", url):
+        return ""
+    return f"{url!r} is neither chdb:///path nor http(s)://user:password@host:port"
+
+
+@contextmanager
+def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
+    told = False
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"{what} is in use by another usagelog process (lock {path}); "
+                        f"gave up after {wait:.0f}s. Try again when it has finished, or raise "
+                        "USAGELOG_CLICKHOUSE_WAIT_SECONDS."
+                    ) from None
+                if not told:
+                    print(f"usagelog: waiting for {what} (used by another usagelog process)...", file=sys.stderr)
+                    told = True
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _open_client(url: str, database: str | None, wait: float) -> Any:
+    import clickhouse_connect
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if url.startswith("chdb:"):
+                return clickhouse_connect.get_client(dsn="chdb://" + str(chdb_path(url)), database=database)
+            return clickhouse_connect.get_client(dsn=url, database=database)
+        except Exception as exc:
+            if url.startswith("chdb:") and _ENGINE_BUSY.search(str(exc)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}") from exc
+
+
+def redact_url(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+@contextmanager
+def connect(url: str, *, database: str = DEFAULT_DATABASE, wait: float | None = None,
+            migrate_schema: bool = True) -> Iterator[Store]:
+    """Open the store for a short while (``with connect(url) as store: ...``)."""
+    if not _IDENT.match(database):
+        raise StoreError(f"USAGELOG_CLICKHOUSE_DATABASE {database!r} is not a valid database name")
+    wait = float(os.environ.get("USAGELOG_CLICKHOUSE_WAIT_SECONDS", DEFAULT_WAIT_SECONDS)) if wait is None else wait
+    path = chdb_path(url)
+    if path is None:
+        client = _open_client(url, None, wait)
+        try:
+            store = Store(client, database)
+            if migrate_schema:
+                store.migrate()
+            yield store
+        finally:
+            client.close()
+        return
+    with _file_lock(path + ".lock", wait, f"the chDB directory {path}"):
+        client = _open_client(url, None, wait)
+        try:
+            store = Store(client, database)
+            if migrate_schema:
+                store.migrate()
+            yield store
+        finally:
+            client.close()
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of every numbered migration, in order."""
+    found = []
+    for entry in resources.files("usagelog.ingest").joinpath("migrations").iterdir():
+        match = re.match(r"^(\d+)_.*\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+class Store:
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    # -- schema -------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply migrations not applied yet; returns their names."""
+        db = self.database
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self.client.command(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
+            "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+        )
+        done = {row[0] for row in self.client.query(f"SELECT version FROM {db}.schema_migrations").result_rows}
+        applied = []
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            for statement in _statements(sql.replace("${DATABASE}", db)):
+                self.client.command(statement)
+            self.client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
+            applied.append(name)
+        return applied
+
+    def schema_version(self) -> int:
+        rows = self.client.query(f"SELECT max(version) FROM {self.database}.schema_migrations").result_rows
+        return int(rows[0][0] or 0)
+
+    # -- writes -------------------------------------------------------------------------
+    def existing_ids(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        if not rows:
+            return set()
+        ids = [r["event_id"] for r in rows]
+        low = min(r["timestamp"] for r in rows)
+        high = max(r["timestamp"] for r in rows)
+        result = self.client.query(
+            f"SELECT event_id FROM {self.database}.usage_events "
+            "WHERE timestamp BETWEEN fromUnixTimestamp64Nano({low:Int64}, 'UTC') "
+            "AND fromUnixTimestamp64Nano({high:Int64}, 'UTC') AND event_id IN {ids:Array(String)}",
+            parameters={"low": low, "high": high, "ids": ids},
+        )
+        return {row[0] for row in result.result_rows}
+
+    def insert_events(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Insert rows whose event ID is not stored yet; returns (inserted, skipped as duplicates)."""
+        unique: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault(row["event_id"], row)
+        existing = self.existing_ids(list(unique.values()))
+        fresh = [row for event_id, row in unique.items() if event_id not in existing]
+        if fresh:
+            self.client.insert(
+                f"{self.database}.usage_events",
+                [[row[c] for c in COLUMNS] for row in fresh],
+                column_names=list(COLUMNS),
+            )
+        return len(fresh), len(rows) - len(fresh)
+
+    def insert_dead_letters(self, letters: Sequence[dict[str, Any]]) -> None:
+        if not letters:
+            return
+        columns = ["source", "location", "reason", "event_id", "service_instance_id", "payload"]
+        self.client.insert(
+            f"{self.database}.dead_letters",
+            [[letter.get(c, "") for c in columns] for letter in letters],
+            column_names=columns,
+        )
+
+    # -- reads --------------------------------------------------------------------------
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        result = self.client.query(sql, parameters=parameters or {})
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

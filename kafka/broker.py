@@ -1,0 +1,587 @@
+"""A single-node Apache Kafka broker (KRaft, broker and controller in one JVM) on localhost.
+
+Used by tests and local development of the collector → Kafka → ingest path. Stdlib only;
+``confluent_kafka`` is used when importable (readiness check, topic creation) and the Kafka
+command-line tools are used otherwise.
+
+As a library::
+
+    with KafkaBroker(tmp_path) as broker:
+        broker.create_topics(["usagelog.spans"], partitions=3)
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+
+As a command (the broker keeps running after ``start`` returns)::
+
+    python kafka/broker.py start [--workdir DIR]      # prints 127.0.0.1:<port>
+    python kafka/broker.py create-topics [--workdir DIR] [--partitions N] NAME...
+    python kafka/broker.py stop [--workdir DIR]
+
+Environment:
+    USAGELOG_KAFKA_WORKDIR  CLI working directory (default: <tmp>/usagelog-kafka-<uid>)
+    USAGELOG_CACHE_DIR      jar cache root, read by fetch.sh (default: ~/.cache/usagelog)
+    USAGELOG_KAFKA_VERSION  Kafka version, read by fetch.sh (default: the one in pom.xml)
+    JAVA_HOME               Java 17+ to run the broker with (default: ``java`` on PATH)
+
+Everything the broker writes stays in the working directory: ``server.properties``,
+``log4j2.properties``, ``state.json`` (pid, ports, cluster id), ``data/`` and ``logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = ["BrokerError", "KafkaBroker"]
+
+ENV_WORKDIR = "USAGELOG_KAFKA_WORKDIR"
+FETCH_SCRIPT = Path(__file__).resolve().parent / "fetch.sh"
+
+SERVER_MAIN = "kafka.Kafka"
+STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
+TOPIC_TOOL_MAIN = "org.apache.kafka.tools.TopicCommand"
+
+# Printed by KafkaRaftServer once the broker is unfenced and serving clients.
+STARTED_MARKER = "Kafka Server started"
+
+try:  # Optional: only for a real metadata round trip and faster topic creation.
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported in its stubs
+        AdminClient,
+        NewTopic,
+    )
+
+    HAVE_PYTHON_CLIENT = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_PYTHON_CLIENT = False
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, started, reached or stopped."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cluster_id() -> str:
+    # Kafka's Uuid.randomUuid(): 16 random bytes, URL-safe base64, no padding. An id starting
+    # with "-" would be read as an option by the storage tool, so draw again.
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        content = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"({path} not written)"
+    return "\n".join(content[-lines:]) or f"({path} is empty)"
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if not found:
+        raise BrokerError("java not found: install Java 17+ or set JAVA_HOME")
+    return found
+
+
+def fetch_jars() -> Path:
+    """Run fetch.sh (a no-op once the jars are cached) and return the lib directory."""
+    result = subprocess.run(
+        ["bash", str(FETCH_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
+    )
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode != 0 or not lines:
+        raise BrokerError(f"{FETCH_SCRIPT} failed (exit {result.returncode}); see its stderr")
+    return Path(lines[-1])
+
+
+class KafkaBroker:
+    """One Kafka 4.x node acting as broker and KRaft controller, listening on 127.0.0.1.
+
+    ``partitions`` is both the broker's ``num.partitions`` (auto-created topics) and the
+    default of :meth:`create_topics`. Ports are picked free at the first start and kept for
+    :meth:`restart`, so clients can reconnect to the same bootstrap address.
+    """
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        partitions: int = 3,
+        heap: str = "512m",
+        startup_timeout: float = 120.0,
+        lib_dir: str | os.PathLike[str] | None = None,
+        use_python_client: bool | None = None,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.workdir = Path(workdir).resolve()
+        self.partitions = partitions
+        self.heap = heap
+        self.startup_timeout = startup_timeout
+        self.lib_dir = Path(lib_dir) if lib_dir is not None else None
+        self.use_python_client = (
+            HAVE_PYTHON_CLIENT if use_python_client is None else use_python_client
+        )
+        if self.use_python_client and not HAVE_PYTHON_CLIENT:
+            raise ValueError("use_python_client=True but confluent_kafka is not importable")
+        self.port: int | None = None
+        self.controller_port: int | None = None
+        self.cluster_id: str | None = None
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._load_state()
+
+    # -- paths ------------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "logs" / "server.log"
+
+    @property
+    def _stdout_file(self) -> Path:
+        return self.workdir / "logs" / "stdout.log"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    @property
+    def bootstrap(self) -> str:
+        """``127.0.0.1:<port>`` for ``bootstrap.servers``."""
+        if self.port is None:
+            raise BrokerError("broker has not been started")
+        return f"127.0.0.1:{self.port}"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, *, detach: bool = False) -> KafkaBroker:
+        """Format storage if needed, launch the JVM and wait until clients can use it.
+
+        With ``detach`` the broker gets its own session and outlives this Python process
+        (the CLI's ``start``); otherwise it is stopped when the interpreter exits.
+        """
+        if self.is_running():
+            raise BrokerError(f"broker already running (pid {self.pid}) at {self.bootstrap}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        if self.lib_dir is None:
+            self.lib_dir = fetch_jars()
+        formatted = (self.data_dir / "meta.properties").is_file()
+        if not formatted or self.port is None or self.controller_port is None:
+            # A fresh node: new ports and a new cluster id. Reusing old data with new ports
+            # would leave a stale controller endpoint in the KRaft voter set.
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.port, self.controller_port = _free_port(), _free_port()
+            while self.controller_port == self.port:
+                self.controller_port = _free_port()
+            self.cluster_id = _cluster_id()
+        self._write_config()
+        if not formatted:
+            self._format_storage()
+
+        started = time.monotonic()
+        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        with self._stdout_file.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [
+                    _java(),
+                    f"-Xmx{self.heap}",
+                    "-Xms128m",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+                    f"-Dkafka.logs.dir={self.workdir / 'logs'}",
+                    "-cp",
+                    str(self.lib_dir / "*"),
+                    SERVER_MAIN,
+                    str(self.workdir / "server.properties"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
+            )
+        self.pid = self._proc.pid
+        self._save_state()
+        try:
+            self._wait_ready(log_offset, started)
+        except BaseException:
+            self.kill()
+            raise
+        if not detach:
+            atexit.register(self._stop_at_exit)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (controlled shutdown), then SIGKILL if it has not exited within ``timeout``."""
+        if self.is_running():
+            assert self.pid is not None
+            os.kill(self.pid, signal.SIGTERM)
+            if not self._wait_exit(timeout):
+                os.kill(self.pid, signal.SIGKILL)
+                self._wait_exit(10.0)
+        self._forget_process()
+
+    def kill(self) -> None:
+        """SIGKILL without a clean shutdown, as in a crash; data on disk is kept."""
+        if self.is_running():
+            assert self.pid is not None
+            os.kill(self.pid, signal.SIGKILL)
+            self._wait_exit(10.0)
+        self._forget_process()
+
+    def restart(self, timeout: float = 30.0) -> KafkaBroker:
+        """Stop (if running) and start again on the same ports, cluster id and data."""
+        self.stop(timeout)
+        return self.start()
+
+    def is_running(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        if self.pid is None:
+            return False
+        # Attached from state.json: make sure the pid is still our JVM, not a reused pid.
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return str(self.workdir / "server.properties").encode() in cmdline
+
+    def __enter__(self) -> KafkaBroker:
+        return self if self.is_running() else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- topics -----------------------------------------------------------------------------
+
+    def create_topics(self, names: Iterable[str], partitions: int | None = None) -> None:
+        """Create topics (replication factor 1); topics that already exist are left as they are."""
+        names = list(names)
+        count = self.partitions if partitions is None else partitions
+        if count < 1:
+            raise ValueError(f"partitions must be >= 1, got {count}")
+        if self.use_python_client:
+            self._create_topics_admin(names, count)
+        else:
+            self._create_topics_tool(names, count)
+
+    def _create_topics_admin(self, names: list[str], count: int) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=count, replication_factor=1) for n in names],
+            operation_timeout=30,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(f"creating topic {name!r} failed: {exc}") from exc
+        # The controller acknowledges before the broker has loaded the partitions; wait for
+        # leaders so that the first produce does not race the partition load.
+        deadline = time.monotonic() + 30
+        while True:
+            topics = admin.list_topics(timeout=5).topics
+            if all(
+                n in topics
+                and topics[n].error is None
+                and topics[n].partitions
+                and all(p.leader >= 0 for p in topics[n].partitions.values())
+                for n in names
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topics {names} have no leaders after 30s")
+            time.sleep(0.1)
+
+    def _create_topics_tool(self, names: list[str], count: int) -> None:
+        for name in names:
+            result = self._run_tool(
+                TOPIC_TOOL_MAIN,
+                [
+                    *("--bootstrap-server", self.bootstrap, "--create", "--if-not-exists"),
+                    *("--topic", name, "--partitions", str(count), "--replication-factor", "1"),
+                ],
+            )
+            if result.returncode != 0:
+                raise BrokerError(f"creating topic {name!r} failed:\n{result.stdout}")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            # Kafka 4 dynamic quorum: with `format --standalone` this node is the only voter.
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": str(self.partitions),
+            "default.replication.factor": "1",
+            "auto.create.topics.enable": "true",
+            # Internal topics on one node: replication 1, and few partitions so that the
+            # first consumer group or transaction does not wait for 50 partitions to load.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "3",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Small segments keep a test's disk use and roll/retention behaviour small.
+            "log.segment.bytes": str(16 * 1024 * 1024),
+        }
+        text = "".join(f"{k}={v}\n" for k, v in props.items())
+        (self.workdir / "server.properties").write_text(text)
+        log_config = [
+            "status = warn",
+            "appender.file.type = File",
+            "appender.file.name = file",
+            f"appender.file.fileName = {self.log_file}",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "rootLogger.level = info",
+            "rootLogger.appenderRef.file.ref = file",
+        ]
+        (self.workdir / "log4j2.properties").write_text("\n".join(log_config) + "\n")
+        # The command-line tools only need to report problems, on their own output.
+        tools_config = [
+            "status = warn",
+            "appender.err.type = Console",
+            "appender.err.name = err",
+            "appender.err.target = SYSTEM_ERR",
+            "appender.err.layout.type = PatternLayout",
+            "appender.err.layout.pattern = %p %m (%c)%n",
+            "rootLogger.level = warn",
+            "rootLogger.appenderRef.err.ref = err",
+        ]
+        (self.workdir / "tools-log4j2.properties").write_text("\n".join(tools_config) + "\n")
+
+    def _format_storage(self) -> None:
+        assert self.cluster_id is not None
+        config = str(self.workdir / "server.properties")
+        result = self._run_tool(
+            STORAGE_TOOL_MAIN,
+            ["format", "--cluster-id", self.cluster_id, "--config", config, "--standalone"],
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting {self.data_dir} failed:\n{result.stdout}")
+
+    def _run_tool(self, main: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+        assert self.lib_dir is not None
+        return subprocess.run(
+            [
+                _java(),
+                "-Xmx256m",
+                # Short-lived JVMs: the first JIT tier and a simple GC start faster.
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+                f"-Dlog4j2.configurationFile={self.workdir / 'tools-log4j2.properties'}",
+                "-cp",
+                str(self.lib_dir / "*"),
+                main,
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def _wait_ready(self, log_offset: int, started: float) -> None:
+        deadline = started + self.startup_timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise BrokerError(
+                    self._describe_failure("broker exited during startup", log_offset)
+                )
+            if self._accepts_connections() and self._answers_metadata(log_offset):
+                return
+            time.sleep(0.2)
+        raise BrokerError(
+            self._describe_failure(
+                f"broker not ready after {self.startup_timeout:.0f}s", log_offset
+            )
+        )
+
+    def _accepts_connections(self) -> bool:
+        assert self.port is not None
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def _answers_metadata(self, log_offset: int) -> bool:
+        if self.use_python_client:
+            # log_level 0: connection errors while polling are expected, keep stderr quiet.
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            try:
+                return bool(admin.list_topics(timeout=2).brokers)
+            except KafkaException:
+                return False
+        # Without a client, trust the server's own announcement in this run's part of the log.
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(log_offset)
+                return STARTED_MARKER.encode() in log.read()
+        except OSError:
+            return False
+
+    def _describe_failure(self, what: str, log_offset: int) -> str:
+        # Kafka logs the cause once and then pages of shutdown noise: lead with the first
+        # error and the exception line under it.
+        first_error = ""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(log_offset)
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for i, line in enumerate(lines):
+            if "] ERROR " in line:
+                first_error = "first error: " + "\n  ".join(lines[i : i + 2]) + "\n"
+                break
+        return (
+            f"{what} (workdir {self.workdir})\n{first_error}"
+            f"--- tail of {self.log_file} ---\n{_tail(self.log_file)}\n"
+            f"--- tail of {self._stdout_file} ---\n{_tail(self._stdout_file, 20)}"
+        )
+
+    def _wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.is_running():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _stop_at_exit(self) -> None:
+        # The interpreter is exiting: there is nobody left to report a failure to.
+        with contextlib.suppress(Exception):
+            self.stop(timeout=10.0)
+
+    def _forget_process(self) -> None:
+        if self._proc is not None:
+            self._proc.wait()
+        self._proc = None
+        self.pid = None
+        atexit.unregister(self._stop_at_exit)
+        if self.workdir.exists():
+            self._save_state()
+
+    def _save_state(self) -> None:
+        state = {
+            "pid": self.pid,
+            "port": self.port,
+            "controller_port": self.controller_port,
+            "cluster_id": self.cluster_id,
+            "bootstrap": f"127.0.0.1:{self.port}",
+            "lib_dir": str(self.lib_dir) if self.lib_dir else None,
+        }
+        self._state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def _load_state(self) -> None:
+        try:
+            state: dict[str, Any] = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return
+        self.pid = state.get("pid")
+        self.port = state.get("port")
+        self.controller_port = state.get("controller_port")
+        self.cluster_id = state.get("cluster_id")
+        if self.lib_dir is None and state.get("lib_dir"):
+            self.lib_dir = Path(state["lib_dir"])
+
+
+def _default_workdir() -> Path:
+    configured = os.environ.get(ENV_WORKDIR)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"usagelog-kafka-{os.getuid()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=_default_workdir(),
+        help=f"broker state, data and logs (env {ENV_WORKDIR}; default %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="start in the background; print the bootstrap")
+    start.add_argument("--partitions", type=int, default=3, help="num.partitions (default 3)")
+    start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (120)")
+    commands.add_parser("stop", help="stop the broker started in --workdir")
+    create = commands.add_parser("create-topics", help="create topics on the running broker")
+    create.add_argument("--partitions", type=int, default=3, help="partitions (default 3)")
+    create.add_argument("names", nargs="+", metavar="NAME")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "start":
+            broker = KafkaBroker(
+                args.workdir, partitions=args.partitions, startup_timeout=args.timeout
+            )
+            broker.start(detach=True)
+            print(broker.bootstrap)
+        elif args.command == "stop":
+            KafkaBroker(args.workdir).stop()
+        else:
+            broker = KafkaBroker(args.workdir)
+            if not broker.is_running():
+                raise BrokerError(f"no broker running in {args.workdir}; run `start` first")
+            broker.create_topics(args.names, partitions=args.partitions)
+    except BrokerError as exc:
+        print(f"broker.py: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
