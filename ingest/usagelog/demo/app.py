@@ -162,7 +162,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    server = make_server(args.host, args.port, create_app(), threaded=True)
+    # Import by name so exception classes are usagelog.demo.app.*, not __main__.*, when run with -m.
+    from usagelog.demo.app import create_app as create_named_app
+
+    server = make_server(args.host, args.port, create_named_app(), threaded=True)
     server.serve_forever()
 
 

@@ -15,6 +15,7 @@ TIMELINE_COLUMNS = (
     "method",
     "route",
     "path",
+    "concat(path, if(query = '', '', concat('?', query))) AS uri",
     "status_code AS status",
     "error_type",
     "round(duration_ns / 1e6, 3) AS ms",

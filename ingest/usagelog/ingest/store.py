@@ -91,17 +91,50 @@ def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
+def _engine_busy(path: str) -> bool:
+    """Whether a process (usagelog or not) runs a ClickHouse engine on ``path`` right now.
+
+    The engine holds an exclusive lock on ``<path>/status`` while it runs.
+    """
+    try:
+        fd = os.open(os.path.join(path, "status"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases our probe lock
+    return False
+
+
 def _open_client(url: str, database: str | None, wait: float) -> Any:
     import clickhouse_connect
 
     deadline = time.monotonic() + wait
+    path = chdb_path(url)
+    told = False
     while True:
+        if path is not None and _engine_busy(path):
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"the chDB directory {path} is in use by another process (not usagelog's lock); "
+                    f"gave up after {wait:.0f}s"
+                )
+            if not told:
+                print(f"usagelog: waiting for the chDB directory {path} (used by another process)...",
+                      file=sys.stderr)
+                told = True
+            time.sleep(0.1)
+            continue
         try:
-            if url.startswith("chdb:"):
-                return clickhouse_connect.get_client(dsn="chdb://" + str(chdb_path(url)), database=database)
+            if path is not None:
+                return clickhouse_connect.get_client(dsn="chdb://" + path, database=database)
             return clickhouse_connect.get_client(dsn=url, database=database)
         except Exception as exc:
-            if url.startswith("chdb:") and _ENGINE_BUSY.search(str(exc)) and time.monotonic() < deadline:
+            busy = path is not None and (_ENGINE_BUSY.search(str(exc)) or _engine_busy(path))
+            if busy and time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
             raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}") from exc

@@ -1,0 +1,64 @@
+"""Canary secrets sent in an Authorization header, a cookie, a JSON password field and an
+api_key query parameter appear nowhere in the spool or in ClickHouse, even with bodies captured."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from usagelog.demo.run import start_instances, stop_instances
+from usagelog.ingest.spool_ingest import ingest_spool
+from usagelog.ingest.store import connect
+
+pytestmark = pytest.mark.slow
+
+CANARY = "zq-canary-5e1b"
+
+
+def _send(port: int, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_canaries_reach_no_sink(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    instances = start_instances(spool, tmp_path / "logs", {"USAGELOG_CAPTURE_BODY": "all"}, count=1)
+    port = instances[0].port
+    try:
+        statuses = [
+            _send(port, "GET", "/api/items", {"Authorization": f"Bearer {CANARY}-auth"}),
+            _send(port, "GET", "/api/items", {"Cookie": f"session={CANARY}-cookie; theme=dark"}),
+            _send(port, "POST", "/api/login", {"Content-Type": "application/json"},
+                  json.dumps({"username": "u", "password": f"{CANARY}-password"}).encode()),
+            _send(port, "POST", "/api/login", {"Content-Type": "application/x-www-form-urlencoded"},
+                  f"username=u&password={CANARY}-form".encode()),
+            _send(port, "GET", f"/api/items?limit=2&api_key={CANARY}-query", {}),
+            _send(port, "GET", "/api/items", {"X-Api-Key": f"{CANARY}-header"}),
+        ]
+    finally:
+        stop_instances(instances)
+    assert statuses == [401, 200, 200, 200, 200, 200]
+
+    spooled = b"".join(p.read_bytes() for p in spool.iterdir())
+    assert spooled and CANARY.encode() not in spooled
+    assert b"theme=dark" not in spooled  # no cookie value at all, not even the harmless one
+
+    url = "chdb://" + str(tmp_path / "chdb")
+    stats = ingest_spool(str(spool), url, "usagelog")
+    assert stats.inserted == 6
+    with connect(url) as store:
+        _, rows = store.query("SELECT * FROM usagelog.usage_events")
+        _, dead = store.query("SELECT * FROM usagelog.dead_letters")
+    stored = repr(rows) + repr(dead)
+    assert "password" in stored  # bodies really were captured: the field name is there
+    assert CANARY not in stored

@@ -1,0 +1,102 @@
+"""Spool ingest is idempotent and crash-safe, and dead-letters what it cannot read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.spoolfill import write_spool
+from usagelog.ingest.spool_ingest import ingest_spool
+from usagelog.ingest.store import connect
+from usagelog.instrumentation.spool import SpoolWriter
+
+
+def _counts(url: str) -> tuple[int, int]:
+    with connect(url) as store:
+        _, rows = store.query("SELECT count(), uniqExact(event_id) FROM usagelog.usage_events")
+    return int(rows[0][0]), int(rows[0][1])
+
+
+def test_ingest_twice_stores_each_event_once(tmp_path: Path, chdb_url: str) -> None:
+    spool = tmp_path / "spool"
+    total = write_spool(spool, segments=3, per_segment=50)
+    first = ingest_spool(str(spool), chdb_url, "usagelog")
+    assert (first.segments, first.inserted) == (3, total)
+    assert list(spool.iterdir()) == []
+    second = ingest_spool(str(spool), chdb_url, "usagelog")
+    assert second.inserted == 0
+    assert _counts(chdb_url) == (total, total)
+
+
+def test_crash_between_insert_and_delete_does_not_duplicate(tmp_path: Path, chdb_url: str,
+                                                            monkeypatch: Any) -> None:
+    spool = tmp_path / "spool"
+    total = write_spool(spool, segments=4, per_segment=25)
+    from usagelog.instrumentation import spool as spool_module
+
+    calls = {"n": 0}
+    real_delete = spool_module.ClaimedSegment.delete
+
+    def crash_on_third(self: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed after storing, before deleting")
+        real_delete(self)
+
+    monkeypatch.setattr(spool_module.ClaimedSegment, "delete", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_spool(str(spool), chdb_url, "usagelog")
+    monkeypatch.undo()
+    assert len(list(spool.glob("*.seg"))) == 2  # the third segment's events are stored, file kept
+    again = ingest_spool(str(spool), chdb_url, "usagelog")
+    assert again.duplicates == 25 and again.inserted == 25
+    assert _counts(chdb_url) == (total, total)
+
+
+@pytest.mark.slow
+def test_ingest_killed_half_way_then_rerun_gives_exact_counts(tmp_path: Path, chdb_url: str) -> None:
+    spool = tmp_path / "spool"
+    total = write_spool(spool, segments=40, per_segment=400)
+    command = [sys.executable, "-m", "usagelog.ingest.cli", "ingest", "--spool", str(spool),
+               "--clickhouse", chdb_url]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(spool.glob("*.seg"))) > 25 and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    remaining = len(list(spool.glob("*.seg")))
+    assert 0 < remaining < 40, "the kill should land half-way"
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert list(spool.glob("*.seg")) == []
+    assert _counts(chdb_url) == (total, total)
+
+
+def test_damaged_frames_are_dead_lettered_and_the_rest_stored(tmp_path: Path, chdb_url: str) -> None:
+    spool = tmp_path / "spool"
+    total = write_spool(spool, segments=1, per_segment=10)
+    writer = SpoolWriter(spool, "junk", fsync=False)
+    writer.append(b"\x0a\xff\xff\xff\xff\x0f this is not OTLP")
+    writer.seal()
+    segment = sorted(spool.glob("*.seg"))[0]
+    data = bytearray(segment.read_bytes())
+    data[30] ^= 0xFF  # corrupt the first (only) frame of the good segment
+    segment.write_bytes(bytes(data))
+    total += write_spool(spool, segments=1, per_segment=5, instance="second")
+    stats = ingest_spool(str(spool), chdb_url, "usagelog")
+    assert stats.inserted == 5 and stats.dead_letters == 2
+    with connect(chdb_url) as store:
+        _, rows = store.query("SELECT source, reason, location FROM usagelog.dead_letters ORDER BY reason")
+    reasons = [r[1] for r in rows]
+    assert reasons[0] == "frame checksum mismatch"
+    assert reasons[1].startswith("not an OTLP logs payload")
+    assert all(r[0] == "spool" and "@" in r[2] for r in rows)

@@ -1,0 +1,93 @@
+"""ClickHouse storage: migrations, idempotent inserts, the SQL checksum, and sharing chDB between processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.spoolfill import write_spool
+from usagelog.ingest import queries
+from usagelog.ingest.spool_ingest import ingest_spool
+from usagelog.ingest.store import connect, migrations
+
+
+def test_migrations_apply_once_and_record_their_version(chdb_url: str) -> None:
+    with connect(chdb_url, migrate_schema=False) as store:
+        applied = store.migrate()
+        assert applied == [name for _, name, _ in migrations()]
+        assert store.migrate() == []
+        assert store.schema_version() == migrations()[-1][0]
+        _, rows = store.query(
+            "SELECT sorting_key, partition_key FROM system.tables WHERE database = 'usagelog' AND name = 'usage_events'"
+        )
+    assert rows[0][0].startswith("user_id, timestamp")
+    assert rows[0][1] == "toDate(timestamp)"
+
+
+def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: str) -> None:
+    write_spool(tmp_path / "spool", segments=1, per_segment=20)
+    ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog")
+    with connect(chdb_url) as store:
+        _, rows = store.query(f"SELECT countIf(checksum = {queries._checksum_sql()}) FROM usagelog.usage_events")
+        assert rows[0][0] == 20
+        store.client.command("ALTER TABLE usagelog.usage_events UPDATE status_code = 299 WHERE seq = 3 "
+                             "SETTINGS mutations_sync = 1")
+        columns, audit = queries.audit(store)
+    assert audit[0][columns.index("checksum_failures")] == 1
+
+
+def _hold(url: str, seconds: float, raw: bool = False) -> subprocess.Popen[str]:
+    """Another process keeping the chDB directory open (via usagelog, or chdb directly)."""
+    if raw:
+        path = url[len("chdb://"):]
+        code = (f"import chdb, time; c = chdb.connect({path!r}); c.query('SELECT 1'); print('held', flush=True); "
+                f"time.sleep({seconds})")
+    else:
+        code = ("import time; from usagelog.ingest.store import connect\n"
+                f"with connect({url!r}):\n    print('held', flush=True); time.sleep({seconds})")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "held"
+    return process
+
+
+def _cli(*args: str, env_wait: str = "60") -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "USAGELOG_CLICKHOUSE_WAIT_SECONDS": env_wait}
+    return subprocess.run([sys.executable, "-m", "usagelog.ingest.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_cli_waits_for_another_usagelog_process_then_succeeds(chdb_url: str) -> None:
+    with connect(chdb_url):
+        pass
+    holder = _hold(chdb_url, 2.0)
+    started = time.monotonic()
+    result = _cli("query", "SELECT 41 + 1 AS answer", "--clickhouse", chdb_url, "--format", "csv")
+    holder.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["answer", "42"]
+    assert "waiting for the chDB directory" in result.stderr
+    assert time.monotonic() - started >= 1.0
+
+
+def test_cli_gives_a_clear_message_when_the_directory_stays_busy(chdb_url: str) -> None:
+    holder = _hold(chdb_url, 20.0)
+    try:
+        result = _cli("audit", "--clickhouse", chdb_url, env_wait="1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert "in use by another usagelog process" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_retries_while_a_foreign_process_holds_chdb(chdb_url: str) -> None:
+    holder = _hold(chdb_url, 2.0, raw=True)
+    result = _cli("query", "SELECT 1 AS one", "--clickhouse", chdb_url, "--format", "csv")
+    holder.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["one", "1"]

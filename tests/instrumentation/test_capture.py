@@ -1,0 +1,210 @@
+"""The capture matrix: every way a request can end yields exactly one event, through a real WSGI server.
+
+Each test sends one request (with a W3C traceparent) to the example API served by werkzeug's
+threaded server and checks the single event: status, route, error type, user ID, trace ID.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+from flask import Flask, g
+
+from usagelog.demo.app import create_app, make_jwt
+from usagelog.instrumentation import event as ev
+
+
+def _request(port: int, method: str, path: str, *, headers: dict[str, str] | None = None,
+             body: bytes | None = None) -> tuple[int | None, str]:
+    """Send one request with a fresh traceparent; returns (status or None, trace ID sent)."""
+    trace_id = os.urandom(16).hex()
+    all_headers = {"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01", **(headers or {})}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        try:
+            response.read()
+        except (http.client.IncompleteRead, ConnectionError):
+            pass
+        return response.status, trace_id
+    finally:
+        conn.close()
+
+
+def _jwt(user: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + make_jwt({"sub": user})}
+
+
+@pytest.fixture
+def demo(live_app: Any) -> Any:
+    return live_app(create_app(), user_id_from="jwt:sub,basic,g:user")
+
+
+def _one_event(live: Any, trace_id: str) -> dict[str, Any]:
+    rows = live.events(1)
+    time.sleep(0.05)  # anything extra would have been recorded by now
+    rows = live.events(1)
+    assert len(rows) == 1, rows
+    assert rows[0]["trace_id"] == trace_id
+    return rows[0]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "route", "error_type"),
+    [
+        ("GET", "/api/items/7", None, 200, "/api/items/<int:item_id>", ""),
+        ("POST", "/api/items", b'{"name": "x"}', 201, "/api/items", ""),
+        ("GET", "/api/items/999", None, 404, "/api/items/<int:item_id>", ""),
+        ("GET", "/api/orders/3", None, 403, "/api/orders/<int:order_id>", ""),
+        ("GET", "/api/no-such-route", None, 404, "", ""),
+        ("DELETE", "/api/items/7", None, 405, "", ""),
+        ("POST", "/api/items", b"x" * 70_000, 413, "/api/items", ""),
+        ("GET", "/api/crash", None, 500, "/api/crash", "ValueError"),
+        ("GET", "/api/guarded", None, 500, "/api/guarded", "usagelog.demo.app.GuardError"),
+        ("GET", "/api/teapot", None, 500, "/api/teapot", "LookupError"),
+    ],
+    ids=["ok", "created", "abort-404", "abort-403", "unknown-route", "method-not-allowed",
+         "too-large-413", "unhandled-exception", "before-request-error", "error-handler-error"],
+)
+def test_every_outcome_yields_exactly_one_event(demo: Any, method: str, path: str, body: bytes | None,
+                                                status: int, route: str, error_type: str) -> None:
+    headers = {**_jwt("alice"), "Content-Type": "application/json"}
+    got, trace_id = _request(demo.port, method, path, headers=headers, body=body)
+    assert got == status
+    event = _one_event(demo, trace_id)
+    assert (event["status_code"], event["route"], event["error_type"]) == (status, route, error_type)
+    assert event["user_id"] == "alice"
+    assert event["method"] == method
+    assert event["path"] == path
+
+
+def test_stream_failing_mid_stream_is_one_event_with_the_error(demo: Any) -> None:
+    status, trace_id = _request(demo.port, "GET", "/api/stream", headers=_jwt("bob"))
+    assert status == 200  # headers were sent before the generator failed
+    event = _one_event(demo, trace_id)
+    assert event["error_type"] == "ConnectionAbortedError"
+    assert event["status_code"] == 200
+    assert event["user_id"] == "bob"
+    assert 0 < event["response_size"] < 100
+
+
+def test_client_disconnecting_mid_response_is_one_event_marked_aborted(demo: Any) -> None:
+    trace_id = os.urandom(16).hex()
+    with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                "GET /api/slow-stream HTTP/1.1\r\nHost: x\r\n"
+                f"traceparent: 00-{trace_id}-{os.urandom(8).hex()}-01\r\n"
+                f"Authorization: {_jwt('carol')['Authorization']}\r\n\r\n"
+            ).encode()
+        )
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    rows = demo.events(1, timeout=15)
+    assert len(rows) == 1
+    event = rows[0]
+    assert event["trace_id"] == trace_id
+    assert event["user_id"] == "carol"
+    assert event["attributes"].get(ev.CLIENT_ABORTED) == "true"
+    assert event["response_size"] < 200 * 50 * 9  # the whole body was never sent
+
+
+def test_basic_auth_user_and_anonymous_requests(demo: Any) -> None:
+    token = base64.b64encode(b"basil:basil-password").decode()
+    _, basic_trace = _request(demo.port, "GET", "/api/items", headers={"Authorization": "Basic " + token})
+    _, anon_trace = _request(demo.port, "GET", "/api/items")
+    rows = demo.events(2)
+    assert {r["trace_id"]: r["user_id"] for r in rows} == {basic_trace: "basil", anon_trace: ""}
+
+
+def test_sequence_numbers_follow_request_start_order_without_gaps(demo: Any) -> None:
+    traces = [_request(demo.port, "GET", f"/api/items/{i}")[1] for i in range(1, 11)]
+    rows = demo.events(10)
+    assert [r["seq"] for r in rows] == list(range(1, 11))
+    assert [r["trace_id"] for r in rows] == traces
+    assert len({r["event_id"] for r in rows}) == 10
+    assert len({r["service_instance_id"] for r in rows}) == 1
+
+
+def test_user_from_flask_g_when_no_header_source_matches(live_app: Any) -> None:
+    app = Flask("g-user")
+
+    @app.before_request
+    def load_user() -> None:
+        g.account = "acct-42"
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    live = live_app(app, user_id_from="header:X-User,g:account")
+    _, trace_id = _request(live.port, "GET", "/")
+    assert _one_event(live, trace_id)["user_id"] == "acct-42"
+    _, trace_id = _request(live.port, "GET", "/", headers={"X-User": "from-header"})
+    assert live.events(2)[-1]["user_id"] == "from-header"
+
+
+def test_events_are_complete_when_traces_are_sampled_out(live_app: Any) -> None:
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    app = create_app()
+    FlaskInstrumentor().instrument_app(app, tracer_provider=TracerProvider(sampler=ALWAYS_OFF))
+    live = live_app(app)
+    status, trace_id = _request(live.port, "GET", "/api/items/3")
+    assert status == 200
+    event = _one_event(live, trace_id)
+    assert event["span_id"] and event["route"] == "/api/items/<int:item_id>"
+
+
+def test_monitored_events_carry_redacted_bodies(live_app: Any) -> None:
+    live = live_app(create_app(), user_id_from="jwt:sub", monitor="user:carol", capture_body="monitored")
+    body = b'{"name": "gadget", "password": "hunter2"}'
+    headers = {"Content-Type": "application/json"}
+    _request(live.port, "POST", "/api/items", headers={**headers, **_jwt("carol")}, body=body)
+    _request(live.port, "POST", "/api/items", headers={**headers, **_jwt("dave")}, body=body)
+    carol, dave = live.events(2)
+    assert carol["monitored"] and not dave["monitored"]
+    assert '"name":"gadget"' in carol["request_body"] and "hunter2" not in carol["request_body"]
+    assert '"id":' in carol["response_body"]
+    assert dave["request_body"] == "" and dave["response_body"] == ""
+
+
+def test_a_failure_inside_usagelog_never_reaches_the_request(live_app: Any, monkeypatch: Any,
+                                                            caplog: Any) -> None:
+    live = live_app(create_app())
+
+    def broken_finish(exchange: Any) -> None:
+        raise RuntimeError("usagelog bug")
+
+    def broken_begin(environ: Any) -> Any:
+        raise RuntimeError("usagelog bug at start")
+
+    monkeypatch.setattr(live.runtime, "begin", broken_begin)
+    with caplog.at_level(logging.ERROR, logger="usagelog"):
+        status, _ = _request(live.port, "GET", "/api/items/1")
+    assert status == 200
+    assert "capture failed" in caplog.text
+    monkeypatch.undo()
+    monkeypatch.setattr(live.runtime.recorder, "record", broken_finish)
+    with caplog.at_level(logging.ERROR, logger="usagelog"):
+        status, _ = _request(live.port, "GET", "/api/items/1")
+    assert status == 200
+    assert "could not record" in caplog.text
+
+
+def test_disabled_by_environment_records_nothing(live_app: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("USAGELOG_ENABLED", "false")
+    live = live_app(create_app())
+    assert _request(live.port, "GET", "/api/items/1")[0] == 200
+    time.sleep(0.2)
+    assert live.events(0, timeout=0.1) == []
