@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
-
 from usagelog.ingest.decode import decode_payload
 from usagelog.instrumentation import MemoryExporter, Runtime, reset_runtime
+from werkzeug.serving import make_server
 
 
 @dataclass
@@ -64,4 +63,3 @@ def live_app() -> Iterator[Callable[..., LiveApp]]:
 @pytest.fixture
 def chdb_url(tmp_path: Path) -> str:
     return "chdb://" + str(tmp_path / "chdb")
-

@@ -6,10 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-
 from usagelog.demo.run import start_instances, stop_instances
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect
@@ -38,10 +36,20 @@ def test_canaries_reach_no_sink(tmp_path: Path) -> None:
         statuses = [
             _send(port, "GET", "/api/items", {"Authorization": f"Bearer {CANARY}-auth"}),
             _send(port, "GET", "/api/items", {"Cookie": f"session={CANARY}-cookie; theme=dark"}),
-            _send(port, "POST", "/api/login", {"Content-Type": "application/json"},
-                  json.dumps({"username": "u", "password": f"{CANARY}-password"}).encode()),
-            _send(port, "POST", "/api/login", {"Content-Type": "application/x-www-form-urlencoded"},
-                  f"username=u&password={CANARY}-form".encode()),
+            _send(
+                port,
+                "POST",
+                "/api/login",
+                {"Content-Type": "application/json"},
+                json.dumps({"username": "u", "password": f"{CANARY}-password"}).encode(),
+            ),
+            _send(
+                port,
+                "POST",
+                "/api/login",
+                {"Content-Type": "application/x-www-form-urlencoded"},
+                f"username=u&password={CANARY}-form".encode(),
+            ),
             _send(port, "GET", f"/api/items?limit=2&api_key={CANARY}-query", {}),
             _send(port, "GET", "/api/items", {"X-Api-Key": f"{CANARY}-header"}),
         ]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from usagelog.demo.driver import SCRIPT, drive, make_users
 from usagelog.demo.run import INSTANCES, start_instances, stop_instances
 
@@ -64,9 +63,13 @@ def test_each_timeline_is_complete_and_in_the_order_sent(pipeline: dict[str, Any
 def test_identity_fields_come_from_the_environment(pipeline: dict[str, Any]) -> None:
     rows = usagelog(
         "query",
-        "SELECT DISTINCT service_name, cluster, region, host_name != '' AS has_host, host_id != '' AS has_id, "
+        "SELECT DISTINCT service_name, cluster, region, host_name != '' AS has_host, "
+        "host_id != '' AS has_id, "
         "process_pid > 0 AS has_pid FROM usagelog.usage_events ORDER BY region",
-        "--clickhouse", pipeline["url"], "--format", "json",
+        "--clickhouse",
+        pipeline["url"],
+        "--format",
+        "json",
     )
     assert {(r["service_name"], r["cluster"], r["region"]) for r in rows} == {
         ("demo-api", i["k8s.cluster.name"], i["cloud.region"]) for i in INSTANCES
@@ -87,7 +90,10 @@ def test_monitored_events_are_flagged(pipeline: dict[str, Any]) -> None:
     rows = usagelog(
         "query",
         "SELECT user_id, route, monitored FROM usagelog.usage_events WHERE monitored",
-        "--clickhouse", pipeline["url"], "--format", "json",
+        "--clickhouse",
+        pipeline["url"],
+        "--format",
+        "json",
     )
     assert rows and all(r["user_id"] == "carol" or r["route"].startswith("/admin/") for r in rows)
     users = {u.name for u in pipeline["users"]}

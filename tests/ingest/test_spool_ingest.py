@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.spoolfill import write_spool
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect
 from usagelog.instrumentation.spool import SpoolWriter
+
+from tests.spoolfill import write_spool
 
 
 def _counts(url: str) -> tuple[int, int]:
@@ -35,8 +35,9 @@ def test_ingest_twice_stores_each_event_once(tmp_path: Path, chdb_url: str) -> N
     assert _counts(chdb_url) == (total, total)
 
 
-def test_crash_between_insert_and_delete_does_not_duplicate(tmp_path: Path, chdb_url: str,
-                                                            monkeypatch: Any) -> None:
+def test_crash_between_insert_and_delete_does_not_duplicate(
+    tmp_path: Path, chdb_url: str, monkeypatch: Any
+) -> None:
     spool = tmp_path / "spool"
     total = write_spool(spool, segments=4, per_segment=25)
     from usagelog.instrumentation import spool as spool_module
@@ -64,8 +65,16 @@ def test_crash_between_insert_and_delete_does_not_duplicate(tmp_path: Path, chdb
 def test_ingest_killed_half_way_then_rerun_gives_exact_counts(tmp_path: Path, chdb_url: str) -> None:
     spool = tmp_path / "spool"
     total = write_spool(spool, segments=40, per_segment=400)
-    command = [sys.executable, "-m", "usagelog.ingest.cli", "ingest", "--spool", str(spool),
-               "--clickhouse", chdb_url]
+    command = [
+        sys.executable,
+        "-m",
+        "usagelog.ingest.cli",
+        "ingest",
+        "--spool",
+        str(spool),
+        "--clickhouse",
+        chdb_url,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(list(spool.glob("*.seg"))) > 25 and time.monotonic() < deadline:

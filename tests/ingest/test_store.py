@@ -1,4 +1,4 @@
-"""ClickHouse storage: migrations, idempotent inserts, the SQL checksum, and sharing chDB between processes."""
+"""ClickHouse storage: migrations, idempotent inserts, the SQL checksum, sharing chDB between processes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.spoolfill import write_spool
 from usagelog.ingest import queries
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect, migrations
+
+from tests.spoolfill import write_spool
 
 
 def test_migrations_apply_once_and_record_their_version(chdb_url: str) -> None:
@@ -20,7 +21,8 @@ def test_migrations_apply_once_and_record_their_version(chdb_url: str) -> None:
         assert store.migrate() == []
         assert store.schema_version() == migrations()[-1][0]
         _, rows = store.query(
-            "SELECT sorting_key, partition_key FROM system.tables WHERE database = 'usagelog' AND name = 'usage_events'"
+            "SELECT sorting_key, partition_key FROM system.tables "
+            "WHERE database = 'usagelog' AND name = 'usage_events'"
         )
     assert rows[0][0].startswith("user_id, timestamp")
     assert rows[0][1] == "toDate(timestamp)"
@@ -30,10 +32,14 @@ def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: st
     write_spool(tmp_path / "spool", segments=1, per_segment=20)
     ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog")
     with connect(chdb_url) as store:
-        _, rows = store.query(f"SELECT countIf(checksum = {queries._checksum_sql()}) FROM usagelog.usage_events")
+        _, rows = store.query(
+            f"SELECT countIf(checksum = {queries._checksum_sql()}) FROM usagelog.usage_events"
+        )
         assert rows[0][0] == 20
-        store.client.command("ALTER TABLE usagelog.usage_events UPDATE status_code = 299 WHERE seq = 3 "
-                             "SETTINGS mutations_sync = 1")
+        store.client.command(
+            "ALTER TABLE usagelog.usage_events UPDATE status_code = 299 WHERE seq = 3 "
+            "SETTINGS mutations_sync = 1"
+        )
         columns, audit = queries.audit(store)
     assert audit[0][columns.index("checksum_failures")] == 1
 
@@ -41,12 +47,16 @@ def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: st
 def _hold(url: str, seconds: float, raw: bool = False) -> subprocess.Popen[str]:
     """Another process keeping the chDB directory open (via usagelog, or chdb directly)."""
     if raw:
-        path = url[len("chdb://"):]
-        code = (f"import chdb, time; c = chdb.connect({path!r}); c.query('SELECT 1'); print('held', flush=True); "
-                f"time.sleep({seconds})")
+        path = url[len("chdb://") :]
+        code = (
+            f"import chdb, time; c = chdb.connect({path!r}); c.query('SELECT 1'); print('held', flush=True); "
+            f"time.sleep({seconds})"
+        )
     else:
-        code = ("import time; from usagelog.ingest.store import connect\n"
-                f"with connect({url!r}):\n    print('held', flush=True); time.sleep({seconds})")
+        code = (
+            "import time; from usagelog.ingest.store import connect\n"
+            f"with connect({url!r}):\n    print('held', flush=True); time.sleep({seconds})"
+        )
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "held"
     return process
@@ -56,8 +66,13 @@ def _cli(*args: str, env_wait: str = "60") -> subprocess.CompletedProcess[str]:
     import os
 
     env = {**os.environ, "USAGELOG_CLICKHOUSE_WAIT_SECONDS": env_wait}
-    return subprocess.run([sys.executable, "-m", "usagelog.ingest.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "usagelog.ingest.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_cli_waits_for_another_usagelog_process_then_succeeds(chdb_url: str) -> None:

@@ -37,22 +37,35 @@ SCRIPT: tuple[Step, ...] = (
     Step("GET", "/api/items?limit=3", "/api/items", 200),
     Step("GET", "/api/items/7", "/api/items/<int:item_id>", 200),
     Step("GET", "/api/items/999", "/api/items/<int:item_id>", 404),
-    Step("POST", "/api/items", "/api/items", 201, body=b'{"name": "widget"}', content_type="application/json"),
+    Step(
+        "POST", "/api/items", "/api/items", 201, body=b'{"name": "widget"}', content_type="application/json"
+    ),
     Step("GET", "/api/orders/3", "/api/orders/<int:order_id>", 403),
     Step("GET", "/api/orders/4", "/api/orders/<int:order_id>", 200),
     Step("GET", "/api/no-such-route", "", 404),
     Step("DELETE", "/api/items/7", "", 405),
-    Step("POST", "/api/items", "/api/items", 413, body=b'{"name": "' + b"x" * 70_000 + b'"}',
-         content_type="application/json"),
+    Step(
+        "POST",
+        "/api/items",
+        "/api/items",
+        413,
+        body=b'{"name": "' + b"x" * 70_000 + b'"}',
+        content_type="application/json",
+    ),
     Step("GET", "/api/crash", "/api/crash", 500, "ValueError"),
     Step("GET", "/api/guarded", "/api/guarded", 500, "usagelog.demo.app.GuardError"),
     Step("GET", "/api/teapot", "/api/teapot", 500, "LookupError"),
     Step("GET", "/api/stream", "/api/stream", 200, "ConnectionAbortedError"),
     Step("GET", "/api/slow-stream", "/api/slow-stream", 200, disconnect=True),
     Step("GET", "/admin/stats", "/admin/stats", 200),
-    Step("POST", f"/api/login?api_key={CANARY}-query", "/api/login", 200,
-         body=json.dumps({"username": "someone", "password": f"{CANARY}-password"}).encode(),
-         content_type="application/json"),
+    Step(
+        "POST",
+        f"/api/login?api_key={CANARY}-query",
+        "/api/login",
+        200,
+        body=json.dumps({"username": "someone", "password": f"{CANARY}-password"}).encode(),
+        content_type="application/json",
+    ),
 )
 
 
@@ -92,7 +105,8 @@ def _traceparent() -> tuple[str, str]:
 
 def send(port: int, step: Step, headers: dict[str, str], timeout: float = 30.0) -> int | None:
     if step.disconnect:
-        return _send_and_walk_away(port, step, headers)
+        _send_and_walk_away(port, step, headers)
+        return None
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         all_headers = dict(headers)
@@ -126,11 +140,25 @@ def run_user(user: User, ports: list[int], rounds: int, offset: int = 0) -> None
         for step in SCRIPT:
             instance = (n + offset) % len(ports)
             trace_id, traceparent = _traceparent()
-            headers = {**user.headers(), "traceparent": traceparent, "User-Agent": f"usagelog-demo/{user.name}"}
+            headers = {
+                **user.headers(),
+                "traceparent": traceparent,
+                "User-Agent": f"usagelog-demo/{user.name}",
+            }
             status = send(ports[instance], step, headers)
             user.sent.append(
-                Sent(user.name, n, instance, step.method, step.path, step.route, step.expected_status,
-                     step.error_type, trace_id, status)
+                Sent(
+                    user.name,
+                    n,
+                    instance,
+                    step.method,
+                    step.path,
+                    step.route,
+                    step.expected_status,
+                    step.error_type,
+                    trace_id,
+                    status,
+                )
             )
             n += 1
 

@@ -48,8 +48,9 @@ class Instance:
     log_path: Path
 
 
-def start_instances(spool_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None,
-                    count: int = 3) -> list[Instance]:
+def start_instances(
+    spool_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None, count: int = 3
+) -> list[Instance]:
     """Start ``count`` API processes under opentelemetry-instrument, configured by env vars only."""
     log_dir.mkdir(parents=True, exist_ok=True)
     instances = []
@@ -96,7 +97,9 @@ def _wait_listening(instance: Instance, timeout: float = 60.0) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"API instance on port {instance.port} did not start; log:\n{instance.log_path.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"API instance on port {instance.port} did not start; log:\n{instance.log_path.read_text()[-3000:]}"
+    )
 
 
 def stop_instances(instances: list[Instance], sig: int = signal.SIGTERM) -> None:
@@ -111,8 +114,9 @@ def stop_instances(instances: list[Instance], sig: int = signal.SIGTERM) -> None
             instance.process.wait()
 
 
-def run_demo(workdir: str, users: int, rounds: int, fmt: str = "table", url: str = "",
-             database: str = "usagelog") -> int:
+def run_demo(
+    workdir: str, users: int, rounds: int, fmt: str = "table", url: str = "", database: str = "usagelog"
+) -> int:
     """Run the demo; events land in ``url`` (the CLI passes the default embedded store)."""
     from usagelog.ingest import queries
     from usagelog.ingest.output import render
@@ -128,8 +132,11 @@ def run_demo(workdir: str, users: int, rounds: int, fmt: str = "table", url: str
     instances = start_instances(spool_dir, base / "logs")
     try:
         people = make_users(users)
-        print(f"usagelog demo: {len(people)} users x {rounds} rounds across ports "
-              f"{', '.join(str(i.port) for i in instances)}", flush=True)
+        print(
+            f"usagelog demo: {len(people)} users x {rounds} rounds across ports "
+            f"{', '.join(str(i.port) for i in instances)}",
+            flush=True,
+        )
         started = time.monotonic()
         drive([i.port for i in instances], people, rounds)
         sent = sum(len(u.sent) for u in people)
@@ -137,28 +144,43 @@ def run_demo(workdir: str, users: int, rounds: int, fmt: str = "table", url: str
     finally:
         stop_instances(instances)
     stats = ingest_spool(str(spool_dir), url, database)
-    print(f"usagelog demo: ingested {stats.inserted} events from {stats.segments} spool segments "
-          f"({stats.dead_letters} dead letters)\n", flush=True)
+    print(
+        f"usagelog demo: ingested {stats.inserted} events from {stats.segments} spool segments "
+        f"({stats.dead_letters} dead letters)\n",
+        flush=True,
+    )
     with connect(url, database=database) as store:
         for person in people[:3]:
             columns, rows = queries.timeline(store, person.name, limit=len(person.sent))
             keep = ["time", "instance", "seq", "method", "path", "status", "error_type", "ms", "region"]
             idx = [columns.index(c) for c in keep]
-            short = [tuple((str(r[i])[:8] if c == "instance" else r[i]) for i, c in zip(idx, keep)) for r in rows]
+            short = [
+                tuple(str(r[i])[:8] if c == "instance" else r[i] for i, c in zip(idx, keep, strict=True))
+                for r in rows
+            ]
             print(f"== timeline of {person.name} ({len(rows)} events)")
             print(render(keep, short, fmt), "\n")
         print("== error rates by route")
         print(render(*queries.error_rates(store), fmt), "\n")
         print("== monitored events")
-        print(render(*store.query(
-            f"SELECT user_id, route, status_code, substring(request_body, 1, 60) AS request_body "
-            f"FROM {database}.usage_events FINAL WHERE monitored ORDER BY timestamp DESC LIMIT 8"), fmt), "\n")
+        print(
+            render(
+                *store.query(
+                    f"SELECT user_id, route, status_code, substring(request_body, 1, 60) AS request_body "
+                    f"FROM {database}.usage_events FINAL WHERE monitored ORDER BY timestamp DESC LIMIT 8"
+                ),
+                fmt,
+            ),
+            "\n",
+        )
         print("== audit")
         columns, rows = queries.audit(store)
         print(render(columns, rows, fmt))
     expected = sum(len(u.sent) for u in people)
     ok = stats.inserted == expected
-    print(f"\nusagelog demo: {stats.inserted} of {expected} requests stored"
-          f"{'' if ok else ' -- MISMATCH'}. Next: usagelog timeline alice; usagelog audit; "
-          "usagelog query 'SELECT ...'")
+    print(
+        f"\nusagelog demo: {stats.inserted} of {expected} requests stored"
+        f"{'' if ok else ' -- MISMATCH'}. Next: usagelog timeline alice; usagelog audit; "
+        "usagelog query 'SELECT ...'"
+    )
     return 0 if ok else 1

@@ -72,18 +72,20 @@ def _print_progress(stats: IngestStats, total: int) -> None:
 
 
 def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
-    source = args.source or ""
-    if source.startswith("kafka://"):
-        from .kafka_worker import run_from_cli
-
-        return run_from_cli(settings, args)
     started = time.monotonic()
     stats = ingest_spool(settings.spool_dir, settings.clickhouse_url, settings.database, _print_progress)
     if stats.segments:
         print(file=sys.stderr)
     elapsed = time.monotonic() - started
     columns = ["segments", "events", "stored", "duplicates_skipped", "dead_letters", "seconds"]
-    row = (stats.segments, stats.events, stats.inserted, stats.duplicates, stats.dead_letters, round(elapsed, 2))
+    row = (
+        stats.segments,
+        stats.events,
+        stats.inserted,
+        stats.duplicates,
+        stats.dead_letters,
+        round(elapsed, 2),
+    )
     print(render(columns, [row], settings.fmt))
     return 0
 
@@ -106,21 +108,31 @@ def cmd_audit(settings: CliSettings, args: argparse.Namespace) -> int:
     with connect(settings.clickhouse_url, database=settings.database) as store:
         columns, rows = queries.audit(store)
     print(render(columns, rows, settings.fmt))
-    bad = sum(1 for row in rows if any(row[columns.index(c)] for c in ("gaps", "duplicates", "checksum_failures")))
+    bad = sum(
+        1 for row in rows if any(row[columns.index(c)] for c in ("gaps", "duplicates", "checksum_failures"))
+    )
     return 1 if bad and args.strict else 0
 
 
 def cmd_demo(settings: CliSettings, args: argparse.Namespace) -> int:
     from usagelog.demo.run import run_demo
 
-    return run_demo(workdir=args.dir, users=args.users, rounds=args.rounds, fmt=settings.fmt,
-                    url=settings.clickhouse_url, database=settings.database)
+    return run_demo(
+        workdir=args.dir,
+        users=args.users,
+        rounds=args.rounds,
+        fmt=settings.fmt,
+        url=settings.clickhouse_url,
+        database=settings.database,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--clickhouse", help=f"ClickHouse URL (env {USAGELOG_CLICKHOUSE_URL})")
-    common.add_argument("--database", help=f"database name (env {USAGELOG_CLICKHOUSE_DATABASE}, default usagelog)")
+    common.add_argument(
+        "--database", help=f"database name (env {USAGELOG_CLICKHOUSE_DATABASE}, default usagelog)"
+    )
     common.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
 
     parser = argparse.ArgumentParser(prog="usagelog", description="API usage logs: ingest and query.")
@@ -128,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", parents=[common], help="store spooled (or Kafka) events in ClickHouse")
     p.add_argument("--spool", help=f"spool directory (env {USAGELOG_SPOOL_DIR}, default {DEFAULT_SPOOL_DIR})")
-    p.add_argument("--from", dest="source", help="kafka://host:port/topic to consume instead of the spool")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("timeline", parents=[common], help="one user's requests, in order")
@@ -140,11 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("audit", parents=[common], help="per instance: events, sequence gaps, duplicates, checksums")
+    p = sub.add_parser(
+        "audit", parents=[common], help="per instance: events, sequence gaps, duplicates, checksums"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any instance has a problem")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("demo", parents=[common], help="run the example API on three instances and show the log")
+    p = sub.add_parser(
+        "demo", parents=[common], help="run the example API on three instances and show the log"
+    )
     p.add_argument("--dir", default=".usagelog/demo", help="working directory (default .usagelog/demo)")
     p.add_argument("--users", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3, help="passes of each user's request script")

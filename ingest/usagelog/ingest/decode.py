@@ -15,7 +15,6 @@ from typing import Any
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from usagelog.instrumentation import event as ev
 
 # Columns filled from log record attributes (column, attribute, default).
@@ -151,7 +150,9 @@ def decode_payload(payload: bytes) -> Decoded:
                     result.ignored += 1
                     continue
                 attrs = {kv.key: _value(kv.value) for kv in record.attributes}
-                row: dict[str, Any] = {col: attrs.get(attr, default) for col, attr, default in _ATTRIBUTE_COLUMNS}
+                row: dict[str, Any] = {
+                    col: attrs.get(attr, default) for col, attr, default in _ATTRIBUTE_COLUMNS
+                }
                 row.update(identity)
                 row["timestamp"] = record.time_unix_nano
                 row["observed_timestamp"] = record.observed_time_unix_nano
@@ -175,7 +176,7 @@ def _check(row: dict[str, Any]) -> str:
         for column in ("duration_ns", "status_code", "request_size", "response_size", "seq", "process_pid"):
             row[column] = int(row[column])
         row["monitored"] = bool(row["monitored"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return "usage event with a non-numeric numeric field"
     fields = dict(row)
     fields["timestamp_ns"] = row["timestamp"]

@@ -69,7 +69,7 @@ def audit(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
         max(e.seq) AS max_seq,
         toInt64(max(e.seq)) - toInt64(uniqExact(e.seq)) AS gaps,
         (count() - uniqExact(e.event_id)) + (uniqExact(e.event_id) - uniqExact(e.seq)) AS duplicates,
-        countIf(e.checksum != {_checksum_sql('e.')}) + any(ifNull(d.bad, 0)) AS checksum_failures
+        countIf(e.checksum != {_checksum_sql("e.")}) + any(ifNull(d.bad, 0)) AS checksum_failures
     FROM {db}.usage_events AS e
     LEFT JOIN (
         SELECT service_instance_id, count() AS bad FROM {db}.dead_letters

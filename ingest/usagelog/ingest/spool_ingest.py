@@ -45,12 +45,16 @@ def _ingest_segment(store: Store, segment: Any, stats: IngestStats) -> None:
     for frame in segment.frames():
         location = f"{name}@{frame.offset}"
         if isinstance(frame, DamagedFrame):
-            letters.append({"source": "spool", "location": location, "reason": frame.reason, "payload": frame.raw})
+            letters.append(
+                {"source": "spool", "location": location, "reason": frame.reason, "payload": frame.raw}
+            )
             continue
         try:
             decoded = decode_payload(frame.payload)
         except DecodeError as exc:
-            letters.append({"source": "spool", "location": location, "reason": str(exc), "payload": frame.payload})
+            letters.append(
+                {"source": "spool", "location": location, "reason": str(exc), "payload": frame.payload}
+            )
             continue
         rows.extend(decoded.rows)
         stats.ignored += decoded.ignored

@@ -47,7 +47,9 @@ def chdb_path(url: str) -> str | None:
     if rest.startswith("//"):
         rest = rest[2:]
     if not rest or rest.startswith("memory"):
-        raise StoreError(f"USAGELOG_CLICKHOUSE_URL {url!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
+        raise StoreError(
+            f"USAGELOG_CLICKHOUSE_URL {url!r}: usagelog needs an on-disk chDB directory (chdb:///path)"
+        )
     return os.path.abspath(rest)
 
 
@@ -83,7 +85,9 @@ def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
                         "USAGELOG_CLICKHOUSE_WAIT_SECONDS."
                     ) from None
                 if not told:
-                    print(f"usagelog: waiting for {what} (used by another usagelog process)...", file=sys.stderr)
+                    print(
+                        f"usagelog: waiting for {what} (used by another usagelog process)...", file=sys.stderr
+                    )
                     told = True
                 time.sleep(0.05)
         yield
@@ -123,8 +127,10 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
                     f"gave up after {wait:.0f}s"
                 )
             if not told:
-                print(f"usagelog: waiting for the chDB directory {path} (used by another process)...",
-                      file=sys.stderr)
+                print(
+                    f"usagelog: waiting for the chDB directory {path} (used by another process)...",
+                    file=sys.stderr,
+                )
                 told = True
             time.sleep(0.1)
             continue
@@ -145,12 +151,17 @@ def redact_url(url: str) -> str:
 
 
 @contextmanager
-def connect(url: str, *, database: str = DEFAULT_DATABASE, wait: float | None = None,
-            migrate_schema: bool = True) -> Iterator[Store]:
+def connect(
+    url: str, *, database: str = DEFAULT_DATABASE, wait: float | None = None, migrate_schema: bool = True
+) -> Iterator[Store]:
     """Open the store for a short while (``with connect(url) as store: ...``)."""
     if not _IDENT.match(database):
         raise StoreError(f"USAGELOG_CLICKHOUSE_DATABASE {database!r} is not a valid database name")
-    wait = float(os.environ.get("USAGELOG_CLICKHOUSE_WAIT_SECONDS", DEFAULT_WAIT_SECONDS)) if wait is None else wait
+    wait = (
+        float(os.environ.get("USAGELOG_CLICKHOUSE_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
+        if wait is None
+        else wait
+    )
     path = chdb_path(url)
     if path is None:
         client = _open_client(url, None, wait)
@@ -197,7 +208,9 @@ class Store:
             f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
             "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
         )
-        done = {row[0] for row in self.client.query(f"SELECT version FROM {db}.schema_migrations").result_rows}
+        done = {
+            row[0] for row in self.client.query(f"SELECT version FROM {db}.schema_migrations").result_rows
+        }
         applied = []
         for version, name, sql in migrations():
             if version in done:
@@ -253,7 +266,9 @@ class Store:
         )
 
     # -- reads --------------------------------------------------------------------------
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         result = self.client.query(sql, parameters=parameters or {})
         return list(result.column_names), [tuple(r) for r in result.result_rows]
 

@@ -57,7 +57,7 @@ def instrument_app(app: Any, *, exporter: EventExporter | None = None, **setting
         return runtime
     _ensure_tracer_provider()
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-        FlaskInstrumentor().instrument_app(app)
+        FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
     if not getattr(app.wsgi_app, "usagelog_wrapped", False):
         app.wsgi_app = UsageMiddleware(app.wsgi_app, runtime)
     connect_flask_signals(runtime)

@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from .capture import Exchange
 
 
+def _utf8(text: str) -> str:
+    """``text`` made encodable as UTF-8 (OTLP strings must be): lone surrogates, which JSON
+    escapes and JWT claims can carry, become U+FFFD before the checksum is taken."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 class EventBuilder:
     def __init__(self, settings: Settings, resolver: UserResolver, resource: dict[str, AttrValue]) -> None:
         self.settings = settings
@@ -48,7 +58,7 @@ class EventBuilder:
         """The bytes of the ``LogRecord`` for one exchange."""
         settings = self.settings
         redactor = self.redactor
-        user_id = self.resolver.resolve(x.user_headers, x.context_users)
+        user_id = _utf8(self.resolver.resolve(x.user_headers, x.context_users))
         monitored = self.monitor.matches(user_id, x.route, x.path)
         capture = settings.capture_body == "all" or (settings.capture_body == "monitored" and monitored)
         request_body = response_body = ""
@@ -59,8 +69,12 @@ class EventBuilder:
                 )
             if x.response_body is not None:
                 response_body = redactor.body(
-                    b"".join(x.response_body), x.response_content_type, x.response_size, settings.body_max_bytes
+                    b"".join(x.response_body),
+                    x.response_content_type,
+                    x.response_size,
+                    settings.body_max_bytes,
                 )
+            request_body, response_body = _utf8(request_body), _utf8(response_body)
         trace_hex = f"{x.trace_id:032x}" if x.trace_id else ""
         span_hex = f"{x.span_id:016x}" if x.span_id else ""
         fields = {
@@ -108,7 +122,7 @@ class EventBuilder:
             attrs.append((ev.RESPONSE_BODY, response_body))
         if capture and x.request_headers:
             headers = redactor.redact_headers(x.request_headers)
-            attrs.append((ev.REQUEST_HEADERS, json.dumps(headers, ensure_ascii=False, sort_keys=True)))
+            attrs.append((ev.REQUEST_HEADERS, json.dumps(headers, sort_keys=True)))
         if x.client_aborted:
             attrs.append((ev.CLIENT_ABORTED, True))
         return log_record(

@@ -47,7 +47,7 @@ class UsagelogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return UsageMiddleware(app.wsgi_app, runtime)(environ, start_response)
 
         __call__.usagelog_original = original  # type: ignore[attr-defined]
-        flask.Flask.__call__ = __call__  # type: ignore[method-assign]
+        flask.Flask.__call__ = __call__  # type: ignore[method-assign,assignment]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import flask

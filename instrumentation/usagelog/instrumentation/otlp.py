@@ -34,7 +34,9 @@ def _logs_endpoint() -> str:
 
 
 def _headers() -> dict[str, str]:
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
+    raw = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_HEADERS") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
     headers = {"Content-Type": "application/x-protobuf"}
     for item in raw.split(","):
         name, sep, value = item.partition("=")
@@ -51,7 +53,9 @@ class OtlpExporter:
     def __init__(self, settings: Settings, instance_id: str) -> None:
         self.endpoint = _logs_endpoint()
         self.headers = _headers()
-        timeout = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+        timeout = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TIMEOUT"
+        )
         self.timeout = float(timeout) / 1000.0 if timeout and timeout.isdigit() else 10.0
         self.spool_dir = settings.spool_dir
         self.writer = SpoolWriter(

@@ -7,7 +7,8 @@ falls behind by more than ``USAGELOG_MAX_QUEUE`` events, the request thread that
 writes the backlog itself: slower for that one request, but memory stays bounded and no
 event is dropped.
 
-At exit (``atexit``, or SIGTERM when the app has no handler of its own) the queue is
+At exit (``atexit``, or SIGTERM when the app has no handler of its own) requests in flight
+get up to 3 s to finish, then the queue is
 flushed and the current spool segment sealed. After ``fork`` the child starts over with a
 new instance ID, sequence, queue, thread and spool segment.
 """
@@ -20,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -36,11 +38,19 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("usagelog")
 
 BATCH_WAKE = 512  # wake the thread early once this many events wait
+SHUTDOWN_WAIT_SECONDS = 3.0  # at exit, how long requests in flight may take to finish
 
 
 class Recorder:
-    def __init__(self, builder: EventBuilder, exporter: EventExporter, *, flush_interval_ms: int, max_queue: int,
-                 version: str) -> None:
+    def __init__(
+        self,
+        builder: EventBuilder,
+        exporter: EventExporter,
+        *,
+        flush_interval_ms: int,
+        max_queue: int,
+        version: str,
+    ) -> None:
         self.builder = builder
         self.exporter = exporter
         self.flush_interval = flush_interval_ms / 1000.0
@@ -71,6 +81,9 @@ class Recorder:
             sorted(resource.items()), ev.SCOPE_NAME, self.version
         )
         self._seq = itertools.count(1)
+        self._recorded = itertools.count(1)
+        self._last_seq = 0
+        self.recorded = 0
 
     @property
     def instance_id(self) -> str:
@@ -78,7 +91,9 @@ class Recorder:
 
     def next_seq(self) -> int:
         # itertools.count.__next__ is atomic under the GIL: no lock on the request path.
-        return next(self._seq)
+        seq = next(self._seq)
+        self._last_seq = seq
+        return seq
 
     def _after_fork(self) -> None:
         self._queue = deque()
@@ -97,6 +112,7 @@ class Recorder:
     def record(self, exchange: Exchange) -> None:
         queue = self._queue
         queue.append(exchange)
+        self.recorded = next(self._recorded)
         if self._thread_pid != os.getpid():
             self._start_thread()
         n = len(queue)
@@ -148,7 +164,9 @@ class Recorder:
                             # Only a bug in usagelog gets here; retrying the same input would
                             # block every later event, so count it, log it loudly and go on.
                             self.build_errors += 1
-                            _logger.exception("usagelog: could not build a usage event (seq %s)", exchange.seq)
+                            _logger.exception(
+                                "usagelog: could not build a usage event (seq %s)", exchange.seq
+                            )
                     if not batch:
                         continue
                     payload = export_logs_request(self._resource_bytes, self._scope_bytes, batch)
@@ -164,7 +182,15 @@ class Recorder:
                 total += count
             return total
 
-    def shutdown(self) -> None:
+    def wait_in_flight(self, timeout: float) -> None:
+        """Give requests already started up to ``timeout`` seconds to finish and be queued."""
+        deadline = time.monotonic() + timeout
+        while self.recorded < self._last_seq and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def shutdown(self, in_flight_timeout: float = 0.0) -> None:
+        if in_flight_timeout > 0:
+            self.wait_in_flight(in_flight_timeout)
         self._stopping = True
         self._wake.set()
         try:
@@ -177,7 +203,7 @@ class Recorder:
             _logger.exception("usagelog: exporter shutdown failed")
 
     def install_exit_hooks(self) -> None:
-        atexit.register(self.shutdown)
+        atexit.register(self.shutdown, SHUTDOWN_WAIT_SECONDS)
         _install_sigterm_flush(self)
 
 
@@ -191,7 +217,7 @@ def _install_sigterm_flush(recorder: Recorder) -> None:
 
         def _on_sigterm(signum: int, frame: FrameType | None) -> Any:
             try:
-                recorder.shutdown()
+                recorder.shutdown(SHUTDOWN_WAIT_SECONDS)
             finally:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGTERM)

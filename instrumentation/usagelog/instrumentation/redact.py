@@ -46,7 +46,14 @@ BUILTIN_SECRET_NAMES = (
 # Headers dropped entirely, whatever the configuration.
 NEVER_RECORDED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 
-_TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded", "application/xml", "+json", "+xml")
+_TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "application/xml",
+    "+json",
+    "+xml",
+)
 
 
 class Redactor:
@@ -63,8 +70,11 @@ class Redactor:
             "[-_]?".join(re.escape(ch) for ch in n) for n in sorted(self._long, key=len, reverse=True)
         )
         short_alt = "|".join(re.escape(n) for n in sorted(self._short))
-        name = rf"(?:[\w.\-]*(?:{long_alt})[\w.\-]*|(?:[\w.\-]*[-_.])?(?:{short_alt}))"
-        self._json_pattern = re.compile(rf'("{name}"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)', re.IGNORECASE)
+        name = (
+            rf"(?:[\w.\-]*(?:{long_alt})[\w.\-]*"
+            rf"|(?:[\w.\-]*[-_.])?(?:{short_alt})(?![a-z0-9])(?:[-_.][\w.\-]*)?)"
+        )
+        self._json_key = re.compile(rf'"{name}"\s*:\s*', re.IGNORECASE)
         self._pair_pattern = re.compile(rf"(\b{name}=)([^&\s;]*)", re.IGNORECASE)
         self._header_pattern = re.compile(rf"(\b{name}\s*:\s*)([^\r\n,]*)", re.IGNORECASE)
         self._cache: dict[str, bool] = {}
@@ -108,9 +118,23 @@ class Redactor:
         return urlencode(self.redact_pairs(pairs), safe="[]/:,")
 
     def redact_text(self, text: str) -> str:
-        text = self._json_pattern.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
+        text = self._redact_json_text(text)
         text = self._pair_pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return self._header_pattern.sub(lambda m: m.group(1) + REDACTED, text)
+
+    def _redact_json_text(self, text: str) -> str:
+        """Replace the value after every ``"secret-name":`` in JSON-like text, whatever its type,
+        up to the end of the text when the value is cut off (truncated bodies)."""
+        out: list[str] = []
+        pos = 0
+        for match in self._json_key.finditer(text):
+            if match.start() < pos:
+                continue  # inside a value already replaced
+            out.append(text[pos : match.end()])
+            out.append('"' + REDACTED + '"')
+            pos = _end_of_json_value(text, match.end())
+        out.append(text[pos:])
+        return "".join(out)
 
     def redact_headers(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -160,3 +184,44 @@ class Redactor:
         if truncated:
             result += f"...[truncated, {total_size} bytes]"
         return result
+
+
+def _end_of_json_value(text: str, start: int) -> int:
+    """Index just past the JSON value starting at ``start`` (or the end of a cut-off text)."""
+    n = len(text)
+    if start >= n:
+        return n
+    first = text[start]
+    if first == '"':
+        i = start + 1
+        while i < n:
+            if text[i] == "\\":
+                i += 2
+                continue
+            if text[i] == '"':
+                return i + 1
+            i += 1
+        return n
+    if first in "[{":
+        depth, i, in_string = 0, start, False
+        while i < n:
+            ch = text[i]
+            if in_string:
+                if ch == "\\":
+                    i += 1
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "[{":
+                depth += 1
+            elif ch in "]}":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return n
+    i = start
+    while i < n and text[i] not in ",}] \t\r\n":
+        i += 1
+    return i

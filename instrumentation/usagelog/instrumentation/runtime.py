@@ -130,8 +130,12 @@ def get_runtime() -> Runtime | None:
     return _runtime
 
 
-def start_runtime(settings: Settings | None = None, exporter: EventExporter | None = None,
-                  *, install_exit_hooks: bool = True) -> Runtime:
+def start_runtime(
+    settings: Settings | None = None,
+    exporter: EventExporter | None = None,
+    *,
+    install_exit_hooks: bool = True,
+) -> Runtime:
     """Create the process-wide runtime once; later calls return the same one."""
     global _runtime
     with _lock:

@@ -209,6 +209,8 @@ def pending_bytes(directory: str | os.PathLike[str]) -> int:
 
 
 def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
+    """Frames of a segment, in order. Damage never hides a good frame: whenever a header or
+    checksum is wrong, reading resumes at the next frame marker."""
     data = Path(path).read_bytes()
     pos, end = 0, len(data)
     while pos < end:
@@ -223,11 +225,24 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
             pos = nxt
             continue
         body_start = pos + HEADER_SIZE
-        if body_start + length > end:
-            return  # torn payload at the tail
-        payload = data[body_start : body_start + length]
-        if zlib.crc32(payload) != crc:
-            yield DamagedFrame(pos, "frame checksum mismatch", payload)
-        else:
+        body_end = body_start + length
+        if body_end > end:
+            nxt = data.find(MAGIC, pos + 1)
+            if nxt < 0:
+                return  # torn payload at the tail
+            # Another frame follows, so this is a damaged length, not a torn write.
+            yield DamagedFrame(pos, "bad frame length", data[pos:nxt])
+            pos = nxt
+            continue
+        payload = data[body_start:body_end]
+        if zlib.crc32(payload) == crc:
             yield Frame(pos, payload)
-        pos = body_start + length
+            pos = body_end
+            continue
+        # A damaged length may span later frames: resume at the first marker inside it.
+        nxt = data.find(MAGIC, pos + 1)
+        stop = nxt if 0 <= nxt < body_end else body_end
+        yield DamagedFrame(
+            pos, "frame checksum mismatch", data[body_start:stop] if stop > body_start else b""
+        )
+        pos = stop

@@ -83,7 +83,8 @@ def jwt_claim(authorization: str, claim: str) -> str:
         value = value.get(part)
     if value is None or isinstance(value, (dict, list)):
         return ""
-    return str(value)
+    # A JSON escape can smuggle a lone surrogate into a claim; OTLP strings must be UTF-8.
+    return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
 def basic_user(authorization: str) -> str:

@@ -106,7 +106,9 @@ def _plain_attributes(tag: int, attrs: Iterable[tuple[str, AttrValue]]) -> bytes
     )
 
 
-def resource_prefix(resource_attrs: Sequence[tuple[str, AttrValue]], scope_name: str, scope_version: str) -> tuple[bytes, bytes]:
+def resource_prefix(
+    resource_attrs: Sequence[tuple[str, AttrValue]], scope_name: str, scope_version: str
+) -> tuple[bytes, bytes]:
     """Encoded ``Resource`` and ``InstrumentationScope`` for a process (computed once)."""
     resource = _plain_attributes(0x0A, resource_attrs)
     scope = _field(0x0A, scope_name.encode()) + _field(0x12, scope_version.encode())
