@@ -22,8 +22,9 @@ Environment:
     USAGELOG_KAFKA_VERSION  Kafka version, read by fetch.sh (default: the one in pom.xml)
     JAVA_HOME               Java 17+ to run the broker with (default: ``java`` on PATH)
 
-Everything the broker writes stays in the working directory: ``server.properties``,
-``log4j2.properties``, ``state.json`` (pid, ports, cluster id), ``data/`` and ``logs/``.
+Everything the broker writes stays in the working directory: ``server.properties`` (from
+``kafka/config/server.properties``), ``state.json`` (pid, ports, cluster id), ``data/`` and
+``logs/server.log``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,8 @@ __all__ = ["BrokerError", "KafkaBroker"]
 
 ENV_WORKDIR = "USAGELOG_KAFKA_WORKDIR"
 FETCH_SCRIPT = Path(__file__).resolve().parent / "fetch.sh"
+# server.properties (a template), log4j2.properties (the broker's), tools-log4j2.properties.
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
 SERVER_MAIN = "kafka.Kafka"
 STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
@@ -110,9 +114,7 @@ def _java() -> str:
 
 def fetch_jars() -> Path:
     """Run fetch.sh (a no-op once the jars are cached) and return the lib directory."""
-    result = subprocess.run(
-        ["bash", str(FETCH_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
-    )
+    result = subprocess.run(["bash", str(FETCH_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     if result.returncode != 0 or not lines:
         raise BrokerError(f"{FETCH_SCRIPT} failed (exit {result.returncode}); see its stderr")
@@ -122,9 +124,18 @@ def fetch_jars() -> Path:
 class KafkaBroker:
     """One Kafka 4.x node acting as broker and KRaft controller, listening on 127.0.0.1.
 
-    ``partitions`` is both the broker's ``num.partitions`` (auto-created topics) and the
-    default of :meth:`create_topics`. Ports are picked free at the first start and kept for
-    :meth:`restart`, so clients can reconnect to the same bootstrap address.
+    Options (all keyword-only):
+        partitions: the broker's ``num.partitions`` (auto-created topics) and the default
+            of :meth:`create_topics`; default 3.
+        heap: the JVM's ``-Xmx``; default ``"512m"``.
+        startup_timeout: seconds :meth:`start` waits for readiness; default 120.
+        lib_dir: a directory of Kafka jars; default: what ``fetch.sh`` resolves.
+        use_python_client: use ``confluent_kafka`` for readiness and topic creation; default:
+            whether it is importable (``False`` uses the log line and ``TopicCommand``).
+
+    Ports are picked free at the first start and kept in ``state.json`` for :meth:`restart`
+    and later starts on the same ``workdir``, so clients reconnect to the same address.
+    A ``KafkaBroker`` made on the ``workdir`` of a running broker attaches to it.
     """
 
     def __init__(
@@ -144,9 +155,7 @@ class KafkaBroker:
         self.heap = heap
         self.startup_timeout = startup_timeout
         self.lib_dir = Path(lib_dir) if lib_dir is not None else None
-        self.use_python_client = (
-            HAVE_PYTHON_CLIENT if use_python_client is None else use_python_client
-        )
+        self.use_python_client = HAVE_PYTHON_CLIENT if use_python_client is None else use_python_client
         if self.use_python_client and not HAVE_PYTHON_CLIENT:
             raise ValueError("use_python_client=True but confluent_kafka is not importable")
         self.port: int | None = None
@@ -218,7 +227,7 @@ class KafkaBroker:
                     "-Xms128m",
                     "-XX:+UseG1GC",
                     "-Djava.awt.headless=true",
-                    f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+                    f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
                     f"-Dkafka.logs.dir={self.workdir / 'logs'}",
                     "-cp",
                     str(self.lib_dir / "*"),
@@ -344,60 +353,14 @@ class KafkaBroker:
     # -- internals --------------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            # Kafka 4 dynamic quorum: with `format --standalone` this node is the only voter.
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
-            "controller.listener.names": "CONTROLLER",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": str(self.partitions),
-            "default.replication.factor": "1",
-            "auto.create.topics.enable": "true",
-            # Internal topics on one node: replication 1, and few partitions so that the
-            # first consumer group or transaction does not wait for 50 partitions to load.
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "3",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "3",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            # Small segments keep a test's disk use and roll/retention behaviour small.
-            "log.segment.bytes": str(16 * 1024 * 1024),
+        template = string.Template((CONFIG_DIR / "server.properties").read_text())
+        values = {
+            "port": self.port,
+            "controller_port": self.controller_port,
+            "data_dir": self.data_dir,
+            "partitions": self.partitions,
         }
-        text = "".join(f"{k}={v}\n" for k, v in props.items())
-        (self.workdir / "server.properties").write_text(text)
-        log_config = [
-            "status = warn",
-            "appender.file.type = File",
-            "appender.file.name = file",
-            f"appender.file.fileName = {self.log_file}",
-            "appender.file.layout.type = PatternLayout",
-            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-            "rootLogger.level = info",
-            "rootLogger.appenderRef.file.ref = file",
-        ]
-        (self.workdir / "log4j2.properties").write_text("\n".join(log_config) + "\n")
-        # The command-line tools only need to report problems, on their own output.
-        tools_config = [
-            "status = warn",
-            "appender.err.type = Console",
-            "appender.err.name = err",
-            "appender.err.target = SYSTEM_ERR",
-            "appender.err.layout.type = PatternLayout",
-            "appender.err.layout.pattern = %p %m (%c)%n",
-            "rootLogger.level = warn",
-            "rootLogger.appenderRef.err.ref = err",
-        ]
-        (self.workdir / "tools-log4j2.properties").write_text("\n".join(tools_config) + "\n")
+        (self.workdir / "server.properties").write_text(template.substitute(values))
 
     def _format_storage(self) -> None:
         assert self.cluster_id is not None
@@ -418,7 +381,7 @@ class KafkaBroker:
                 # Short-lived JVMs: the first JIT tier and a simple GC start faster.
                 "-XX:TieredStopAtLevel=1",
                 "-XX:+UseSerialGC",
-                f"-Dlog4j2.configurationFile={self.workdir / 'tools-log4j2.properties'}",
+                f"-Dlog4j2.configurationFile={CONFIG_DIR / 'tools-log4j2.properties'}",
                 "-cp",
                 str(self.lib_dir / "*"),
                 main,
@@ -436,16 +399,12 @@ class KafkaBroker:
         deadline = started + self.startup_timeout
         while time.monotonic() < deadline:
             if not self.is_running():
-                raise BrokerError(
-                    self._describe_failure("broker exited during startup", log_offset)
-                )
+                raise BrokerError(self._describe_failure("broker exited during startup", log_offset))
             if self._accepts_connections() and self._answers_metadata(log_offset):
                 return
             time.sleep(0.2)
         raise BrokerError(
-            self._describe_failure(
-                f"broker not ready after {self.startup_timeout:.0f}s", log_offset
-            )
+            self._describe_failure(f"broker not ready after {self.startup_timeout:.0f}s", log_offset)
         )
 
     def _accepts_connections(self) -> bool:
@@ -546,7 +505,7 @@ def _default_workdir() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -565,9 +524,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "start":
-            broker = KafkaBroker(
-                args.workdir, partitions=args.partitions, startup_timeout=args.timeout
-            )
+            broker = KafkaBroker(args.workdir, partitions=args.partitions, startup_timeout=args.timeout)
             broker.start(detach=True)
             print(broker.bootstrap)
         elif args.command == "stop":

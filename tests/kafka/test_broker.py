@@ -40,6 +40,8 @@ broker_module = _load_broker_module()
 KafkaBroker = broker_module.KafkaBroker
 BrokerError = broker_module.BrokerError
 
+pytestmark = pytest.mark.slow  # every test here runs at least one real broker JVM
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -71,9 +73,7 @@ def produce(bootstrap: str, topic: str, count: int, prefix: str) -> set[int]:
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     for i in range(count):
-        producer.produce(
-            topic, key=f"{prefix}-key-{i}", value=f"{prefix}-value-{i}", on_delivery=delivered
-        )
+        producer.produce(topic, key=f"{prefix}-key-{i}", value=f"{prefix}-value-{i}", on_delivery=delivered)
         producer.poll(0)
     remaining = producer.flush(30)
     assert remaining == 0, f"{remaining} messages not delivered"
