@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from werkzeug.serving import make_server
+
 from usagelog.ingest.decode import decode_payload
 from usagelog.instrumentation import MemoryExporter, Runtime, reset_runtime
-from werkzeug.serving import make_server
 
 
 @dataclass

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from usagelog.demo.run import start_instances, stop_instances
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect

@@ -7,6 +7,7 @@ import http.client
 from pathlib import Path
 
 import pytest
+
 from usagelog.demo.run import start_instances, stop_instances
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from usagelog.demo.driver import SCRIPT, drive, make_users
 from usagelog.demo.run import INSTANCES, start_instances, stop_instances
 

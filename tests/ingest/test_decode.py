@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
 from usagelog.ingest.decode import COLUMNS, Decoded, DecodeError, decode_payload
 from usagelog.instrumentation import event as ev
 from usagelog.instrumentation import wire

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.spoolfill import write_spool
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect
 from usagelog.instrumentation.spool import SpoolWriter
-
-from tests.spoolfill import write_spool
 
 
 def _counts(url: str) -> tuple[int, int]:

@@ -7,11 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.spoolfill import write_spool
 from usagelog.ingest import queries
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect, migrations
-
-from tests.spoolfill import write_spool
 
 
 def test_migrations_apply_once_and_record_their_version(chdb_url: str) -> None:

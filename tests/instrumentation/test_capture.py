@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, g
+
 from usagelog.demo.app import create_app, make_jwt
 from usagelog.instrumentation import event as ev
 

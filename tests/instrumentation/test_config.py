@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from usagelog.instrumentation import config
 from usagelog.instrumentation.config import ConfigError, Settings, load_settings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from usagelog.instrumentation.monitor import MonitorRules, validate_rules
 
 

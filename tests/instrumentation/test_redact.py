@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+
 from usagelog.instrumentation.config import load_settings
 from usagelog.instrumentation.redact import REDACTED, Redactor
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from usagelog.instrumentation import spool
 from usagelog.instrumentation.spool import (
     HEADER_SIZE,

@@ -10,6 +10,7 @@ from typing import Any
 
 import flask
 import pytest
+
 from usagelog.instrumentation.userid import (
     UserResolver,
     basic_user,

@@ -9,6 +9,7 @@ from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
 from usagelog.instrumentation import wire
 
 

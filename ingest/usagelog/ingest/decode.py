@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
 from usagelog.instrumentation import event as ev
 
 # Columns filled from log record attributes (column, attribute, default).
