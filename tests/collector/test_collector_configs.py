@@ -159,6 +159,8 @@ def collector_env(tmp_path: Path, tls_files: tuple[Path, Path]) -> dict[str, str
             "USAGELOG_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
             "USAGELOG_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
             "USAGELOG_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{free_port()}",
+            "USAGELOG_COLLECTOR_METRICS_HOST": "127.0.0.1",
+            "USAGELOG_COLLECTOR_METRICS_PORT": str(free_port()),
         }
     )
     return env
