@@ -1,35 +1,45 @@
-"""Builds spools of real encoded events for ingest tests."""
+"""Real encoded usage events for ingest tests: OTLP payloads, and spools made of them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from usagelog.instrumentation.builder import EventBuilder
+from usagelog.instrumentation.capture import Exchange
+from usagelog.instrumentation.config import Settings
+from usagelog.instrumentation.spool import SpoolWriter
+from usagelog.instrumentation.userid import UserResolver
+from usagelog.instrumentation.wire import export_logs_request, resource_prefix
 
-def write_spool(directory: Path, segments: int, per_segment: int, instance: str = "bulk") -> int:
-    """Fill a spool with ``segments`` sealed segments of real encoded events; returns the count."""
-    import os as _os
 
-    from usagelog.instrumentation.builder import EventBuilder
-    from usagelog.instrumentation.capture import Exchange
-    from usagelog.instrumentation.config import Settings
-    from usagelog.instrumentation.spool import SpoolWriter
-    from usagelog.instrumentation.userid import UserResolver
-    from usagelog.instrumentation.wire import export_logs_request, resource_prefix
-
+def make_payloads(batches: int, per_batch: int, instance: str = "bulk", monitor: str = "",
+                  first_seq: int = 1) -> list[bytes]:
+    """``batches`` ExportLogsServiceRequest payloads of ``per_batch`` events each, sequence numbers
+    consecutive from ``first_seq``; users cycle through user-0 .. user-6."""
     resource = {"service.name": "bulk", "service.instance.id": instance, "host.name": "h", "process.pid": 1}
-    builder = EventBuilder(Settings(), UserResolver(["header:X-User"]), dict(resource))
+    settings = Settings(monitor=tuple(m for m in monitor.split(",") if m))
+    builder = EventBuilder(settings, UserResolver(["header:X-User"]), dict(resource))
     res, scope = resource_prefix(sorted(resource.items()), "usagelog", "test")
-    writer = SpoolWriter(directory, instance, segment_bytes=1 << 40, segment_seconds=1e9, fsync=False)
-    seq = 0
-    for _ in range(segments):
+    payloads = []
+    seq = first_seq - 1
+    for _ in range(batches):
         records = []
-        for _ in range(per_segment):
+        for _ in range(per_batch):
             seq += 1
             x = Exchange({}, seq)
             x.method, x.path, x.route, x.status_code = "GET", f"/items/{seq}", "/items/<id>", 200
             x.user_headers = {"HTTP_X_USER": f"user-{seq % 7}"}
-            x.trace_id, x.span_id, x.trace_flags = int.from_bytes(_os.urandom(16), "big"), 1, 1
+            x.trace_id, x.span_id, x.trace_flags = int.from_bytes(os.urandom(16), "big"), 1, 1
             records.append(builder.encode(x))
-        writer.append(export_logs_request(res, scope, records))
+        payloads.append(export_logs_request(res, scope, records))
+    return payloads
+
+
+def write_spool(directory: Path, segments: int, per_segment: int, instance: str = "bulk") -> int:
+    """Fill a spool with ``segments`` sealed segments of real encoded events; returns the count."""
+    writer = SpoolWriter(directory, instance, segment_bytes=1 << 40, segment_seconds=1e9, fsync=False)
+    for payload in make_payloads(segments, per_segment, instance):
+        writer.append(payload)
         writer.seal()
-    return seq
+    return segments * per_segment

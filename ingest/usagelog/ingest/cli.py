@@ -1,4 +1,4 @@
-"""The ``usagelog`` command: ingest, timeline, query, audit, demo.
+"""The ``usagelog`` command: ingest (spool or Kafka), replay, tail, timeline, query, audit, demo.
 
 Options fall back to environment variables, then defaults:
 
@@ -14,6 +14,7 @@ Exit status: 0 on success, 1 when the operation failed (message on stderr), 2 on
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -24,6 +25,8 @@ from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DI
 
 from . import queries
 from .output import FORMATS, render
+from .settings import SettingsError as WorkerSettingsError
+from .settings import WorkerSettings, load_worker_settings
 from .spool_ingest import IngestStats, ingest_spool
 from .store import DEFAULT_DATABASE, StoreError, connect, default_url, validate_url
 
@@ -71,7 +74,30 @@ def _print_progress(stats: IngestStats, total: int) -> None:
     )
 
 
+def _worker_settings(settings: CliSettings, args: argparse.Namespace) -> WorkerSettings:
+    try:
+        return load_worker_settings(
+            source=getattr(args, "source", None),
+            clickhouse=settings.clickhouse_url,
+            database=settings.database,
+            worker_id=getattr(args, "worker_id", None),
+        )
+    except WorkerSettingsError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
 def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
+    if args.source:
+        from .worker import run_worker
+
+        _log_to_stderr()
+        return run_worker(_worker_settings(settings, args), max_idle_seconds=args.max_idle)
     started = time.monotonic()
     stats = ingest_spool(settings.spool_dir, settings.clickhouse_url, settings.database, _print_progress)
     if stats.segments:
@@ -87,6 +113,34 @@ def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
         round(elapsed, 2),
     )
     print(render(columns, [row], settings.fmt))
+    return 0
+
+
+def cmd_replay(settings: CliSettings, args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    if not args.since and not args.offsets:
+        raise SettingsError("replay needs --since TIME or --offsets P:FIRST-LAST,...")
+    _log_to_stderr()
+    totals = replay(
+        _worker_settings(settings, args), since=args.since, until=args.until, offsets=args.offsets
+    )
+    print(render(list(totals), [tuple(totals.values())], settings.fmt))
+    return 0
+
+
+def cmd_tail(settings: CliSettings, args: argparse.Namespace) -> int:
+    from .tail import tail
+
+    worker_settings = _worker_settings(settings, args)
+    tail(
+        worker_settings,
+        user=args.user,
+        from_beginning=args.from_beginning,
+        fmt="json" if settings.fmt == "json" else "table",
+        max_events=args.max_events,
+        timeout=args.timeout,
+    )
     return 0
 
 
@@ -140,7 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", parents=[common], help="store spooled (or Kafka) events in ClickHouse")
     p.add_argument("--spool", help=f"spool directory (env {USAGELOG_SPOOL_DIR}, default {DEFAULT_SPOOL_DIR})")
+    p.add_argument(
+        "--from", dest="source", help="kafka://host:port[,host:port]/topic: run as a consumer-group worker"
+    )
+    p.add_argument("--worker-id", help="worker name (env USAGELOG_WORKER_ID, default <host>-<pid>)")
+    p.add_argument(
+        "--max-idle",
+        type=float,
+        default=0.0,
+        help="with --from: exit after this many seconds without messages (default: run until stopped)",
+    )
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "replay", parents=[common], help="re-read a time or offset range of Kafka into ClickHouse"
+    )
+    p.add_argument(
+        "--from", dest="source", help="kafka://host:port/topic (env USAGELOG_KAFKA_BROKERS/_TOPIC)"
+    )
+    p.add_argument("--since", help="ISO-8601 time (UTC unless stated) or epoch milliseconds")
+    p.add_argument("--until", help="ISO-8601 time or epoch milliseconds (default: the end as of now)")
+    p.add_argument("--offsets", help="partition:first-last,... instead of a time range (last may be empty)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("tail", parents=[common], help="follow monitored events live from Kafka")
+    p.add_argument("--from", dest="source", help="kafka://host:port (env USAGELOG_KAFKA_BROKERS)")
+    p.add_argument("--user", help="only this user's events")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
+    p.add_argument("--max-events", type=int, default=0, help="exit after this many events")
+    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
+    p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("timeline", parents=[common], help="one user's requests, in order")
     p.add_argument("user")

@@ -226,30 +226,34 @@ class Store:
         return int(rows[0][0] or 0)
 
     # -- writes -------------------------------------------------------------------------
-    def existing_ids(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+    def existing_ids(self, rows: Sequence[dict[str, Any]], table: str = "usage_events") -> set[str]:
         if not rows:
             return set()
         ids = [r["event_id"] for r in rows]
         low = min(r["timestamp"] for r in rows)
         high = max(r["timestamp"] for r in rows)
         result = self.client.query(
-            f"SELECT event_id FROM {self.database}.usage_events "
+            f"SELECT event_id FROM {self.database}.{table} "
             "WHERE timestamp BETWEEN fromUnixTimestamp64Nano({low:Int64}, 'UTC') "
             "AND fromUnixTimestamp64Nano({high:Int64}, 'UTC') AND event_id IN {ids:Array(String)}",
             parameters={"low": low, "high": high, "ids": ids},
         )
         return {row[0] for row in result.result_rows}
 
-    def insert_events(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Insert rows whose event ID is not stored yet; returns (inserted, skipped as duplicates)."""
+    def insert_events(self, rows: Sequence[dict[str, Any]], table: str = "usage_events") -> tuple[int, int]:
+        """Insert rows whose event ID is not stored yet; returns (inserted, skipped as duplicates).
+
+        Exact when writers take turns (chDB, under its lock); against a server with concurrent
+        writers the check narrows duplicates and ``ReplacingMergeTree`` folds the rest.
+        """
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:
             unique.setdefault(row["event_id"], row)
-        existing = self.existing_ids(list(unique.values()))
+        existing = self.existing_ids(list(unique.values()), table)
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
         if fresh:
             self.client.insert(
-                f"{self.database}.usage_events",
+                f"{self.database}.{table}",
                 [[row[c] for c in COLUMNS] for row in fresh],
                 column_names=list(COLUMNS),
             )
@@ -261,7 +265,10 @@ class Store:
         columns = ["source", "location", "reason", "event_id", "service_instance_id", "payload"]
         self.client.insert(
             f"{self.database}.dead_letters",
-            [[letter.get(c, "") for c in columns] for letter in letters],
+            [
+                [_clip(letter.get(c, "")) if c == "payload" else letter.get(c, "") for c in columns]
+                for letter in letters
+            ],
             column_names=columns,
         )
 
@@ -271,6 +278,13 @@ class Store:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         result = self.client.query(sql, parameters=parameters or {})
         return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+def _clip(payload: Any) -> Any:
+    return payload[:DEAD_LETTER_PAYLOAD_LIMIT] if isinstance(payload, (bytes, str)) else payload
 
 
 def _statements(sql: str) -> list[str]:

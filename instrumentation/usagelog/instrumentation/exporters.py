@@ -15,6 +15,10 @@ class EventExporter(Protocol):
     def export(self, payload: bytes, count: int) -> None:
         """Deliver one encoded batch of ``count`` events; raise only if it could not be kept."""
 
+    def spill(self, payload: bytes, count: int) -> None:
+        """Keep a batch durably without waiting on anything remote (a request thread calls this
+        when the background thread is behind)."""
+
     def tick(self) -> None:
         """Called by the background thread on every wake-up (time-based housekeeping)."""
 
@@ -32,6 +36,9 @@ class SpoolExporter:
         self.writer = writer
 
     def export(self, payload: bytes, count: int) -> None:
+        self.writer.append(payload)
+
+    def spill(self, payload: bytes, count: int) -> None:
         self.writer.append(payload)
 
     def tick(self) -> None:
@@ -57,6 +64,9 @@ class MemoryExporter:
         with self._lock:
             self.payloads.append(payload)
             self.count += count
+
+    def spill(self, payload: bytes, count: int) -> None:
+        self.export(payload, count)
 
     def tick(self) -> None:
         pass

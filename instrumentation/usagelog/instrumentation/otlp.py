@@ -1,11 +1,19 @@
-"""OTLP export of usage events (``USAGELOG_EXPORTER=otlp``), falling back to the spool.
+"""OTLP export of usage events (``USAGELOG_EXPORTER=otlp``), falling back to the durable spool.
 
-Batches are POSTed as OTLP/HTTP protobuf to the logs endpoint named by the standard
-variables (``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
-``/v1/logs``, default ``http://localhost:4318/v1/logs``), with ``OTEL_EXPORTER_OTLP_HEADERS``
-/ ``..._LOGS_HEADERS`` and ``..._TIMEOUT``. A batch that cannot be delivered (connection
-refused, timeout, retryable status) is appended to the spool instead; spooled batches are
-replayed oldest first, from the background thread, once the collector answers again.
+Transport and endpoint follow the standard variables, logs-specific ones first:
+``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc``, the default, or
+``http/protobuf``), ``..._ENDPOINT`` (default ``http://localhost:4317`` for gRPC,
+``http://localhost:4318/v1/logs`` for HTTP), ``..._HEADERS`` (e.g. ``authorization=Bearer%20T``),
+``..._TIMEOUT`` (ms, default 10000), ``..._INSECURE`` and ``..._CERTIFICATE``.
+
+Nothing is lost when the collector is down or slow. A batch that cannot be delivered
+(connection refused, timeout, any error status) goes to the spool (``USAGELOG_SPOOL_DIR``)
+and the exporter backs off (1 s, doubling up to 30 s). While anything is spooled, new batches
+are spooled behind it, so events reach the collector oldest first; once the collector answers,
+the background thread replays sealed segments in order, deleting each after all its frames
+were accepted. Segments left by processes that died are replayed too. Memory stays bounded:
+the in-memory queue is capped (``USAGELOG_MAX_QUEUE``) and everything beyond it is on disk.
+At exit, what is held is sent with a short timeout or spooled.
 """
 
 from __future__ import annotations
@@ -15,48 +23,117 @@ import os
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 from .config import Settings
-from .spool import DamagedFrame, SpoolWriter, claim_segments
+from .spool import DamagedFrame, SpoolWriter, claim_segments, has_claimable
 
 _logger = logging.getLogger("usagelog")
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+SHUTDOWN_TIMEOUT = 2.0
+ORPHAN_SCAN_SECONDS = 10.0
 
 
-def _logs_endpoint() -> str:
-    explicit = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
-    if explicit:
-        return explicit
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
-    return base.rstrip("/") + "/v1/logs"
-
-
-def _headers() -> dict[str, str]:
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_HEADERS") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_HEADERS", ""
+def _env(name: str, default: str = "") -> str:
+    """``OTEL_EXPORTER_OTLP_LOGS_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``, else ``default``."""
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_LOGS_{name}")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+        or default
     )
-    headers = {"Content-Type": "application/x-protobuf"}
-    for item in raw.split(","):
+
+
+def _headers() -> list[tuple[str, str]]:
+    headers = []
+    for item in _env("HEADERS").split(","):
         name, sep, value = item.partition("=")
         if sep and name.strip():
-            headers[unquote(name.strip())] = unquote(value.strip())
+            headers.append((unquote(name.strip()).lower(), unquote(value.strip())))
     return headers
 
 
 class DeliveryError(Exception):
-    """The collector did not accept a batch (retryable)."""
+    """The collector did not accept a batch."""
+
+
+class _HttpTransport:
+    def __init__(self, endpoint: str, headers: list[tuple[str, str]], certificate: str) -> None:
+        if not os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") and not endpoint.rstrip("/").endswith(
+            "/v1/logs"
+        ):
+            endpoint = endpoint.rstrip("/") + "/v1/logs"
+        self.endpoint = endpoint
+        self.headers = {"Content-Type": "application/x-protobuf", **dict(headers)}
+        self.context: Any = None
+        if certificate:
+            import ssl
+
+            self.context = ssl.create_default_context(cafile=certificate)
+
+    def send(self, payload: bytes, timeout: float) -> None:
+        request = urllib.request.Request(self.endpoint, data=payload, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            raise DeliveryError(f"collector answered HTTP {exc.code}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise DeliveryError(str(getattr(exc, "reason", exc))) from exc
+
+    def close(self) -> None:
+        pass
+
+
+class _GrpcTransport:
+    def __init__(
+        self, endpoint: str, headers: list[tuple[str, str]], certificate: str, insecure: bool
+    ) -> None:
+        import grpc
+
+        parsed = urlparse(endpoint if "://" in endpoint else "http://" + endpoint)
+        target = parsed.netloc or parsed.path
+        if parsed.scheme == "https" or (certificate and not insecure):
+            root = open(certificate, "rb").read() if certificate else None  # noqa: SIM115
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root))
+        else:
+            self.channel = grpc.insecure_channel(target)
+        # The payload is already an encoded ExportLogsServiceRequest: send the bytes as they are.
+        self.call = self.channel.unary_unary(LOGS_EXPORT_METHOD)
+        self.metadata = headers
+        self._grpc = grpc
+
+    def send(self, payload: bytes, timeout: float) -> None:
+        try:
+            self.call(payload, timeout=timeout, metadata=self.metadata)
+        except self._grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else "?"
+            raise DeliveryError(f"collector answered gRPC {code}") from exc
+
+    def close(self) -> None:
+        self.channel.close()
 
 
 class OtlpExporter:
     def __init__(self, settings: Settings, instance_id: str) -> None:
-        self.endpoint = _logs_endpoint()
-        self.headers = _headers()
-        timeout = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TIMEOUT"
-        )
-        self.timeout = float(timeout) / 1000.0 if timeout and timeout.isdigit() else 10.0
+        protocol = _env("PROTOCOL", "grpc").strip().lower()
+        timeout = _env("TIMEOUT", "10000")
+        self.timeout = float(timeout) / 1000.0 if timeout.replace(".", "", 1).isdigit() else 10.0
+        certificate = _env("CERTIFICATE")
+        insecure = _env("INSECURE", "false").strip().lower() == "true"
+        self.transport: _HttpTransport | _GrpcTransport
+        if protocol.startswith("http"):
+            self.transport = _HttpTransport(
+                _env("ENDPOINT", "http://localhost:4318"), _headers(), certificate
+            )
+        else:
+            if protocol != "grpc":
+                _logger.warning("usagelog: unknown OTLP protocol %r; using grpc", protocol)
+            self.transport = _GrpcTransport(
+                _env("ENDPOINT", "http://localhost:4317"), _headers(), certificate, insecure
+            )
         self.spool_dir = settings.spool_dir
         self.writer = SpoolWriter(
             settings.spool_dir,
@@ -65,60 +142,93 @@ class OtlpExporter:
             segment_seconds=1.0,
             fsync=settings.spool_fsync,
         )
-        self.spooled = 0
         self.sent = 0
-        self._down_until = 0.0
+        self.spooled = 0
+        self.replayed_batches = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._settings = settings
+        self._next_scan = 0.0
+        # Segments spooled earlier (by this service or a process that died) go out first.
+        self._backlog = has_claimable(self.spool_dir)
 
-    def _post(self, payload: bytes) -> None:
-        request = urllib.request.Request(self.endpoint, data=payload, headers=self.headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in RETRYABLE_STATUS:
-                raise DeliveryError(f"collector answered {exc.code}") from exc
-            raise
-        except (urllib.error.URLError, OSError) as exc:
-            raise DeliveryError(str(exc)) from exc
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def collector_down(self) -> bool:
+        return time.monotonic() < self._retry_at
 
+    def _failed(self, exc: Exception) -> None:
+        self._backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff
+        _logger.warning("usagelog: collector unavailable (%s); spooling, retry in %.0fs", exc, self._backoff)
+
+    def _succeeded(self) -> None:
+        if self._backoff:
+            _logger.info("usagelog: collector reachable again")
+        self._backoff = 0.0
+        self._retry_at = 0.0
+
+    # -- exporter interface -----------------------------------------------------------------
     def export(self, payload: bytes, count: int) -> None:
-        if time.monotonic() >= self._down_until:
+        if not self._backlog and not self.collector_down:
             try:
-                self._post(payload)
+                self.transport.send(payload, self.timeout)
                 self.sent += count
+                self._succeeded()
                 return
             except DeliveryError as exc:
-                _logger.warning("usagelog: collector unreachable (%s); spooling events", exc)
-                self._down_until = time.monotonic() + 2.0
+                self._failed(exc)
+        self.spill(payload, count)
+
+    def spill(self, payload: bytes, count: int) -> None:
         self.writer.append(payload)
         self.spooled += count
+        self._backlog = True
 
     def tick(self) -> None:
         self.writer.maybe_seal()
-        if time.monotonic() < self._down_until:
+        if self.collector_down:
             return
-        self._replay()
+        now = time.monotonic()
+        if not self._backlog and now >= self._next_scan:
+            # Another process sharing the spool may have died with events in it.
+            self._next_scan = now + ORPHAN_SCAN_SECONDS
+            self._backlog = has_claimable(self.spool_dir)
+        if self._backlog:
+            self.replay()
 
-    def _replay(self) -> None:
+    def replay(self) -> bool:
+        """Send spooled segments oldest first; True when the spool is empty afterwards."""
+        self.writer.seal()  # our own open segment goes in line too
         for segment in claim_segments(self.spool_dir):
             try:
                 for frame in segment.frames():
                     if isinstance(frame, DamagedFrame):
-                        _logger.error("usagelog: damaged spool frame in %s at %d", segment.path, frame.offset)
+                        _logger.error(
+                            "usagelog: skipping a damaged spool frame in %s at %d", segment.path, frame.offset
+                        )
                         continue
-                    self._post(frame.payload)
-            except DeliveryError:
-                self._down_until = time.monotonic() + 2.0
+                    self.transport.send(frame.payload, self.timeout)
+                    self.replayed_batches += 1
+            except DeliveryError as exc:
                 segment.release()
-                return
+                self._failed(exc)
+                return False
             except Exception:
                 segment.release()
                 raise
             segment.delete()
+            self._succeeded()
+        self._backlog = self.writer.pending
+        return not self._backlog
 
     def after_fork(self, instance_id: str) -> None:
         self.writer.abandon_after_fork()
         self.writer.instance_id = instance_id
+        self.transport.close()
+        self.__init__(self._settings, instance_id)  # type: ignore[misc]
 
     def shutdown(self) -> None:
+        self.timeout = min(self.timeout, SHUTDOWN_TIMEOUT)
         self.writer.seal()
+        self.transport.close()

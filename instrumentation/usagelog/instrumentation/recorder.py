@@ -120,9 +120,25 @@ class Recorder:
             self._wake.set()
             if n > self.max_queue:
                 try:
-                    self.flush()
+                    self._spill()
                 except Exception:  # never into the user's request; the events stay queued
                     _logger.exception("usagelog: could not write the event backlog")
+
+    def _spill(self) -> None:
+        """The background thread is behind (a slow collector, say): this request thread moves a
+        batch from memory to the exporter's durable overflow (the spool) without waiting for it."""
+        queue = self._queue
+        batch: list[bytes] = []
+        while len(batch) < 2048:
+            try:
+                exchange = queue.popleft()
+            except IndexError:
+                break
+            batch.append(self.builder.encode(exchange))
+        if batch:
+            payload = export_logs_request(self._resource_bytes, self._scope_bytes, batch)
+            self.exporter.spill(payload, len(batch))
+            self.exported += len(batch)
 
     # -- background ----------------------------------------------------------------------
     def _start_thread(self) -> None:

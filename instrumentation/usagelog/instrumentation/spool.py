@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -42,8 +43,8 @@ def encode_frame(payload: bytes) -> bytes:
 class SpoolWriter:
     """Appends frames to this process's current segment, sealing it by size and age.
 
-    Not thread-safe: the instrumentation's single background thread owns it (request
-    threads only write when that thread is behind, under the same lock).
+    Thread-safe: the background thread writes here, and so does a request thread that finds
+    the in-memory queue over its limit.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class SpoolWriter:
         self._opened_at = 0.0
         self._size = 0
         self._counter = 0
+        self._lock = threading.RLock()
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -81,6 +83,15 @@ class SpoolWriter:
 
     def append(self, payload: bytes) -> None:
         """Write one frame durably (fsync when configured)."""
+        with self._lock:
+            self._append(payload)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the current segment holds frames not sealed yet."""
+        return self._fd is not None and self._size > 0
+
+    def _append(self, payload: bytes) -> None:
         if self._fd is None:
             self._open()
         assert self._fd is not None
@@ -97,10 +108,19 @@ class SpoolWriter:
 
     def maybe_seal(self) -> None:
         """Seal the current segment if it is non-empty and older than the age limit."""
-        if self._fd is not None and self._size and time.monotonic() - self._opened_at >= self.segment_seconds:
-            self.seal()
+        with self._lock:
+            if (
+                self._fd is not None
+                and self._size
+                and time.monotonic() - self._opened_at >= self.segment_seconds
+            ):
+                self.seal()
 
     def seal(self) -> None:
+        with self._lock:
+            self._seal()
+
+    def _seal(self) -> None:
         if self._fd is None or self._path is None:
             return
         fd, path = self._fd, self._path
@@ -123,6 +143,7 @@ class SpoolWriter:
                 pass
         self._fd = self._path = None
         self._size = 0
+        self._lock = threading.RLock()
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -196,6 +217,16 @@ def claim_segments(directory: str | os.PathLike[str]) -> Iterator[ClaimedSegment
         fd = _try_lock(path)
         if fd is not None:
             yield ClaimedSegment(path, fd)
+
+
+def has_claimable(directory: str | os.PathLike[str]) -> bool:
+    """Whether any segment could be claimed now (sealed, or left by a writer that is gone)."""
+    for path in list_segments(directory):
+        fd = _try_lock(path)
+        if fd is not None:
+            os.close(fd)
+            return True
+    return False
 
 
 def pending_bytes(directory: str | os.PathLike[str]) -> int:

@@ -1,5 +1,6 @@
 -- dead_letters: what ingest could not store, with the reason and where it came from
 -- (spool segment and offset, or Kafka topic/partition/offset). Kept 30 days.
+-- Only the first 64 KiB of a payload is kept.
 CREATE TABLE IF NOT EXISTS ${DATABASE}.dead_letters
 (
     received_at         DateTime64(3, 'UTC') DEFAULT now64(3),

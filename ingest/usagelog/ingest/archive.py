@@ -1,0 +1,433 @@
+"""Archiving stored usage events as files, Hive-partitioned by hour and cut every ~100 MB.
+
+The Kafka ingest worker hands every batch of decoded rows (:mod:`usagelog.ingest.decode`) to
+:meth:`Archive.stage` *before* inserting it into ClickHouse and committing the Kafka offsets.
+This module reads no environment variables; the worker's settings object passes:
+
+- ``USAGELOG_ARCHIVE_URL`` → ``target``: a local directory or any fsspec URL (``file://``,
+  ``s3://``, ``memory://`` ...). Without it the worker does not archive.
+- ``USAGELOG_ARCHIVE_FORMAT`` → ``fmt``: ``parquet`` (default, zstd) or ``csv``.
+- ``USAGELOG_ARCHIVE_MAX_BYTES`` → ``max_bytes`` (default 104857600) and
+  ``USAGELOG_ARCHIVE_MAX_SECONDS`` → ``max_seconds`` (default 3600): :meth:`Archive.maybe_rotate`
+  finalizes a partition once its staged chunks take that many bytes on disk, or once its oldest
+  chunk is that old. A file holds what was staged by then, so it may overshoot ``max_bytes`` by
+  a batch or more; Parquet files usually come out smaller than their chunks.
+
+Files: ``<target>/date=YYYY-MM-DD/hour=HH/usage_events-<YYYYmmddTHHMMSS>-<worker_id>-<8 hex>.<fmt>``
+(UTC event time; the stamp is the first event's, the worker the one that staged the first chunk),
+one row per ``event_id``, sorted by ``(timestamp, service_instance_id, seq)``.
+
+Crash safety. ``stage()`` writes one chunk per (date, hour) to
+``<staging_dir>/date=.../hour=.../chunk-<ns>-<n>-<rand>-<worker_id>.<fmt>`` under a temporary
+name, fsyncs and renames it. Finalizing writes the file under a temporary name (local targets:
+``<final>.tmp-<rand>`` then rename; others: a local file then ``fs.put``, which object stores
+publish atomically) and only then deletes the chunks. The name derives from the chunk names, so
+finalizing the same chunks again after a crash replaces the file rather than copying it, and a
+``published-<8 hex>.json`` marker covers a crash while chunks are deleted. ``recover()``
+finalizes every chunk in ``staging_dir`` that this object did not stage, whichever worker wrote
+it. ``<staging_dir>/.lock`` keeps two live archives off one staging directory.
+
+Duplicates: a batch staged twice before its partition is finalized is stored once; a batch
+re-delivered after its first copy was finalized (e.g. by ``recover()`` after a crash before the
+Kafka commit) lands in a second file. ``read_archive(..., unique=True)`` and the table's
+ReplacingMergeTree fold such copies. An :class:`Archive` is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from .decode import COLUMNS
+
+FORMATS = ("parquet", "csv")
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_SECONDS = 3600.0
+SORT_KEY = ("timestamp", "service_instance_id", "seq")
+
+# Unsigned widths follow the ClickHouse table (migrations/001_usage_events.sql), so a row the
+# archive accepts is one the table accepts too.
+_INT_TYPES: dict[str, pa.DataType] = {
+    "duration_ns": pa.uint64(),
+    "process_pid": pa.uint32(),
+    "status_code": pa.uint16(),
+    "request_size": pa.uint64(),
+    "response_size": pa.uint64(),
+    "seq": pa.uint64(),
+}
+_TIMESTAMPS = frozenset({"timestamp", "observed_timestamp"})
+_TYPES: dict[str, pa.DataType] = {
+    **_INT_TYPES,
+    **{c: pa.timestamp("ns", tz="UTC") for c in _TIMESTAMPS},
+    "monitored": pa.bool_(),
+    "attributes": pa.map_(pa.string(), pa.string()),
+}
+SCHEMA = pa.schema([pa.field(c, _TYPES.get(c, pa.string()), nullable=False) for c in COLUMNS])
+
+_HOUR_NS = 3600 * 10**9
+_CHUNK = re.compile(r"^chunk-\d{20}-\d{8}-[0-9a-f]{8}-(?P<worker>.+)\.(?:parquet|csv)$")
+_WORKER_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be used as asked (staging directory busy, archive closed)."""
+
+
+# --- rows, tables and files ----------------------------------------------------------------
+
+
+def _to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    # from_pylist fills a missing key with null even for non-nullable fields.
+    missing = [c for c in COLUMNS if table.column(c).null_count]
+    if missing:
+        raise ValueError(f"usage rows without a value for: {', '.join(missing)}")
+    return table
+
+
+def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Row dicts with decode's types: timestamps as int ns, attributes as a dict."""
+    columns: dict[str, list[Any]] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name in _TIMESTAMPS:
+            columns[name] = col.cast(pa.int64()).to_pylist()
+        elif name == "attributes":
+            columns[name] = [dict(pairs) for pairs in col.to_pylist()]
+        else:
+            columns[name] = col.to_pylist()
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _ts_text(ns: int) -> str:
+    seconds, frac = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+
+
+def _ts_parse(text: str) -> int:
+    whole, _, frac = text.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds * 10**9 + int((frac or "0").ljust(9, "0")[:9])
+
+
+# CSV cells: timestamps as ISO-8601 with nanoseconds, attributes as a JSON object, true/false.
+_CSV_OUT: dict[str, Callable[[Any], str]] = {
+    **{c: _ts_text for c in _TIMESTAMPS},
+    "monitored": lambda v: "true" if v else "false",
+    "attributes": lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+}
+_CSV_IN: dict[str, Callable[[str], Any]] = {
+    **{c: _ts_parse for c in _TIMESTAMPS},
+    **{c: int for c in _INT_TYPES},
+    "monitored": lambda v: v == "true",
+    "attributes": json.loads,
+}
+
+
+def _write_csv(rows: Sequence[dict[str, Any]], out: IO[str]) -> None:
+    writers = [_CSV_OUT.get(c, str) for c in COLUMNS]
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for row in rows:
+        w.writerow([fmt(row[c]) for fmt, c in zip(writers, COLUMNS, strict=True)])
+
+
+def _read_csv(src: IO[str]) -> list[dict[str, Any]]:
+    reader = csv.reader(src)
+    header = next(reader, None)
+    if header is None:
+        return []
+    parsers = [_CSV_IN.get(c, str) for c in header]
+    return [{c: p(v) for c, p, v in zip(header, parsers, line, strict=True)} for line in reader]
+
+
+def _write_file(path: Path, data: Any, fmt: str) -> None:
+    """Write ``data`` (a table, or a JSON document for fmt "json") to ``path`` and fsync it."""
+    if fmt == "parquet":
+        with open(path, "wb") as f:
+            pq.write_table(data, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    with open(path, "w", encoding="utf-8", newline="") as t:
+        if fmt == "csv":
+            _write_csv(_to_rows(data), t)
+        else:
+            json.dump(data, t)
+        t.flush()
+        os.fsync(t.fileno())
+
+
+def _write_atomic(path: Path, data: Any, fmt: str) -> None:
+    """Write through ``<name>.tmp-<rand>`` beside ``path`` and rename: never half a file at ``path``."""
+    tmp = path.with_name(f"{path.name}.tmp-{_rand()}")
+    try:
+        _write_file(tmp, data, fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _read_chunk(path: Path) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path).cast(SCHEMA)
+    with open(path, encoding="utf-8", newline="") as f:
+        return _to_table(_read_csv(f))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new entries survive a power cut."""
+    created = []
+    p = path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in reversed(created):
+        _fsync_dir(d.parent)
+
+
+def _partition_of(ts_ns: int) -> str:
+    return time.strftime("date=%Y-%m-%d/hour=%H", time.gmtime(ts_ns // 10**9))
+
+
+def _first_of_each(ids: Sequence[str]) -> list[bool]:
+    """A mask keeping the first occurrence of every ID."""
+    seen: set[str] = set()
+    keep = []
+    for i in ids:
+        keep.append(i not in seen)
+        seen.add(i)
+    return keep
+
+
+def _rand() -> str:
+    return os.urandom(4).hex()
+
+
+# --- the archive ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """Chunks this archive staged for one partition and not yet finalized."""
+
+    chunks: list[Path] = field(default_factory=list)
+    nbytes: int = 0
+    oldest: float = 0.0
+
+
+class Archive:
+    """Stages batches durably and finalizes them into partitioned files under ``target``.
+
+    ``fmt`` is ``parquet`` or ``csv`` (USAGELOG_ARCHIVE_FORMAT); ``max_bytes``
+    (USAGELOG_ARCHIVE_MAX_BYTES, default 100 MiB) and ``max_seconds`` (USAGELOG_ARCHIVE_MAX_SECONDS,
+    default 3600) decide when :meth:`maybe_rotate` finalizes a partition. ``staging_dir`` must be
+    a local directory that only this archive uses while it is open; ``worker_id`` names its files.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        fmt: str = "parquet",
+        staging_dir: str | os.PathLike[str],
+        worker_id: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"archive format (USAGELOG_ARCHIVE_FORMAT) {fmt!r}: expected parquet or csv")
+        if not _WORKER_ID.match(worker_id):
+            raise ValueError(f"archive worker_id {worker_id!r}: use letters, digits, '.', '_' or '-'")
+        if max_bytes <= 0:
+            raise ValueError(f"USAGELOG_ARCHIVE_MAX_BYTES {max_bytes!r}: must be positive")
+        if max_seconds <= 0:
+            raise ValueError(f"USAGELOG_ARCHIVE_MAX_SECONDS {max_seconds!r}: must be positive")
+        self.target = target
+        self.fmt = fmt
+        self.worker_id = worker_id
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.staging_dir = Path(staging_dir).absolute()
+        self._fs, self._root = fsspec.core.url_to_fs(target)
+        self._local = isinstance(self._fs, LocalFileSystem)
+        self._pending: dict[str, _Pending] = {}
+        self._counter = 0
+        _make_dirs(self.staging_dir)
+        self._lock: IO[bytes] | None = open(self.staging_dir / ".lock", "ab")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ArchiveError(f"archive staging directory {self.staging_dir} is in use") from None
+
+    # staging
+
+    def stage(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write ``rows`` to staging, one chunk per (date, hour); durable when this returns."""
+        if self._lock is None:
+            raise ArchiveError("archive is closed")
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(row["timestamp"] // _HOUR_NS, []).append(row)
+        tables = {_partition_of(hour * _HOUR_NS): _to_table(g) for hour, g in groups.items()}
+        for partition, table in tables.items():
+            directory = self.staging_dir / partition
+            _make_dirs(directory)
+            self._counter += 1
+            name = f"chunk-{time.time_ns():020d}-{self._counter:08d}-{_rand()}-{self.worker_id}.{self.fmt}"
+            _write_atomic(directory / name, table, self.fmt)
+            pending = self._pending.get(partition)
+            if pending is None:
+                pending = self._pending[partition] = _Pending(oldest=time.time())
+            pending.chunks.append(directory / name)
+            pending.nbytes += (directory / name).stat().st_size
+
+    # finalizing
+
+    def maybe_rotate(self, now: float | None = None) -> list[str]:
+        """Finalize partitions that reached ``max_bytes`` or whose oldest chunk is ``max_seconds``
+        old (``now`` defaults to ``time.time()``); returns the URLs of the files written."""
+        now = time.time() if now is None else now
+        due = [
+            part
+            for part, p in self._pending.items()
+            if p.nbytes >= self.max_bytes or now - p.oldest >= self.max_seconds
+        ]
+        return [self._finalize_pending(part) for part in due]
+
+    def close(self) -> list[str]:
+        """Finalize everything staged, release the staging directory; returns the URLs written."""
+        if self._lock is None:
+            return []
+        urls = [self._finalize_pending(part) for part in list(self._pending)]
+        self._lock.close()
+        self._lock = None
+        return urls
+
+    def recover(self) -> list[str]:
+        """Finalize chunks left in ``staging_dir`` by an earlier run (any worker_id); call at start."""
+        if self._lock is None:
+            raise ArchiveError("archive is closed")
+        own = {c for p in self._pending.values() for c in p.chunks}
+        for stray in self.staging_dir.glob("*.tmp-*"):
+            stray.unlink()  # an upload interrupted by the crash
+        urls = []
+        for directory in sorted(self.staging_dir.glob("date=*/hour=*")):
+            for marker in directory.glob("published-*.json"):
+                for name in json.loads(marker.read_text(encoding="utf-8")):
+                    (directory / name).unlink(missing_ok=True)
+                marker.unlink()
+            for stray in directory.glob("*.tmp-*"):
+                stray.unlink()  # a chunk the crash cut short: its batch was never acknowledged
+            chunks = [c for c in directory.iterdir() if _CHUNK.match(c.name) and c not in own]
+            if chunks:
+                urls.append(self._finalize(directory.relative_to(self.staging_dir).as_posix(), chunks))
+            else:
+                self._remove_empty(directory)
+        return urls
+
+    def _finalize_pending(self, partition: str) -> str:
+        url = self._finalize(partition, self._pending[partition].chunks)
+        del self._pending[partition]
+        return url
+
+    def _finalize(self, partition: str, chunks: list[Path]) -> str:
+        chunks = sorted(chunks, key=lambda c: c.name)  # names start with the staging time
+        table = pa.concat_tables([_read_chunk(c) for c in chunks])
+        keep = _first_of_each(table.column("event_id").to_pylist())
+        if not all(keep):
+            table = table.filter(pa.array(keep))
+        table = table.sort_by([(c, "ascending") for c in SORT_KEY])
+        # Same chunks, same name: finalizing again after a crash replaces the file, never copies it.
+        digest = hashlib.sha256("\n".join(c.name for c in chunks).encode()).hexdigest()[:8]
+        match = _CHUNK.match(chunks[0].name)
+        worker = match.group("worker") if match else self.worker_id
+        first = time.strftime("%Y%m%dT%H%M%S", time.gmtime(table.column("timestamp")[0].value // 10**9))
+        name = f"usage_events-{first}-{worker}-{digest}.{self.fmt}"
+        url = self._publish(table, partition, name)
+        directory = self.staging_dir / partition
+        marker = directory / f"published-{digest}.json"
+        _write_atomic(marker, [c.name for c in chunks], "json")
+        for c in chunks:
+            c.unlink(missing_ok=True)
+        _fsync_dir(directory)
+        marker.unlink()
+        self._remove_empty(directory)
+        return url
+
+    def _publish(self, table: pa.Table, partition: str, name: str) -> str:
+        url = f"{self.target.rstrip('/')}/{partition}/{name}"
+        if self._local:
+            directory = Path(self._root) / partition
+            _make_dirs(directory)
+            for stray in directory.glob(f"{name}.tmp-*"):
+                stray.unlink()  # left by a crash while this very file was being written
+            _write_atomic(directory / name, table, self.fmt)
+            return url
+        tmp = self.staging_dir / f"upload.tmp-{_rand()}"
+        try:
+            _write_file(tmp, table, self.fmt)
+            remote = f"{self._root.rstrip('/')}/{partition}"
+            self._fs.makedirs(remote, exist_ok=True)
+            self._fs.put(str(tmp), f"{remote}/{name}")
+        finally:
+            tmp.unlink(missing_ok=True)
+        return url
+
+    def _remove_empty(self, directory: Path) -> None:
+        for d in (directory, directory.parent):
+            try:
+                d.rmdir()
+            except OSError:
+                return
+
+
+def read_archive(target: str, *, unique: bool = False) -> list[dict[str, Any]]:
+    """Every row of every final file under ``target`` (both formats), typed like decode's rows
+    and sorted by (timestamp, service_instance_id, seq). ``unique`` keeps one row per event_id."""
+    fs, root = fsspec.core.url_to_fs(target)
+    if not fs.exists(root):
+        return []
+    rows: list[dict[str, Any]] = []
+    for path in sorted(fs.find(root)):
+        name = path.rsplit("/", 1)[-1]
+        if not name.startswith("usage_events-"):
+            continue
+        if name.endswith(".parquet"):
+            with fs.open(path, "rb") as f:
+                rows.extend(_to_rows(pq.read_table(f)))
+        elif name.endswith(".csv"):
+            with fs.open(path, "r", encoding="utf-8", newline="") as f:
+                rows.extend(_read_csv(f))
+    rows.sort(key=lambda r: tuple(r[c] for c in SORT_KEY))
+    if unique:
+        keep = _first_of_each([r["event_id"] for r in rows])
+        rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    return rows

@@ -1,0 +1,90 @@
+"""``usagelog tail [--user U]``: follow monitored events live from Kafka.
+
+Reads ``USAGELOG_KAFKA_MONITORED_TOPIC`` (where the collector routes events flagged by
+``USAGELOG_MONITOR``) with a throw-away consumer group, from the end unless ``--from-beginning``,
+and prints one line per event (or one JSON object per line with ``--format json``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from typing import Any, TextIO
+
+from .decode import DecodeError, decode_payload
+from .settings import WorkerSettings
+
+FIELDS = (
+    "timestamp",
+    "user_id",
+    "method",
+    "path",
+    "status_code",
+    "error_type",
+    "duration_ns",
+    "service_instance_id",
+)
+
+
+def _line(row: dict[str, Any]) -> str:
+    when = (
+        time.strftime("%H:%M:%S", time.gmtime(row["timestamp"] / 1e9))
+        + f".{row['timestamp'] % 10**9 // 10**6:03d}"
+    )
+    return (
+        f"{when}  {row['user_id'] or '-':<12} {row['method']:<6} {row['path']:<32} {row['status_code']:>3} "
+        f"{row['error_type'] or '':<20} {row['duration_ns'] / 1e6:8.2f}ms  {row['service_instance_id'][:8]}"
+    )
+
+
+def tail(
+    settings: WorkerSettings,
+    *,
+    user: str | None = None,
+    from_beginning: bool = False,
+    fmt: str = "table",
+    max_events: int = 0,
+    timeout: float = 0.0,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Print monitored events as they arrive; returns how many were printed."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        settings.consumer_config(
+            **{
+                "group.id": f"usagelog-tail-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    consumer.subscribe([settings.monitored_topic])
+    printed = 0
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            try:
+                rows = decode_payload(message.value() or b"").rows
+            except DecodeError:
+                continue
+            for row in rows:
+                if user and row["user_id"] != user:
+                    continue
+                if fmt == "json":
+                    print(json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False), file=out, flush=True)
+                else:
+                    print(_line(row), file=out, flush=True)
+                printed += 1
+                if max_events and printed >= max_events:
+                    return printed
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return printed
