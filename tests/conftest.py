@@ -64,3 +64,39 @@ def live_app() -> Iterator[Callable[..., LiveApp]]:
 @pytest.fixture
 def chdb_url(tmp_path: Path) -> str:
     return "chdb://" + str(tmp_path / "chdb")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Kafka broker (KRaft) for the session; tests create their own topics."""
+    from tests.pipeline import broker_module
+
+    broker = broker_module().KafkaBroker(tmp_path_factory.mktemp("kafka"), partitions=3)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topics(kafka: Any, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Fresh topics (3 partitions each) named after the test."""
+    import re
+    import uuid
+
+    stem = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:60] + "-" + uuid.uuid4().hex[:6]
+    names = {
+        "events": f"{stem}.events",
+        "monitored": f"{stem}.monitored",
+        "deadletter": f"{stem}.events.deadletter",
+    }
+    kafka.create_topics(list(names.values()), partitions=3)
+    return names
+
+
+@pytest.fixture(scope="session")
+def collector_bin() -> Path:
+    from tests.pipeline import collector_binary
+
+    return collector_binary()

@@ -13,8 +13,9 @@ from usagelog.instrumentation.userid import UserResolver
 from usagelog.instrumentation.wire import export_logs_request, resource_prefix
 
 
-def make_payloads(batches: int, per_batch: int, instance: str = "bulk", monitor: str = "",
-                  first_seq: int = 1) -> list[bytes]:
+def make_payloads(
+    batches: int, per_batch: int, instance: str = "bulk", monitor: str = "", first_seq: int = 1
+) -> list[bytes]:
     """``batches`` ExportLogsServiceRequest payloads of ``per_batch`` events each, sequence numbers
     consecutive from ``first_seq``; users cycle through user-0 .. user-6."""
     resource = {"service.name": "bulk", "service.instance.id": instance, "host.name": "h", "process.pid": 1}

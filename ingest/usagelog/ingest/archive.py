@@ -63,12 +63,9 @@ SORT_KEY = ("timestamp", "service_instance_id", "seq")
 # Unsigned widths follow the ClickHouse table (migrations/001_usage_events.sql), so a row the
 # archive accepts is one the table accepts too.
 _INT_TYPES: dict[str, pa.DataType] = {
-    "duration_ns": pa.uint64(),
+    **{c: pa.uint64() for c in ("duration_ns", "request_size", "response_size", "seq")},
     "process_pid": pa.uint32(),
     "status_code": pa.uint16(),
-    "request_size": pa.uint64(),
-    "response_size": pa.uint64(),
-    "seq": pa.uint64(),
 }
 _TIMESTAMPS = frozenset({"timestamp", "observed_timestamp"})
 _TYPES: dict[str, pa.DataType] = {
@@ -202,14 +199,10 @@ def _fsync_dir(path: Path) -> None:
 
 def _make_dirs(path: Path) -> None:
     """``mkdir -p`` whose new entries survive a power cut."""
-    created = []
-    p = path
-    while not p.exists():
-        created.append(p)
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    for d in reversed(created):
-        _fsync_dir(d.parent)
+    if not path.is_dir():
+        _make_dirs(path.parent)
+        path.mkdir(exist_ok=True)
+        _fsync_dir(path.parent)
 
 
 def _partition_of(ts_ns: int) -> str:
@@ -234,9 +227,7 @@ def _rand() -> str:
 
 
 @dataclass
-class _Pending:
-    """Chunks this archive staged for one partition and not yet finalized."""
-
+class _Pending:  # chunks this archive staged for one partition and has not finalized
     chunks: list[Path] = field(default_factory=list)
     nbytes: int = 0
     oldest: float = 0.0
@@ -245,10 +236,8 @@ class _Pending:
 class Archive:
     """Stages batches durably and finalizes them into partitioned files under ``target``.
 
-    ``fmt`` is ``parquet`` or ``csv`` (USAGELOG_ARCHIVE_FORMAT); ``max_bytes``
-    (USAGELOG_ARCHIVE_MAX_BYTES, default 100 MiB) and ``max_seconds`` (USAGELOG_ARCHIVE_MAX_SECONDS,
-    default 3600) decide when :meth:`maybe_rotate` finalizes a partition. ``staging_dir`` must be
-    a local directory that only this archive uses while it is open; ``worker_id`` names its files.
+    Options as in the module docstring. ``staging_dir`` is a local directory only this archive
+    uses while it is open; ``worker_id`` (letters, digits, ``.``, ``_``, ``-``) names its files.
     """
 
     def __init__(
@@ -280,7 +269,7 @@ class Archive:
         self._pending: dict[str, _Pending] = {}
         self._counter = 0
         _make_dirs(self.staging_dir)
-        self._lock: IO[bytes] | None = open(self.staging_dir / ".lock", "ab")  # noqa: SIM115
+        self._lock: IO[bytes] | None = open(self.staging_dir / ".lock", "ab")  # noqa: SIM115 (held: the lock)
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

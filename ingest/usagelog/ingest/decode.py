@@ -85,6 +85,17 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+# Unsigned column widths in ClickHouse (and the archive): larger values cannot be stored.
+_RANGES = (
+    ("duration_ns", 2**64),
+    ("status_code", 2**16),
+    ("request_size", 2**64),
+    ("response_size", 2**64),
+    ("seq", 2**64),
+    ("process_pid", 2**32),
+)
+
+
 class DecodeError(ValueError):
     """The payload is not an OTLP ``ExportLogsServiceRequest``."""
 
@@ -179,6 +190,11 @@ def _check(row: dict[str, Any]) -> str:
         row["monitored"] = bool(row["monitored"])
     except (TypeError, ValueError, OverflowError):
         return "usage event with a non-numeric numeric field"
+    for column, limit in _RANGES:
+        if not 0 <= row[column] < limit:
+            return f"usage event with {column} out of range ({row[column]})"
+    if not 0 <= row["timestamp"] < 2**63 or not 0 <= row["observed_timestamp"] < 2**63:
+        return "usage event with a timestamp out of range"
     fields = dict(row)
     fields["timestamp_ns"] = row["timestamp"]
     expected = ev.checksum(fields)

@@ -178,7 +178,10 @@ def load_worker_settings(
     values["database"] = database or env.get("USAGELOG_CLICKHOUSE_DATABASE") or DEFAULT_DATABASE
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not values.get("worker_id"):
-        values["worker_id"] = f"{socket.gethostname()}-{os.getpid()}"
+        host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+        values["worker_id"] = f"{host}-{os.getpid()}"
+    elif not all(c.isalnum() or c in "._-" for c in values["worker_id"]):
+        problems.append(f"USAGELOG_WORKER_ID={values['worker_id']!r}: use letters, digits, '.', '_' and '-'")
     if problems:
         raise SettingsError("; ".join(problems))
     return WorkerSettings(**values)

@@ -283,8 +283,10 @@ class Store:
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
 
-def _clip(payload: Any) -> Any:
-    return payload[:DEAD_LETTER_PAYLOAD_LIMIT] if isinstance(payload, (bytes, str)) else payload
+def _clip(payload: Any) -> bytes:
+    """Dead-letter payloads are stored as bytes (a column takes one type), at most 64 KiB."""
+    data = payload if isinstance(payload, bytes) else str(payload).encode("utf-8", "replace")
+    return data[:DEAD_LETTER_PAYLOAD_LIMIT]
 
 
 def _statements(sql: str) -> list[str]:

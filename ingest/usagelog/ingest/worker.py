@@ -93,6 +93,7 @@ class Worker:
                 recovered = build_archive(settings, orphan, orphan.name)
                 if recovered is not None:
                     files = recovered.recover()
+                    recovered.close()
                     _logger.info("finalized %d archive files left by worker %s", len(files), orphan.name)
                 shutil.rmtree(orphan, ignore_errors=True)
                 (root / f"{orphan.name}.lock").unlink(missing_ok=True)
@@ -104,10 +105,12 @@ class Worker:
         self._batch_started = 0.0
         self._stop = False
         self._assigned: set[tuple[str, int]] = set()
+        self._last_activity = time.monotonic()
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self._last_activity = time.monotonic()
         _logger.info("assigned %s", sorted(p.partition for p in partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
@@ -129,18 +132,28 @@ class Worker:
     def _flush(self) -> BatchResult | None:
         if not self._pending:
             return None
-        from confluent_kafka import TopicPartition
 
         batch, self._pending = self._pending, []
         result = self._process_with_retries(batch)
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(result.offsets.items())],
-            asynchronous=False,
-        )
+        self._commit(result)
         if self.archive is not None:
             self.archive.maybe_rotate()
         self._update_lag()
         return result
+
+    def _commit(self, result: BatchResult) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(result.offsets.items())]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and hasattr(error, "fatal") and error.fatal():
+                raise
+            # A rebalance moved the partitions while the batch was stored: the new owner reads
+            # the batch again and storage skips what is already there. Nothing is lost.
+            _logger.warning("offsets not committed (%s); the batch will be read again by its new owner", exc)
 
     def _process_with_retries(self, batch: list[Any], attempts: int = 5) -> BatchResult:
         """Storage hiccups (a busy chDB directory, a server restart) are retried with backoff;
@@ -186,7 +199,7 @@ class Worker:
         self.consumer.subscribe(
             [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        last_message = time.monotonic()
+        self._last_activity = time.monotonic()
         try:
             while not self._stop:
                 timeout = s.batch_max_seconds
@@ -205,7 +218,7 @@ class Worker:
                     if not self._pending:
                         self._batch_started = time.monotonic()
                     self._pending.append(message)
-                    last_message = time.monotonic()
+                    self._last_activity = time.monotonic()
                 due = self._pending and (
                     len(self._pending) >= s.batch_max_messages
                     or time.monotonic() - self._batch_started >= s.batch_max_seconds
@@ -215,11 +228,8 @@ class Worker:
                 elif not self._pending:
                     self._update_lag()
                 self.health.maybe_report()
-                if (
-                    max_idle_seconds
-                    and not self._pending
-                    and time.monotonic() - last_message > max_idle_seconds
-                ):
+                idle = time.monotonic() - self._last_activity
+                if max_idle_seconds and not self._pending and self._assigned and idle > max_idle_seconds:
                     break
             self._flush()
         finally:
