@@ -17,10 +17,11 @@ from pathlib import Path
 
 from .driver import drive, make_users
 
+# Each instance plays a different machine: host, cluster and region come from the environment.
 INSTANCES = (
-    {"k8s.cluster.name": "prod-eu", "cloud.region": "eu-west-1"},
-    {"k8s.cluster.name": "prod-eu", "cloud.region": "eu-central-1"},
-    {"k8s.cluster.name": "prod-us", "cloud.region": "us-east-1"},
+    {"host.name": "api-eu-west-a", "k8s.cluster.name": "prod-eu", "cloud.region": "eu-west-1"},
+    {"host.name": "api-eu-central-a", "k8s.cluster.name": "prod-eu", "cloud.region": "eu-central-1"},
+    {"host.name": "api-us-east-a", "k8s.cluster.name": "prod-us", "cloud.region": "us-east-1"},
 )
 
 
@@ -49,7 +50,11 @@ class Instance:
 
 
 def start_instances(
-    spool_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None, count: int = 3
+    spool_dir: Path,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    count: int = 3,
+    per_instance_env: list[dict[str, str]] | None = None,
 ) -> list[Instance]:
     """Start ``count`` API processes under opentelemetry-instrument, configured by env vars only."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,8 @@ def start_instances(
             }
         )
         env.update(extra_env or {})
+        if per_instance_env:
+            env.update(per_instance_env[i])
         log_path = log_dir / f"api-{i + 1}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(

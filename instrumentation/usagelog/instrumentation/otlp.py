@@ -35,6 +35,7 @@ LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 SHUTDOWN_TIMEOUT = 2.0
 ORPHAN_SCAN_SECONDS = 10.0
+SHUTDOWN_REPLAY_SECONDS = 5.0
 
 
 def _env(name: str, default: str = "") -> str:
@@ -197,10 +198,15 @@ class OtlpExporter:
         if self._backlog:
             self.replay()
 
-    def replay(self) -> bool:
-        """Send spooled segments oldest first; True when the spool is empty afterwards."""
+    def replay(self, budget: float = 0.0) -> bool:
+        """Send spooled segments oldest first (for at most ``budget`` seconds when given);
+        True when nothing claimable is left."""
         self.writer.seal()  # our own open segment goes in line too
+        deadline = time.monotonic() + budget if budget else None
         for segment in claim_segments(self.spool_dir):
+            if deadline is not None and time.monotonic() > deadline:
+                segment.release()
+                return False
             try:
                 for frame in segment.frames():
                     if isinstance(frame, DamagedFrame):
@@ -229,6 +235,13 @@ class OtlpExporter:
         self.__init__(self._settings, instance_id)  # type: ignore[misc]
 
     def shutdown(self) -> None:
+        """Seal what is spooled and, if the collector answers, hand it over before exiting; what
+        is left stays in the spool for the next process (or ``usagelog ingest --spool``)."""
         self.timeout = min(self.timeout, SHUTDOWN_TIMEOUT)
         self.writer.seal()
+        if self._backlog and not self.collector_down:
+            try:
+                self.replay(budget=SHUTDOWN_REPLAY_SECONDS)
+            except Exception:
+                _logger.exception("usagelog: replay at exit failed; events stay spooled")
         self.transport.close()
