@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 if [ $# -eq 0 ]; then
-    echo "test: ruff and mypy (strict) on the package" >&2
-    .venv/bin/ruff check instrumentation ingest tests benchmarks kafka
+    echo "test: ruff on the tree, mypy (strict) on the package" >&2
+    .venv/bin/ruff check .
     .venv/bin/mypy
 fi
 .venv/bin/python -m pytest "$@"

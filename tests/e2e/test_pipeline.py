@@ -183,3 +183,47 @@ def test_collector_killed_with_a_full_queue_loses_nothing(
         collector.stop()
     finally:
         broker.stop()
+
+
+def test_a_frozen_collector_never_blocks_requests_and_loses_nothing(
+    kafka: Any, topics: dict[str, str], stack: dict[str, Any], tmp_path: Path
+) -> None:
+    """SIGSTOP leaves the collector's sockets open but silent: exports time out. Requests must not
+    wait for that; the in-memory queue stays capped and the overflow goes to the spool."""
+    import http.client
+    import os
+    import signal
+
+    collector: Collector = stack["collector"].start()
+    common, per_instance = _api_env(collector, stack["spool"])
+    common.update(
+        {"OTEL_EXPORTER_OTLP_TIMEOUT": "3000", "USAGELOG_MAX_QUEUE": "20", "OTEL_TRACES_EXPORTER": "none"}
+    )
+    instances = start_instances(
+        stack["spool"], tmp_path / "logs", common, count=1, per_instance_env=per_instance
+    )
+    port = instances[0].port
+    slowest = 0.0
+    try:
+        assert collector.process is not None
+        os.kill(collector.process.pid, signal.SIGSTOP)
+        for i in range(300):
+            started = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", f"/api/items/{i % 20 + 1}", headers={"X-Seq": str(i)})
+            assert conn.getresponse().status == 200
+            conn.close()
+            slowest = max(slowest, time.monotonic() - started)
+        wait_for(lambda: list(stack["spool"].glob("*.seg")), 30, "the overflow to reach the spool")
+        os.kill(collector.process.pid, signal.SIGCONT)
+        wait_for(lambda: not list(stack["spool"].glob("*.seg")), 120, "the spool to drain")
+    finally:
+        if collector.process is not None:
+            os.kill(collector.process.pid, signal.SIGCONT)
+        stop_instances(instances)
+    assert slowest < 2.0, f"a request waited {slowest:.2f}s: export must never block requests"
+    workers = _workers(tmp_path, kafka.bootstrap, topics["events"], stack["url"])
+    _finish(workers)
+    assert count_events(stack["url"]) == (300, 300)
+    audit = _cli_json("audit", "--clickhouse", stack["url"])
+    assert [(a["events"], a["gaps"], a["duplicates"]) for a in audit] == [(300, 0, 0)]

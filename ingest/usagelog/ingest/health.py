@@ -53,7 +53,7 @@ def configure_metrics() -> None:
 
 
 class WorkerHealth:
-    def __init__(self, worker_id: str, interval: float) -> None:
+    def __init__(self, worker_id: str, interval: float, meter: metrics.Meter | None = None) -> None:
         self.worker_id = worker_id
         self.interval = interval
         self.stored = 0
@@ -65,7 +65,7 @@ class WorkerHealth:
         self._recent: deque[tuple[float, int]] = deque(maxlen=512)
         self._next_report = time.monotonic() + interval
         self._lock = threading.Lock()
-        meter = metrics.get_meter("usagelog.ingest")
+        meter = meter or metrics.get_meter("usagelog.ingest")
         self._events = meter.create_counter("usagelog.ingest.events", unit="{event}")
         self._dead = meter.create_counter("usagelog.ingest.dead_letters", unit="{message}")
         self._duration = meter.create_histogram("usagelog.ingest.batch.duration", unit="s")
