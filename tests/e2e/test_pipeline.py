@@ -227,3 +227,72 @@ def test_a_frozen_collector_never_blocks_requests_and_loses_nothing(
     assert count_events(stack["url"]) == (300, 300)
     audit = _cli_json("audit", "--clickhouse", stack["url"])
     assert [(a["events"], a["gaps"], a["duplicates"]) for a in audit] == [(300, 0, 0)]
+
+
+def test_gunicorn_workers_export_over_grpc_after_fork(
+    kafka: Any, topics: dict[str, str], stack: dict[str, Any], tmp_path: Path
+) -> None:
+    """Pre-forking server + gRPC: each worker opens its own channel after the fork."""
+    import http.client
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from usagelog.demo.run import free_port, instrument_command
+
+    collector: Collector = stack["collector"].start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "gunicorn-api",
+        "OTEL_PYTHON_DISTRO": "usagelog",
+        "OTEL_PYTHON_CONFIGURATOR": "usagelog",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "USAGELOG_EXPORTER": "otlp",
+        "USAGELOG_SPOOL_DIR": str(stack["spool"]),
+    }
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        server = subprocess.Popen(
+            [
+                instrument_command(),
+                gunicorn,
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{port}",
+                "usagelog.demo.app:create_app()",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def get(i: int) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        try:
+            conn.request("GET", f"/api/items/{i % 20 + 1}")
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        except OSError:
+            return 0
+        finally:
+            conn.close()
+
+    try:
+        wait_for(lambda: get(0) == 200, 60, "gunicorn to serve")
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(get, range(100))) == [200] * 100
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    workers = _workers(tmp_path, kafka.bootstrap, topics["events"], stack["url"])
+    _finish(workers)
+    assert count_events(stack["url"]) == (101, 101)
+    audit = _cli_json("audit", "--clickhouse", stack["url"])
+    assert len(audit) >= 1 and all((a["gaps"], a["duplicates"]) == (0, 0) for a in audit)
+    assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()

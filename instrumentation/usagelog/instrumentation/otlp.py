@@ -122,19 +122,13 @@ class OtlpExporter:
         protocol = _env("PROTOCOL", "grpc").strip().lower()
         timeout = _env("TIMEOUT", "10000")
         self.timeout = float(timeout) / 1000.0 if timeout.replace(".", "", 1).isdigit() else 10.0
-        certificate = _env("CERTIFICATE")
-        insecure = _env("INSECURE", "false").strip().lower() == "true"
-        self.transport: _HttpTransport | _GrpcTransport
-        if protocol.startswith("http"):
-            self.transport = _HttpTransport(
-                _env("ENDPOINT", "http://localhost:4318"), _headers(), certificate
-            )
-        else:
-            if protocol != "grpc":
-                _logger.warning("usagelog: unknown OTLP protocol %r; using grpc", protocol)
-            self.transport = _GrpcTransport(
-                _env("ENDPOINT", "http://localhost:4317"), _headers(), certificate, insecure
-            )
+        if protocol not in ("grpc", "http/protobuf"):
+            _logger.warning("usagelog: unknown OTLP protocol %r; using grpc", protocol)
+            protocol = "grpc"
+        self.protocol = protocol
+        # Created on first use, in the background thread: a gRPC channel must not cross a fork
+        # (pre-forking servers import the app, and so usagelog, before forking workers).
+        self._transport: _HttpTransport | _GrpcTransport | None = None
         self.spool_dir = settings.spool_dir
         self.writer = SpoolWriter(
             settings.spool_dir,
@@ -152,6 +146,21 @@ class OtlpExporter:
         self._next_scan = 0.0
         # Segments spooled earlier (by this service or a process that died) go out first.
         self._backlog = has_claimable(self.spool_dir)
+
+    @property
+    def transport(self) -> _HttpTransport | _GrpcTransport:
+        if self._transport is None:
+            certificate = _env("CERTIFICATE")
+            if self.protocol == "http/protobuf":
+                self._transport = _HttpTransport(
+                    _env("ENDPOINT", "http://localhost:4318"), _headers(), certificate
+                )
+            else:
+                insecure = _env("INSECURE", "false").strip().lower() == "true"
+                self._transport = _GrpcTransport(
+                    _env("ENDPOINT", "http://localhost:4317"), _headers(), certificate, insecure
+                )
+        return self._transport
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -230,8 +239,7 @@ class OtlpExporter:
 
     def after_fork(self, instance_id: str) -> None:
         self.writer.abandon_after_fork()
-        self.writer.instance_id = instance_id
-        self.transport.close()
+        # The parent's channel (if any) is left alone: closing it here could hang.
         self.__init__(self._settings, instance_id)  # type: ignore[misc]
 
     def shutdown(self) -> None:
@@ -244,4 +252,5 @@ class OtlpExporter:
                 self.replay(budget=SHUTDOWN_REPLAY_SECONDS)
             except Exception:
                 _logger.exception("usagelog: replay at exit failed; events stay spooled")
-        self.transport.close()
+        if self._transport is not None:
+            self._transport.close()

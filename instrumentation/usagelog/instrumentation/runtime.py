@@ -39,8 +39,9 @@ class Runtime:
             version=VERSION,
         )
         # The spool writer names its segments after the instance, known only now.
-        if isinstance(exporter, SpoolExporter):
-            exporter.writer.instance_id = self.recorder.instance_id
+        writer = getattr(exporter, "writer", None)
+        if isinstance(writer, SpoolWriter):
+            writer.instance_id = self.recorder.instance_id
 
     # -- request path --------------------------------------------------------------------
     def begin(self, environ: dict[str, Any]) -> Exchange:
