@@ -196,6 +196,22 @@ class WorkerProcess:
         return self.process.wait(timeout=timeout)
 
 
+def http_get(port: int, path: str, timeout: float = 20) -> int:
+    """Status of one GET to 127.0.0.1:port (0 when nothing is listening yet)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return int(response.status)
+    except ConnectionError:
+        return 0
+    finally:
+        conn.close()
+
+
 def produce(brokers: str, topic: str, payloads: list[bytes], keys: list[bytes] | None = None) -> None:
     from confluent_kafka import Producer
 

@@ -3,7 +3,6 @@ and workers flush what they hold when the server shuts down."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline import http_get
 from usagelog.demo.run import free_port, instrument_command
 from usagelog.ingest import queries
 from usagelog.ingest.spool_ingest import ingest_spool
@@ -23,14 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def _get(port: int, i: int) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", f"/api/items/{i % 20 + 1}")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
+    return http_get(port, f"/api/items/{i % 20 + 1}")
 
 
 def test_each_worker_is_an_instance_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline import Collector, WorkerProcess, broker_module, count_events, wait_for
+from tests.pipeline import Collector, WorkerProcess, broker_module, count_events, http_get, wait_for
 from usagelog.demo.driver import User, drive, make_users
 from usagelog.demo.run import INSTANCES, start_instances, stop_instances
 from usagelog.ingest.archive import read_archive
@@ -233,7 +233,6 @@ def test_gunicorn_workers_export_over_grpc_after_fork(
     kafka: Any, topics: dict[str, str], stack: dict[str, Any], tmp_path: Path
 ) -> None:
     """Pre-forking server + gRPC: each worker opens its own channel after the fork."""
-    import http.client
     import os
     import signal
     from concurrent.futures import ThreadPoolExecutor
@@ -272,16 +271,7 @@ def test_gunicorn_workers_export_over_grpc_after_fork(
         )
 
     def get(i: int) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-        try:
-            conn.request("GET", f"/api/items/{i % 20 + 1}")
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        except OSError:
-            return 0
-        finally:
-            conn.close()
+        return http_get(port, f"/api/items/{i % 20 + 1}")
 
     try:
         wait_for(lambda: get(0) == 200, 60, "gunicorn to serve")

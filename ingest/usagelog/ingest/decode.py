@@ -141,6 +141,32 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def dead_letter(source: str, location: str, reason: str, payload: Any, **extra: str) -> dict[str, Any]:
+    """A ``dead_letters`` row: where it came from, why, and what it was."""
+    return {"source": source, "location": location, "reason": reason, "payload": payload, **extra}
+
+
+def decode_or_dead_letter(payload: bytes, source: str, location: str) -> tuple[Decoded, list[dict[str, Any]]]:
+    """Decode one payload for storage: the good rows, and dead letters for what cannot be stored
+    (a payload that is not OTLP, events that fail their checks). Never raises for bad input."""
+    try:
+        decoded = decode_payload(payload)
+    except DecodeError as exc:
+        return Decoded(), [dead_letter(source, location, str(exc), payload)]
+    letters = [
+        dead_letter(
+            source,
+            location,
+            rejected.reason,
+            repr(rejected.detail),
+            event_id=rejected.event_id,
+            service_instance_id=str(rejected.detail.get("service_instance_id", "")),
+        )
+        for rejected in decoded.rejected
+    ]
+    return decoded, letters
+
+
 def decode_payload(payload: bytes) -> Decoded:
     """Rows (as dicts keyed by column) for every usage event in one OTLP payload."""
     try:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .decode import DecodeError, decode_payload
+from .decode import decode_or_dead_letter
 from .health import WorkerHealth
 from .settings import WorkerSettings
 from .store import connect
@@ -62,25 +62,9 @@ class BatchPipeline:
             result.offsets[key] = max(result.offsets.get(key, 0), offset + 1)
             location = f"{topic}/{partition}@{offset}"
             payload = message.value() or b""
-            try:
-                decoded = decode_payload(payload)
-            except DecodeError as exc:
-                letters.append(
-                    {"source": "kafka", "location": location, "reason": str(exc), "payload": payload}
-                )
-                continue
+            decoded, bad = decode_or_dead_letter(payload, "kafka", location)
             rows.extend(decoded.rows)
-            for rejected in decoded.rejected:
-                letters.append(
-                    {
-                        "source": "kafka",
-                        "location": location,
-                        "reason": rejected.reason,
-                        "event_id": rejected.event_id,
-                        "service_instance_id": str(rejected.detail.get("service_instance_id", "")),
-                        "payload": repr(rejected.detail),
-                    }
-                )
+            letters.extend(bad)
         if self.archive is not None and rows:
             self.archive.stage(rows)
         monitored = [row for row in rows if row["monitored"]]

@@ -18,7 +18,7 @@ from typing import Any
 
 from usagelog.instrumentation.spool import DamagedFrame, claim_segments, list_segments
 
-from .decode import DecodeError, decode_payload
+from .decode import dead_letter, decode_or_dead_letter
 from .store import Store, connect
 
 # Let other processes (a CLI query, say) have the chDB directory between slices.
@@ -45,30 +45,12 @@ def _ingest_segment(store: Store, segment: Any, stats: IngestStats) -> None:
     for frame in segment.frames():
         location = f"{name}@{frame.offset}"
         if isinstance(frame, DamagedFrame):
-            letters.append(
-                {"source": "spool", "location": location, "reason": frame.reason, "payload": frame.raw}
-            )
+            letters.append(dead_letter("spool", location, frame.reason, frame.raw))
             continue
-        try:
-            decoded = decode_payload(frame.payload)
-        except DecodeError as exc:
-            letters.append(
-                {"source": "spool", "location": location, "reason": str(exc), "payload": frame.payload}
-            )
-            continue
+        decoded, bad = decode_or_dead_letter(frame.payload, "spool", location)
         rows.extend(decoded.rows)
+        letters.extend(bad)
         stats.ignored += decoded.ignored
-        for rejected in decoded.rejected:
-            letters.append(
-                {
-                    "source": "spool",
-                    "location": location,
-                    "reason": rejected.reason,
-                    "event_id": rejected.event_id,
-                    "service_instance_id": str(rejected.detail.get("service_instance_id", "")),
-                    "payload": repr(rejected.detail),
-                }
-            )
     for start in range(0, len(rows), 10000):
         inserted, duplicates = store.insert_events(rows[start : start + 10000])
         stats.inserted += inserted

@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -163,17 +163,9 @@ def connect(
         else wait
     )
     path = chdb_path(url)
-    if path is None:
-        client = _open_client(url, None, wait)
-        try:
-            store = Store(client, database)
-            if migrate_schema:
-                store.migrate()
-            yield store
-        finally:
-            client.close()
-        return
-    with _file_lock(path + ".lock", wait, f"the chDB directory {path}"):
+    # A server takes concurrent clients; a chDB directory one process at a time.
+    turn = nullcontext() if path is None else _file_lock(path + ".lock", wait, f"the chDB directory {path}")
+    with turn:
         client = _open_client(url, None, wait)
         try:
             store = Store(client, database)
