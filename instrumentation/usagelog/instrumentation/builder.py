@@ -8,8 +8,9 @@ and the OTLP encoding.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 from . import event as ev
@@ -45,14 +46,16 @@ class EventBuilder:
     def set_resource(self, resource: dict[str, AttrValue]) -> None:
         self.resource = resource
         # Identity fields that take part in the checksum, fixed for the process.
-        self._identity = {
-            "service_name": resource.get(ev.SERVICE_NAME, ""),
-            "service_instance_id": resource.get(ev.SERVICE_INSTANCE_ID, ""),
-            "host_name": resource.get(ev.HOST_NAME, ""),
-            "process_pid": resource.get(ev.PROCESS_PID, ""),
-            "cluster": resource.get(ev.CLUSTER, ""),
-            "region": resource.get(ev.REGION, ""),
-        }
+        identity = (
+            resource.get(ev.SERVICE_NAME, ""),
+            resource.get(ev.SERVICE_INSTANCE_ID, ""),
+            resource.get(ev.HOST_NAME, ""),
+            resource.get(ev.PROCESS_PID, 0),
+            resource.get(ev.CLUSTER, ""),
+            resource.get(ev.REGION, ""),
+        )
+        self._identity_canonical = "\x1f".join(str(v) for v in identity)
+        self._id_prefix = os.urandom(8).hex()
 
     def encode(self, x: Exchange) -> bytes:
         """The bytes of the ``LogRecord`` for one exchange."""
@@ -77,59 +80,55 @@ class EventBuilder:
             request_body, response_body = _utf8(request_body), _utf8(response_body)
         trace_hex = f"{x.trace_id:032x}" if x.trace_id else ""
         span_hex = f"{x.span_id:016x}" if x.span_id else ""
-        fields = {
-            "event_id": uuid.uuid4().hex,
-            "timestamp_ns": x.start_ns,
-            "duration_ns": x.duration_ns,
-            "user_id": user_id,
-            "trace_id": trace_hex,
-            "span_id": span_hex,
-            **self._identity,
-            "method": x.method,
-            "route": x.route,
-            "path": x.path,
-            "query": redactor.redact_query(x.query) if x.query else "",
-            "status_code": x.status_code,
-            "error_type": x.error_type,
-            "request_size": x.request_size,
-            "response_size": x.response_size,
-            "request_body": request_body,
-            "response_body": response_body,
-            "seq": x.seq,
-            "monitored": monitored,
-        }
-        attrs: list[tuple[str, AttrValue]] = [
-            (ev.EVENT_ID, fields["event_id"]),
-            (ev.SEQ, x.seq),
-            (ev.METHOD, x.method),
+        # Unique without a random draw per event: a random per-process prefix and the sequence.
+        event_id = self._id_prefix + f"{x.seq:016x}"
+        query = redactor.redact_query(x.query) if x.query else ""
+        # The canonical form of event.checksum(), built directly (the identity part is fixed
+        # per process); the decoder recomputes it with event.checksum() and must agree.
+        canonical = (
+            f"{event_id}\x1f{x.start_ns}\x1f{x.duration_ns}\x1f{user_id}\x1f{trace_hex}\x1f{span_hex}\x1f"
+            f"{self._identity_canonical}\x1f{x.method}\x1f{x.route}\x1f{x.path}\x1f{query}\x1f"
+            f"{x.status_code}\x1f{x.error_type}\x1f{x.request_size}\x1f{x.response_size}\x1f"
+            f"{request_body}\x1f{response_body}\x1f{x.seq}\x1f{'1' if monitored else '0'}"
+        )
+        digest = sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        keys = self.keys
+        s, i = keys.str_kv, keys.int_kv
+        parts = [
+            s(ev.EVENT_ID, event_id),
+            i(ev.SEQ, x.seq),
+            s(ev.METHOD, x.method),
+            i(ev.STATUS, x.status_code),
+            i(ev.REQUEST_SIZE, x.request_size),
+            i(ev.RESPONSE_SIZE, x.response_size),
+            i(ev.DURATION_NS, x.duration_ns),
+            keys.bool_kv(ev.MONITORED, monitored),
+            s(ev.CHECKSUM, digest),
+        ]
+        # Empty strings are left out: an absent attribute reads back as empty.
+        for key, text in (
             (ev.ROUTE, x.route),
             (ev.PATH, x.path),
-            (ev.QUERY, fields["query"]),
-            (ev.STATUS, x.status_code),
+            (ev.QUERY, query),
             (ev.ERROR_TYPE, x.error_type),
             (ev.USER_ID, user_id),
             (ev.CLIENT_ADDRESS, x.client_address),
             (ev.USER_AGENT, x.user_agent),
-            (ev.REQUEST_SIZE, x.request_size),
-            (ev.RESPONSE_SIZE, x.response_size),
-            (ev.DURATION_NS, x.duration_ns),
-            (ev.MONITORED, monitored),
-            (ev.CHECKSUM, ev.checksum(fields)),
-        ]
-        if request_body:
-            attrs.append((ev.REQUEST_BODY, request_body))
-        if response_body:
-            attrs.append((ev.RESPONSE_BODY, response_body))
+            (ev.REQUEST_BODY, request_body),
+            (ev.RESPONSE_BODY, response_body),
+        ):
+            if text:
+                parts.append(s(key, text))
         if capture and x.request_headers:
             headers = redactor.redact_headers(x.request_headers)
-            attrs.append((ev.REQUEST_HEADERS, json.dumps(headers, sort_keys=True)))
+            parts.append(s(ev.REQUEST_HEADERS, json.dumps(headers, sort_keys=True)))
         if x.client_aborted:
-            attrs.append((ev.CLIENT_ABORTED, True))
+            parts.append(keys.bool_kv(ev.CLIENT_ABORTED, True))
         return log_record(
             time_unix_nano=x.start_ns,
             observed_time_unix_nano=time.time_ns(),
             event_name=ev.EVENT_NAME,
-            encoded_attributes=self.keys.attributes(attrs),
+            encoded_attributes=b"".join(parts),
             trace_id=x.trace_id.to_bytes(16, "big") if x.trace_id else b"",
             span_id=x.span_id.to_bytes(8, "big") if x.span_id else b"",
             flags=x.trace_flags,

@@ -113,7 +113,7 @@ class Recorder:
         queue = self._queue
         queue.append(exchange)
         self.recorded = next(self._recorded)
-        if self._thread_pid != os.getpid():
+        if self._thread is None:  # first event in this process (a fork resets it)
             self._start_thread()
         n = len(queue)
         if n >= BATCH_WAKE:
@@ -143,7 +143,7 @@ class Recorder:
     # -- background ----------------------------------------------------------------------
     def _start_thread(self) -> None:
         with self._flush_lock:
-            if self._thread_pid == os.getpid():
+            if self._thread is not None and self._thread_pid == os.getpid():
                 return
             self._thread_pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="usagelog-recorder", daemon=True)

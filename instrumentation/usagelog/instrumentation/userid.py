@@ -25,6 +25,7 @@ from typing import Any
 _logger = logging.getLogger("usagelog")
 
 HEADER_SOURCES = ("jwt", "basic", "header")
+TOKEN_CACHE_SIZE = 4096
 CONTEXT_SOURCES = ("g", "callable")
 
 
@@ -107,6 +108,8 @@ class UserResolver:
         self.header_keys = header_environ_keys(self.sources)
         self.needs_context = needs_request_context(self.sources)
         self._callables: dict[str, Callable[[Any], Any] | None] = {}
+        # Kept in memory only, as long as the process; never written anywhere.
+        self._token_cache: dict[tuple[str, str], str] = {}
 
     def _load_callable(self, spec: str) -> Callable[[Any], Any] | None:
         if spec not in self._callables:
@@ -146,10 +149,18 @@ class UserResolver:
             kind, _, arg = source.partition(":")
             if kind in CONTEXT_SOURCES:
                 value = (context_values or {}).get(source, "")
-            elif kind == "jwt":
-                value = jwt_claim(headers.get("HTTP_AUTHORIZATION", ""), arg)
-            elif kind == "basic":
-                value = basic_user(headers.get("HTTP_AUTHORIZATION", ""))
+            elif kind in ("jwt", "basic"):
+                # A client sends the same token many times: decode it once.
+                authorization = headers.get("HTTP_AUTHORIZATION", "")
+                if not authorization:
+                    continue
+                cache_key = (source, authorization)
+                value = self._token_cache.get(cache_key)  # type: ignore[assignment]
+                if value is None:
+                    value = jwt_claim(authorization, arg) if kind == "jwt" else basic_user(authorization)
+                    if len(self._token_cache) >= TOKEN_CACHE_SIZE:
+                        self._token_cache.clear()
+                    self._token_cache[cache_key] = value
             else:
                 value = headers.get("HTTP_" + arg.upper().replace("-", "_"), "")
             if value:

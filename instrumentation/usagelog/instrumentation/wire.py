@@ -67,6 +67,40 @@ class KeyCache:
                 self._keys[key] = encoded
         return _field(0x32, encoded + _field(0x12, any_value(value)))
 
+    def _prefix(self, key: str) -> bytes:
+        encoded = self._keys.get(key)
+        if encoded is None:
+            encoded = _field(0x0A, key.encode("utf-8"))
+            if len(self._keys) < 1024:
+                self._keys[key] = encoded
+        return encoded
+
+    # The three helpers below are the hot path: one attribute in one expression when every
+    # length fits in a single byte (short keys and values), the general encoder otherwise.
+    def str_kv(self, key: str, value: str) -> bytes:
+        prefix = self._keys.get(key) or self._prefix(key)
+        data = value.encode("utf-8")
+        n = len(data)
+        body = len(prefix) + n + 4
+        if body < 128:
+            return b"\x32" + _SMALL[body] + prefix + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + data
+        return self.key_value(key, value)
+
+    def int_kv(self, key: str, value: int) -> bytes:
+        prefix = self._keys.get(key) or self._prefix(key)
+        av = b"\x18" + (_SMALL[value] if 0 <= value < 128 else varint(value & 0xFFFFFFFFFFFFFFFF))
+        body = len(prefix) + len(av) + 2
+        if body < 128:
+            return b"\x32" + _SMALL[body] + prefix + b"\x12" + _SMALL[len(av)] + av
+        return self.key_value(key, value)
+
+    def bool_kv(self, key: str, value: bool) -> bytes:
+        prefix = self._keys.get(key) or self._prefix(key)
+        body = len(prefix) + 4
+        if body < 128:
+            return b"\x32" + _SMALL[body] + prefix + (b"\x12\x02\x10\x01" if value else b"\x12\x02\x10\x00")
+        return self.key_value(key, value)
+
     def attributes(self, attrs: Iterable[tuple[str, AttrValue]]) -> bytes:
         """Repeated ``KeyValue`` at field 6 of ``LogRecord`` (tag 0x32)."""
         kv = self.key_value
