@@ -12,9 +12,9 @@ As a library::
 
 As a command (the broker keeps running after ``start`` returns)::
 
-    python kafka/broker.py start [--workdir DIR]      # prints 127.0.0.1:<port>
-    python kafka/broker.py create-topics [--workdir DIR] [--partitions N] NAME...
-    python kafka/broker.py stop [--workdir DIR]
+    python kafka/broker.py [--workdir DIR] start      # prints 127.0.0.1:<port>
+    python kafka/broker.py [--workdir DIR] create-topics [--partitions N] NAME...
+    python kafka/broker.py [--workdir DIR] stop
 
 Environment:
     USAGELOG_KAFKA_WORKDIR  CLI working directory (default: <tmp>/usagelog-kafka-<uid>)

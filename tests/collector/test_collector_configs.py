@@ -152,7 +152,7 @@ def collector_env(tmp_path: Path, tls_files: tuple[Path, Path]) -> dict[str, str
         {
             "USAGELOG_KAFKA_BROKERS": "localhost:1",
             "USAGELOG_COLLECTOR_STORAGE_DIR": str(tmp_path / "storage"),
-            "USAGELOG_CLICKHOUSE_ENDPOINT": "tcp://localhost:1",
+            "USAGELOG_COLLECTOR_CLICKHOUSE_ENDPOINT": "tcp://localhost:1",
             "USAGELOG_COLLECTOR_TOKEN": TOKEN,
             "USAGELOG_COLLECTOR_TLS_CERT_FILE": str(cert),
             "USAGELOG_COLLECTOR_TLS_KEY_FILE": str(key),

@@ -25,8 +25,8 @@ from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DI
 
 from . import queries
 from .output import FORMATS, render
+from .settings import KafkaUnavailable, WorkerSettings, load_worker_settings
 from .settings import SettingsError as WorkerSettingsError
-from .settings import WorkerSettings, load_worker_settings
 from .spool_ingest import IngestStats, ingest_spool
 from .store import DEFAULT_DATABASE, StoreError, connect, default_url, validate_url
 
@@ -133,6 +133,15 @@ def cmd_tail(settings: CliSettings, args: argparse.Namespace) -> int:
     from .tail import tail
 
     worker_settings = _worker_settings(settings, args)
+    if args.source:
+        from dataclasses import replace
+
+        from .settings import parse_kafka_url
+
+        # In `tail --from kafka://host:port/topic` the topic is the monitored one.
+        topic = parse_kafka_url(args.source)[1]
+        if topic:
+            worker_settings = replace(worker_settings, monitored_topic=topic)
     tail(
         worker_settings,
         user=args.user,
@@ -218,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("tail", parents=[common], help="follow monitored events live from Kafka")
-    p.add_argument("--from", dest="source", help="kafka://host:port (env USAGELOG_KAFKA_BROKERS)")
+    p.add_argument(
+        "--from", dest="source", help="kafka://host:port[/monitored-topic] (env USAGELOG_KAFKA_BROKERS)"
+    )
     p.add_argument("--user", help="only this user's events")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
     p.add_argument("--max-events", type=int, default=0, help="exit after this many events")
@@ -259,14 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"usagelog: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, KafkaUnavailable) as exc:
         print(f"usagelog: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        # Errors from ClickHouse (bad SQL, say) are the user's to read, not a traceback.
-        if type(exc).__module__.startswith("clickhouse_connect"):
+        # Errors from ClickHouse (bad SQL, say) or Kafka (unreachable, unknown topic) are the
+        # user's to read, not a traceback.
+        if type(exc).__module__.startswith(("clickhouse_connect", "cimpl", "confluent_kafka")):
             print(f"usagelog: {exc}", file=sys.stderr)
             return 1
         raise

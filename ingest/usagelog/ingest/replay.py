@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from .pipeline import BatchPipeline
-from .settings import WorkerSettings
+from .settings import KafkaUnavailable, WorkerSettings
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -54,10 +54,13 @@ def replay(
 
     consumer = Consumer(settings.consumer_config(**{"group.id": f"usagelog-replay-{uuid.uuid4().hex[:8]}"}))
     try:
-        metadata = consumer.list_topics(settings.topic, timeout=10)
+        try:
+            metadata = consumer.list_topics(settings.topic, timeout=10)
+        except Exception as exc:
+            raise KafkaUnavailable(f"Kafka at {settings.brokers} did not answer: {exc}") from exc
         topic_meta = metadata.topics.get(settings.topic)
         if topic_meta is None or topic_meta.error is not None:
-            raise RuntimeError(f"topic {settings.topic!r} not found on {settings.brokers}")
+            raise KafkaUnavailable(f"topic {settings.topic!r} not found on {settings.brokers}")
         partitions = sorted(topic_meta.partitions)
         ends: dict[int, int] = {}
         for p in partitions:

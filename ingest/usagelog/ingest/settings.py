@@ -43,6 +43,10 @@ class SettingsError(ValueError):
     """One or more settings are invalid; the message lists each, naming its source."""
 
 
+class KafkaUnavailable(RuntimeError):
+    """Kafka did not answer, or lacks the topic asked for; the message says which."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     brokers: str
@@ -73,6 +77,9 @@ class WorkerSettings:
             # A worker that dies loses its partitions to the others within seconds.
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000,
+            # An unreachable broker is retried calmly rather than logged twenty times a second.
+            "reconnect.backoff.ms": 500,
+            "reconnect.backoff.max.ms": 10000,
             "client.id": f"usagelog-{self.worker_id}",
         }
         config.update(self.kafka_config)
