@@ -66,6 +66,7 @@ class Redactor:
         # "userPassword"); shorter ones only as a whole word, so "span" or "company" stay.
         self._long = tuple(n for n in names if len(n) > 3)
         self._short = frozenset(n for n in names if len(n) <= 3)
+        self._any_name = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
         long_alt = "|".join(
             "[-_]?".join(re.escape(ch) for ch in n) for n in sorted(self._long, key=len, reverse=True)
         )
@@ -118,6 +119,11 @@ class Redactor:
         return urlencode(self.redact_pairs(pairs), safe="[]/:,")
 
     def redact_text(self, text: str) -> str:
+        # Every pattern below needs a secret name in the text. For ASCII text one search over
+        # a normalised copy rules that out cheaply; the patterns only run when it might match.
+        # (Non-ASCII text always runs them: case folding can map other letters onto ASCII.)
+        if text.isascii() and not self._any_name.search(text.lower().replace("-", "").replace("_", "")):
+            return text
         text = self._redact_json_text(text)
         text = self._pair_pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return self._header_pattern.sub(lambda m: m.group(1) + REDACTED, text)

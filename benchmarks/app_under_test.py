@@ -1,0 +1,250 @@
+"""The Flask app under test and the five ways of instrumenting it that the benchmark compares.
+
+Each variant is set up in a fresh process (OpenTelemetry providers, the stock Flask
+instrumentation and the usagelog runtime are process-global), either by the test-client
+child of ``request_overhead.py`` or by a gunicorn worker through :func:`create_application`.
+
+A variant returns a :class:`Probe`: ``flush()`` drains whatever the variant still has
+queued (usagelog's background encoder, the SDK's batch log processor) and returns how many
+events were exported so far, or ``None`` when the variant exports nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+
+ITEM_PATH = "/api/items/{}"
+POST_PATH = "/api/items"
+POST_BODY = json.dumps({"name": "widget", "quantity": 3, "tags": ["blue", "small"], "price": 9.5}).encode()
+# Requests carry a Bearer JWT (unsigned; only the payload matters) so user ID resolution,
+# which every real deployment pays for, is part of what is measured.
+_JWT_PAYLOAD = base64.urlsafe_b64encode(json.dumps({"sub": "user-42"}).encode()).rstrip(b"=").decode()
+AUTHORIZATION = f"Bearer eyJhbGciOiJub25lIn0.{_JWT_PAYLOAD}.c2ln"
+HEADERS = {"Authorization": AUTHORIZATION, "User-Agent": "usagelog-bench/1.0", "Accept": "application/json"}
+STATS_PATH = "/__bench/stats"
+
+
+def build_app() -> Flask:
+    """A small JSON API: one GET route with a path parameter and one POST route echoing its body."""
+    app = Flask("bench")
+
+    @app.get("/api/items/<int:item_id>")
+    def get_item(item_id: int) -> Any:
+        return jsonify(id=item_id, name=f"item-{item_id}", price=12.5, in_stock=True)
+
+    @app.post("/api/items")
+    def create_item() -> Any:
+        payload = request.get_json()
+        return jsonify(id=101, **payload), 201
+
+    return app
+
+
+class Probe:
+    def __init__(self, flush: Callable[[], int | None] = lambda: None) -> None:
+        self.flush = flush
+
+
+# -- the variants ------------------------------------------------------------------------------
+
+
+def _stock_otel(app: Flask) -> None:
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # An SDK provider with no span processor and the default sampler: spans get real IDs
+    # and are recorded, but nothing is exported. usagelog sets up exactly this provider
+    # when the app has none, so the two usagelog variants differ from this one only by usagelog.
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    # Per app: wraps this app's wsgi_app and adds its hooks; other apps in the process are untouched.
+    FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def setup_plain(app: Flask) -> Probe:
+    return Probe()
+
+
+def setup_otel(app: Flask) -> Probe:
+    _stock_otel(app)
+    return Probe()
+
+
+def _setup_usagelog(app: Flask, capture_body: str) -> Probe:
+    from usagelog.instrumentation import MemoryExporter, instrument_app
+
+    exporter = MemoryExporter()
+    runtime = instrument_app(app, exporter=exporter, capture_body=capture_body)
+
+    def flush() -> int:
+        runtime.flush()
+        return exporter.count
+
+    return Probe(flush)
+
+
+def setup_usagelog(app: Flask) -> Probe:
+    return _setup_usagelog(app, "none")
+
+
+def setup_usagelog_bodies(app: Flask) -> Probe:
+    return _setup_usagelog(app, "all")
+
+
+class _OtlpBytesExporter:
+    """Encodes each batch to OTLP protobuf bytes and counts the records, as an OTLP exporter
+    would before sending; keeps the work comparable with usagelog's ``MemoryExporter`` path."""
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+        self._encode = encode_logs
+        self.count = 0
+        self.bytes = 0
+
+    def export(self, batch: Any) -> Any:
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        self.bytes += len(self._encode(batch).SerializeToString())
+        self.count += len(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _jwt_sub(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or token.count(".") != 2:
+        return ""
+    segment = token.split(".")[1]
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))).get("sub", ""))
+    except (ValueError, binascii.Error):
+        return ""
+
+
+def setup_naive(app: Flask) -> Probe:
+    """Stock instrumentation plus one SDK log record per request from an ``after_request`` hook.
+
+    What a direct implementation on the OpenTelemetry logs SDK looks like: build ~20
+    attributes in the request thread, emit through a ``LoggerProvider`` with the default
+    ``BatchLogRecordProcessor``, encode to OTLP in its worker thread. No bodies are recorded.
+    """
+    import itertools
+
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    _stock_otel(app)
+    exporter = _OtlpBytesExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))  # type: ignore[arg-type]
+    logger = provider.get_logger("bench.naive")
+    seq = itertools.count(1)
+
+    @app.before_request
+    def _start() -> None:
+        g.naive_start_ns = time.time_ns()
+        g.naive_start_perf = time.perf_counter_ns()
+
+    @app.after_request
+    def _emit(response: Any) -> Any:
+        env = request.environ
+        rule = request.url_rule
+        attributes = {
+            "http.request.method": request.method,
+            "http.route": rule.rule if rule is not None else "",
+            "url.path": request.path,
+            "url.query": env.get("QUERY_STRING", ""),
+            "url.scheme": request.scheme,
+            "server.address": request.host,
+            "network.protocol.version": env.get("SERVER_PROTOCOL", ""),
+            "client.address": request.remote_addr or "",
+            "user_agent.original": request.user_agent.string,
+            "user.id": _jwt_sub(request.headers.get("Authorization")),
+            "http.response.status_code": response.status_code,
+            "http.request.body.size": request.content_length or 0,
+            "http.response.body.size": response.calculate_content_length() or 0,
+            "http.request.header.content-type": request.content_type or "",
+            "http.response.header.content-type": response.content_type or "",
+            "usagelog.event_id": uuid.uuid4().hex,
+            "usagelog.seq": next(seq),
+            "usagelog.duration_ns": time.perf_counter_ns() - g.naive_start_perf,
+            "process.pid": os.getpid(),
+            "usagelog.monitored": False,
+        }
+        logger.emit(
+            timestamp=g.naive_start_ns,
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            event_name="usagelog.request",
+            attributes=attributes,
+        )
+        return response
+
+    def flush() -> int:
+        provider.force_flush()
+        return exporter.count
+
+    return Probe(flush)
+
+
+VARIANTS: dict[str, tuple[str, Callable[[Flask], Probe]]] = {
+    "plain": ("plain Flask", setup_plain),
+    "otel": ("stock OTel Flask instrumentation", setup_otel),
+    "usagelog": ("usagelog, bodies off", setup_usagelog),
+    "usagelog-bodies": ("usagelog, bodies on", setup_usagelog_bodies),
+    "naive": ("stock OTel + SDK log record per request", setup_naive),
+}
+LOGGING_VARIANTS = ("usagelog", "usagelog-bodies", "naive")
+
+
+def build_variant(variant: str) -> tuple[Flask, Probe]:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
+    app = build_app()
+    probe = VARIANTS[variant][1](app)
+    return app, probe
+
+
+# -- under a WSGI server -------------------------------------------------------------------------
+
+
+def create_application(variant: str) -> Callable[..., Iterable[bytes]]:
+    """The WSGI callable gunicorn serves: the variant's app, plus an uninstrumented stats route.
+
+    ``GET /__bench/stats`` drains the variant's queue and then reports the worker's PID, its
+    CPU time (all threads, user + system, ``CLOCK_PROCESS_CPUTIME_ID``) and the number of
+    events exported. It is dispatched before the app, so no instrumentation sees it and it
+    never counts as a logged request.
+    """
+    app, probe = build_variant(variant)
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == STATS_PATH:
+            events = probe.flush()
+            body = json.dumps(
+                {"pid": os.getpid(), "cpu_ns": time.process_time_ns(), "events": events}
+            ).encode()
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+        return app(environ, start_response)  # Flask.__call__ runs the (wrapped) wsgi_app
+
+    return application

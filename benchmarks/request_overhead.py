@@ -1,0 +1,552 @@
+"""Per-request cost of usagelog next to plain Flask, stock OpenTelemetry and a naive log emitter.
+
+Five variants of one small Flask app (see ``app_under_test.py``) are measured side by side in
+one run, each in its own process, two ways:
+
+- the Flask test client in a loop (in-process; no network, no server);
+- a real server: gunicorn, one sync worker, on a free 127.0.0.1 port, driven by an
+  ``http.client`` loop that opens one connection per request. Reported both as the latency the
+  client observes and as the worker's CPU time per request (all threads, user + system), the
+  steadier signal on a small shared machine.
+
+All variants' processes are started together and driven in turns: requests go in chunks (250
+by default), each variant runs a GET chunk and a POST chunk, then the next variant does, in an
+order that rotates every chunk. Each chunk is timed on its own and ends with a flush of the
+variant's queue, so usagelog's background encoding (and the SDK batch processor's export) is
+counted in the chunk that caused it. Chunks of different variants run at most seconds apart,
+so the cost a variant adds over stock OTel is taken chunk by chunk (the median of the
+differences), which cancels the slow drifts in machine speed that dominate comparisons of
+separate runs on a shared machine. This is repeated over several rounds with fresh processes
+and the median over rounds is reported.
+
+Exits non-zero when a variant fails to run, a response has an unexpected status, or a usagelog
+variant exported a number of events different from the number of requests it served.
+
+    python benchmarks/request_overhead.py              # 3000 requests per method, 3 rounds
+    python benchmarks/request_overhead.py --quick      # a few hundred requests, 1 round (CI)
+    python benchmarks/request_overhead.py --json > results.json   # table on stderr, JSON on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from app_under_test import (  # noqa: E402  (the benchmark folder is not a package)
+    HEADERS,
+    ITEM_PATH,
+    LOGGING_VARIANTS,
+    POST_BODY,
+    POST_PATH,
+    STATS_PATH,
+    VARIANTS,
+    build_variant,
+)
+
+METHODS = ("GET", "POST")
+EXPECTED_STATUS = {"GET": 200, "POST": 201}
+MODES = ("test_client", "server")
+BASELINE = "otel"
+TARGET_US = 15.0
+START_TIMEOUT = 60.0
+REPLY_TIMEOUT = 600.0
+
+
+def _paths(n: int) -> list[str]:
+    return [ITEM_PATH.format(i % 1000) for i in range(n)]
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment without ``USAGELOG_*`` and ``OTEL_*``: every variant runs on defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _tail(log: TextIO) -> str:
+    log.seek(0)
+    return log.read()[-2000:]
+
+
+class Worker(Protocol):
+    """One variant in its own process, ready to serve chunks of requests."""
+
+    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
+        """Send ``n`` requests; return (wall ns, CPU ns of the serving process, unexpected statuses)."""
+
+    def events(self) -> int | None:
+        """Events the variant exported so far (after draining its queue); None if it exports none."""
+
+    def close(self) -> None: ...
+
+
+# -- test client: a child process per variant, driven over stdin/stdout ------------------------------------
+
+
+def _test_client_sender(app: Any, paths: list[str]) -> Callable[[str, int, int], int]:
+    client = app.test_client()
+
+    def send(method: str, start: int, n: int) -> int:
+        errors = 0
+        for i in range(start, start + n):
+            if method == "GET":
+                response = client.get(paths[i], headers=HEADERS)
+            else:
+                response = client.post(
+                    POST_PATH, data=POST_BODY, headers=HEADERS, content_type="application/json"
+                )
+            response.get_data()
+            response.close()  # as a WSGI server does; this is when the request ends for middleware
+            errors += response.status_code != EXPECTED_STATUS[method]
+        return errors
+
+    return send
+
+
+def serve_test_client(variant: str, total_requests: int) -> None:
+    """Child side: build the variant, then run the chunks the parent asks for, one JSON reply per line."""
+    app, probe = build_variant(variant)
+    send = _test_client_sender(app, _paths(total_requests))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command in METHODS:
+            start, n = int(args[0]), int(args[1])
+            wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+            bad = send(command, start, n)
+            probe.flush()  # inside the timed region: the background encoding is part of the cost
+            reply: Any = [time.perf_counter_ns() - wall, time.process_time_ns() - cpu, bad]
+        elif command == "events":
+            reply = probe.flush()
+        else:
+            return
+        print(json.dumps(reply), flush=True)
+
+
+class TestClientWorker:
+    def __init__(self, variant: str, total_requests: int) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
+        cmd += ["--requests", str(total_requests)]
+        self._log: TextIO = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in close())
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_child_env()
+        )
+        if self._readline() != "ready":
+            output = _tail(self._log)
+            self.close()
+            raise RuntimeError(f"test-client child did not start: {output}")
+
+    def _readline(self) -> str:
+        assert self._proc.stdout is not None
+        return self._proc.stdout.readline().strip()
+
+    def _ask(self, command: str) -> Any:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(command + "\n")
+            self._proc.stdin.flush()
+            line = self._readline()
+        except OSError:
+            line = ""
+        if not line:
+            raise RuntimeError(f"test-client child died: {_tail(self._log)}")
+        return json.loads(line)
+
+    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
+        wall, cpu, bad = self._ask(f"{method} {start} {n}")
+        return wall, cpu, bad
+
+    def events(self) -> int | None:
+        return self._ask("events")  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            self._proc.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
+
+
+# -- real server: gunicorn per variant ----------------------------------------------------------------------
+
+
+def _request(
+    port: int, method: str, path: str, body: bytes | None, timeout: float = 30.0
+) -> tuple[int, bytes]:
+    # One connection per request: the sync worker closes it after each response anyway.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = dict(HEADERS)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads) from ``/proc/<pid>/stat``, in seconds (tick resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerWorker:
+    """gunicorn, one sync worker, serving the variant on a free 127.0.0.1 port."""
+
+    def __init__(self, variant: str, total_requests: int) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        self.port = listener.getsockname()[1]
+        # gunicorn serves the socket bound here (fd://), so there is no race for the port.
+        cmd = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync"]
+        cmd += [
+            "--bind",
+            f"fd://{listener.fileno()}",
+            "--pythonpath",
+            str(BENCH_DIR),
+            "--log-level",
+            "warning",
+        ]
+        cmd += ["--timeout", "300", f"app_under_test:create_application({variant!r})"]
+        self._log: TextIO = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in close())
+        self._proc = subprocess.Popen(
+            cmd, pass_fds=(listener.fileno(),), env=_child_env(), stdout=self._log, stderr=self._log
+        )
+        listener.close()
+        self._paths = _paths(total_requests)
+        try:
+            # The socket already listens, so the first request waits in the backlog until the worker is up.
+            first = self._stats(timeout=START_TIMEOUT)
+        except (OSError, RuntimeError):
+            output = _tail(self._log)
+            self.close()
+            raise RuntimeError(f"gunicorn did not start: {output}") from None
+        self.pid: int = first["pid"]
+
+    def _stats(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Drain the variant's queue, then read the worker's CPU time (see ``create_application``)."""
+        status, body = _request(self.port, "GET", STATS_PATH, None, timeout)
+        if status != 200:
+            raise RuntimeError(f"stats route answered {status}")
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
+        before = self._stats()
+        wall = time.perf_counter_ns()
+        bad = 0
+        for i in range(start, start + n):
+            if method == "GET":
+                status, _ = _request(self.port, "GET", self._paths[i], None)
+            else:
+                status, _ = _request(self.port, "POST", POST_PATH, POST_BODY)
+            bad += status != EXPECTED_STATUS[method]
+        after = self._stats()  # the flush is inside the timed region
+        return time.perf_counter_ns() - wall, after["cpu_ns"] - before["cpu_ns"], bad
+
+    def events(self) -> int | None:
+        return self._stats()["events"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
+
+
+# -- one round: all variants of one mode, interleaved -----------------------------------------------------
+
+
+def run_round(
+    mode: str, variants: list[str], requests: int, warmup: int, chunk: int, failures: list[str]
+) -> dict[str, Any]:
+    """Start every variant's process, warm them up, then time chunks in turns. Returns per variant:
+    the chunk samples, their medians, the chunk-by-chunk difference to stock OTel and the event count."""
+    total = warmup + requests
+    factory: Callable[[str, int], Worker] = TestClientWorker if mode == "test_client" else ServerWorker
+    workers: dict[str, Worker] = {}
+    try:
+        for v in variants:
+            try:
+                workers[v] = factory(v, total)
+            except Exception as exc:
+                failures.append(f"{v} ({mode}): {exc}")
+        samples: dict[str, dict[str, dict[str, list[float]]]] = {
+            v: {m: {"wall_us": [], "cpu_us": []} for m in METHODS} for v in workers
+        }
+        bad = dict.fromkeys(workers, 0)
+        cpu_before = {}
+        for v, worker in workers.items():
+            for method in METHODS:
+                bad[v] += worker.chunk(method, requests, warmup)[2] if warmup else 0
+            if isinstance(worker, ServerWorker):
+                cpu_before[v] = proc_cpu_seconds(worker.pid)
+        names = list(workers)
+        done = 0
+        while done < requests and names:
+            n = min(chunk, requests - done)
+            turn = (done // chunk) % len(names)
+            for v in names[turn:] + names[:turn]:
+                for method in METHODS:
+                    wall, cpu, errors = workers[v].chunk(method, done, n)
+                    samples[v][method]["wall_us"].append(wall / n / 1000)
+                    samples[v][method]["cpu_us"].append(cpu / n / 1000)
+                    bad[v] += errors
+            done += n
+        result: dict[str, Any] = {}
+        for v, worker in workers.items():
+            entry: dict[str, Any] = {"samples": samples[v], "sent": 2 * total, "bad_responses": bad[v]}
+            if isinstance(worker, ServerWorker):
+                # Cross-check of the worker's CPU time from /proc (10 ms ticks), whole timed part.
+                entry["proc_stat_cpu_us"] = (
+                    (proc_cpu_seconds(worker.pid) - cpu_before[v]) / (2 * requests) * 1e6
+                )
+            entry["events"] = worker.events()
+            for method in METHODS:
+                s = samples[v][method]
+                entry[method] = {k: statistics.median(s[k]) for k in ("wall_us", "cpu_us")}
+                if BASELINE in samples:
+                    base = samples[BASELINE][method]
+                    entry[method]["added"] = {
+                        k: statistics.median(a - b for a, b in zip(s[k], base[k], strict=True))
+                        for k in ("wall_us", "cpu_us")
+                    }
+            result[v] = entry
+        return result
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+
+def _check(variant: str, mode: str, entry: dict[str, Any]) -> list[str]:
+    """Problems that fail the run: bad responses, or usagelog not exporting one event per request.
+
+    The naive reference is only warned about: the SDK's batch processor drops records by
+    design when its queue is full, worth knowing but not a failure of usagelog.
+    """
+    problems = []
+    if entry["bad_responses"]:
+        problems.append(f"{variant} ({mode}): {entry['bad_responses']} responses with an unexpected status")
+    if variant in LOGGING_VARIANTS and entry["events"] != entry["sent"]:
+        message = f"{variant} ({mode}): {entry['events']} events exported for {entry['sent']} requests"
+        if variant.startswith("usagelog"):
+            problems.append(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+    return problems
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarise(variants: list[str], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over rounds of: per variant and method, µs per request and µs added over stock OTel."""
+    median: dict[str, Any] = {}
+    added: dict[str, Any] = {}
+    for v in variants:
+        median[v], added[v] = {}, {}
+        for m in METHODS:
+            median[v][m], added[v][m] = {}, {}
+            for mode in MODES:
+                rounds = [r[v] for r in runs[mode] if v in r]
+                for key in ("wall_us", "cpu_us"):
+                    name = f"{mode}_{key}"
+                    median[v][m][name] = _median([e[m][key] for e in rounds])
+                    added[v][m][name] = _median([e[m]["added"][key] for e in rounds if "added" in e[m]])
+    proc_stat = {v: _median([r[v]["proc_stat_cpu_us"] for r in runs["server"] if v in r]) for v in variants}
+    return {"median": median, "added_over_stock_otel": added, "server_proc_stat_cpu_us": proc_stat}
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def render_table(summary: dict[str, Any]) -> str:
+    median, added = summary["median"], summary["added_over_stock_otel"]
+    header = (
+        "| variant | method | test client µs/req | test client CPU µs/req | server µs/req (client-observed) "
+        "| server CPU µs/req | added vs stock OTel: test client CPU µs | added vs stock OTel: server CPU µs |"
+    )
+    lines = [header, "|---|---|--:|--:|--:|--:|--:|--:|"]
+    for v in median:
+        for m in METHODS:
+            x, a = median[v][m], added[v][m]
+            base = v == BASELINE
+            lines.append(
+                f"| {VARIANTS[v][0]} | {m} | {_fmt(x['test_client_wall_us'])} "
+                f"| {_fmt(x['test_client_cpu_us'])} | {_fmt(x['server_wall_us'])} "
+                f"| {_fmt(x['server_cpu_us'])} "
+                f"| {'—' if base else _fmt(a['test_client_cpu_us'], True)} "
+                f"| {'—' if base else _fmt(a['server_cpu_us'], True)} |"
+            )
+    return "\n".join(lines)
+
+
+def render_added(summary: dict[str, Any]) -> str:
+    added = summary["added_over_stock_otel"]
+    lines = [f"CPU µs added per request on top of stock OTel (target for usagelog: {TARGET_US:g} µs):"]
+    labels = (
+        ("usagelog", "usagelog, bodies off"),
+        ("usagelog-bodies", "usagelog, bodies on"),
+        ("naive", "naive SDK log record (reference)"),
+    )
+    for v, label in labels:
+        if v in added:
+            parts = [
+                f"{m} {_fmt(added[v][m]['test_client_cpu_us'], True)} test client, "
+                f"{_fmt(added[v][m]['server_cpu_us'], True)} server"
+                for m in METHODS
+            ]
+            lines.append(f"  {label:33} " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def _progress(round_no: int, mode: str, result: dict[str, Any], took: float) -> None:
+    for v, e in result.items():
+        timings = "  ".join(f"{m} {e[m]['wall_us']:7.1f} µs ({e[m]['cpu_us']:6.1f} cpu)" for m in METHODS)
+        extra = " ".join(f"{m} {e[m]['added']['cpu_us']:+.1f}" for m in METHODS if "added" in e[m])
+        extra = f"added cpu {extra}" if extra and v != BASELINE else ""
+        print(
+            f"round {round_no} {mode:11} {v:16} {timings}  events {e['events']}/{e['sent']}  {extra}",
+            file=sys.stderr,
+        )
+    print(f"round {round_no} {mode:11} done in {took:.1f} s", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a few hundred requests, one round (CI)")
+    parser.add_argument(
+        "--requests", type=int, help="timed requests per method, variant and round (default 3000)"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds; medians are reported (default 3)")
+    parser.add_argument("--warmup", type=int, help="untimed requests per method before timing (default 200)")
+    parser.add_argument("--chunk", type=int, help="requests per timed chunk (default 250; 100 with --quick)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
+    )
+    parser.add_argument("--no-server", action="store_true", help="skip the gunicorn measurements")
+    parser.add_argument(
+        "--json", action="store_true", help="print results as JSON on stdout (the table then goes to stderr)"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        serve_test_client(args.child, args.requests)
+        return 0
+
+    requests = args.requests or (300 if args.quick else 3000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (50 if args.quick else 200)
+    chunk = args.chunk or (100 if args.quick else 250)
+    if requests <= 0 or rounds <= 0 or chunk <= 0 or warmup < 0:
+        parser.error("--requests, --rounds and --chunk must be positive, --warmup not negative")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(unknown)}")
+    out = sys.stderr if args.json else sys.stdout
+    modes = ("test_client",) if args.no_server else MODES
+
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    failures: list[str] = []
+    started = time.monotonic()
+    for round_no in range(1, rounds + 1):
+        # Rotate the starting variant every round as well.
+        turn = (round_no - 1) % len(variants)
+        order = variants[turn:] + variants[:turn]
+        for mode in modes if round_no % 2 else modes[::-1]:
+            t0 = time.monotonic()
+            try:
+                result = run_round(mode, order, requests, warmup, chunk, failures)
+            except Exception as exc:
+                failures.append(f"{mode} round {round_no}: {exc}")
+                print(f"round {round_no} {mode} FAILED: {exc}", file=sys.stderr, flush=True)
+                continue
+            for v, entry in result.items():
+                failures += _check(v, mode, entry)
+            runs[mode].append(result)
+            _progress(round_no, mode, result, time.monotonic() - t0)
+    elapsed = time.monotonic() - started
+
+    summary = summarise(variants, runs)
+    print(
+        f"\n{requests} requests per method x {rounds} round(s), chunks of {chunk}, {warmup} warm-up; "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {elapsed:.0f} s\n",
+        file=out,
+    )
+    print(render_table(summary), file=out)
+    print("\n" + render_added(summary), file=out)
+    if runs["server"]:
+        print(
+            "\nCross-check, worker CPU µs/req from /proc/<pid>/stat (10 ms ticks, GET and POST together): "
+            + ", ".join(f"{v} {_fmt(x)}" for v, x in summary["server_proc_stat_cpu_us"].items()),
+            file=out,
+        )
+    counts = {
+        v: (
+            sum(r[v]["events"] for mode in MODES for r in runs[mode] if v in r),
+            sum(r[v]["sent"] for mode in MODES for r in runs[mode] if v in r),
+        )
+        for v in variants
+        if v in LOGGING_VARIANTS
+    }
+    print(
+        "\nEvents exported / requests sent, all runs: "
+        + "; ".join(f"{v} {e}/{s} {'ok' if e == s else 'MISMATCH'}" for v, (e, s) in counts.items()),
+        file=out,
+    )
+    if failures:
+        print("\nFAILED:\n  " + "\n  ".join(failures), file=out)
+    if args.json:
+        report = {
+            "requests": requests,
+            "rounds": rounds,
+            "warmup": warmup,
+            "chunk": chunk,
+            "elapsed_s": elapsed,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "variants": {v: VARIANTS[v][0] for v in variants},
+            **summary,
+            "runs": runs,
+            "failures": failures,
+        }
+        print(json.dumps(report, indent=2))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
