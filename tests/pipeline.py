@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from usagelog.demo.run import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,12 +39,6 @@ def collector_binary() -> Path:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:

@@ -1,8 +1,7 @@
 """The collector distribution (collector/) against the real usagelog-otelcol binary.
 
 The binary comes from collector/build.sh: the first run compiles it (several minutes),
-later runs reuse the copy cached outside the repository. USAGELOG_SKIP_COLLECTOR=1 skips
-this module, for machines without Go.
+later runs reuse the copy cached outside the repository.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -22,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.pipeline import collector_binary as build_collector
+from usagelog.demo.run import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO / "collector"
@@ -87,27 +88,11 @@ def config_args(overlays: tuple[str, ...]) -> list[str]:
     return args
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def collector_binary() -> Path:
     """Path of the built usagelog-otelcol (built by collector/build.sh on first use)."""
-    if os.environ.get("USAGELOG_SKIP_COLLECTOR") == "1":
-        pytest.skip("USAGELOG_SKIP_COLLECTOR=1")
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, f"collector/build.sh failed:\n{result.stderr[-20000:]}"
-    binary = Path(result.stdout.strip().splitlines()[-1])
-    assert binary.is_file() and os.access(binary, os.X_OK), f"build.sh printed no binary: {result.stdout!r}"
+    binary = build_collector()
+    assert binary.is_file() and os.access(binary, os.X_OK), f"build.sh printed no binary: {binary}"
     return binary
 
 

@@ -3,11 +3,11 @@ and the app still serves and logs with the default."""
 
 from __future__ import annotations
 
-import http.client
 from pathlib import Path
 
 import pytest
 
+from tests.pipeline import http_get
 from usagelog.demo.run import start_instances, stop_instances
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect
@@ -24,10 +24,7 @@ def test_invalid_values_warn_and_fall_back(tmp_path: Path) -> None:
     }
     instances = start_instances(spool, tmp_path / "logs", bad, count=1)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", instances[0].port, timeout=10)
-        conn.request("GET", "/api/items")
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert http_get(instances[0].port, "/api/items") == 200
     finally:
         stop_instances(instances)
     log = instances[0].log_path.read_text()
@@ -44,10 +41,7 @@ def test_disabled_instance_writes_nothing(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     instances = start_instances(spool, tmp_path / "logs", {"USAGELOG_ENABLED": "false"}, count=1)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", instances[0].port, timeout=10)
-        conn.request("GET", "/api/items")
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert http_get(instances[0].port, "/api/items") == 200
     finally:
         stop_instances(instances)
     assert not spool.exists() or list(spool.iterdir()) == []

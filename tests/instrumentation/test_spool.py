@@ -21,7 +21,6 @@ from usagelog.instrumentation.spool import (
     claim_segments,
     encode_frame,
     list_segments,
-    pending_bytes,
     read_frames,
 )
 
@@ -137,15 +136,6 @@ def test_fsync_mode_writes_the_same_frames(tmp_path: Path) -> None:
     writer.seal()
     (path,) = tmp_path.iterdir()
     assert payloads_of(path) == [b"durable"]
-
-
-def test_pending_bytes_counts_open_and_sealed_segments(tmp_path: Path) -> None:
-    writer = SpoolWriter(tmp_path, "i", fsync=False)
-    writer.append(b"abc")
-    writer.seal()
-    writer.append(b"defgh")
-    assert pending_bytes(tmp_path) == 2 * HEADER_SIZE + 8
-    assert pending_bytes(tmp_path / "missing") == 0
 
 
 # -- reading damaged segments --------------------------------------------------------------------

@@ -93,10 +93,3 @@ def error_rates(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
         FROM {db}.usage_events FINAL GROUP BY route ORDER BY requests DESC, route
         """
     )
-
-
-def users(store: Store) -> list[str]:
-    _, rows = store.query(
-        f"SELECT DISTINCT user_id FROM {store.database}.usage_events WHERE user_id != '' ORDER BY user_id"
-    )
-    return [r[0] for r in rows]

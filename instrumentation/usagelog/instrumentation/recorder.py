@@ -62,7 +62,6 @@ class Recorder:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._thread_pid = -1
         self.exported = 0
         self.failed_batches = 0
         self.build_errors = 0
@@ -101,7 +100,6 @@ class Recorder:
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
-        self._thread_pid = -1
         try:
             self._reset_identity(fresh_instance=True)
             self.exporter.after_fork(self.instance_id)
@@ -143,9 +141,8 @@ class Recorder:
     # -- background ----------------------------------------------------------------------
     def _start_thread(self) -> None:
         with self._flush_lock:
-            if self._thread is not None and self._thread_pid == os.getpid():
+            if self._thread is not None:
                 return
-            self._thread_pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="usagelog-recorder", daemon=True)
             self._thread.start()
 

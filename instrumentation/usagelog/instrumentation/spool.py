@@ -57,7 +57,7 @@ class SpoolWriter:
         fsync: bool = True,
     ) -> None:
         self.directory = Path(directory)
-        self.instance_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in instance_id)[:80]
+        self.instance_id = instance_id
         self.segment_bytes = segment_bytes
         self.segment_seconds = segment_seconds
         self.fsync = fsync
@@ -67,6 +67,15 @@ class SpoolWriter:
         self._size = 0
         self._counter = 0
         self._lock = threading.RLock()
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @instance_id.setter
+    def instance_id(self, value: str) -> None:
+        # Part of segment file names: keep it to safe characters whoever sets it.
+        self._instance_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in value)[:80]
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -227,16 +236,6 @@ def has_claimable(directory: str | os.PathLike[str]) -> bool:
             os.close(fd)
             return True
     return False
-
-
-def pending_bytes(directory: str | os.PathLike[str]) -> int:
-    total = 0
-    for path in list_segments(directory):
-        try:
-            total += path.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
 
 
 def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:

@@ -24,7 +24,6 @@ from typing import Any
 
 _logger = logging.getLogger("usagelog")
 
-HEADER_SOURCES = ("jwt", "basic", "header")
 TOKEN_CACHE_SIZE = 4096
 CONTEXT_SOURCES = ("g", "callable")
 
