@@ -1,9 +1,9 @@
 """One batch of Kafka messages, start to finish: decode, archive, store, dead-letter.
 
-The order is what makes delivery safe: events are archived (durably staged) and stored before
-the caller commits the batch's offsets, so a worker killed at any point leaves its batch to be
-read again; storage skips event IDs already there and the archive drops repeated IDs when it
-writes a file, so both end with each event once.
+The order is what makes delivery safe: events are archived (durably staged) and stored, and the
+rollups of the minutes they touch recomputed, before the caller commits the batch's offsets, so
+a worker killed at any point leaves its batch to be read again; storage skips event IDs already
+there and the archive drops repeated IDs when it writes a file, so both end with each event once.
 
 A message that is not OTLP, or a usage event that fails its checksum, becomes a dead letter
 in ``dead_letters`` (and on ``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` when set) with the reason and
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import rollup
 from .decode import decode_or_dead_letter
 from .health import WorkerHealth
 from .settings import WorkerSettings
@@ -76,6 +77,9 @@ class BatchPipeline:
             if monitored:
                 result.monitored, _ = store.insert_events(monitored, table="monitored_events")
             store.insert_dead_letters(letters)
+            # Every minute the batch touched, duplicates included: a redelivered batch whose
+            # first delivery crashed before this point is recomputed now.
+            rollup.refresh(store, rollup.minutes_of(rows))
         result.dead_letters = len(letters)
         if letters:
             self._publish_dead_letters(letters)

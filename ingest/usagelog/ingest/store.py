@@ -26,6 +26,7 @@ from typing import Any
 from .decode import COLUMNS
 
 DEFAULT_DATABASE = "usagelog"
+ROLLUP_MIGRATION = 5
 DEFAULT_WAIT_SECONDS = 60.0
 _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re.IGNORECASE)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -192,8 +193,8 @@ class Store:
         self.database = database
 
     # -- schema -------------------------------------------------------------------------
-    def migrate(self) -> list[str]:
-        """Apply migrations not applied yet; returns their names."""
+    def migrate(self, upto: int | None = None) -> list[str]:
+        """Apply migrations not applied yet (up to version ``upto``); returns their names."""
         db = self.database
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         self.client.command(
@@ -205,10 +206,15 @@ class Store:
         }
         applied = []
         for version, name, sql in migrations():
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             for statement in _statements(sql.replace("${DATABASE}", db)):
                 self.client.command(statement)
+            if version == ROLLUP_MIGRATION:
+                # Rollups of the events stored before the rollup tables existed.
+                from .rollup import rebuild
+
+                rebuild(self)
             self.client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
         return applied

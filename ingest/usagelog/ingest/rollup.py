@@ -1,0 +1,99 @@
+"""Per-minute and per-hour rollups of ``usage_events``, recomputed exactly for the windows a batch touched.
+
+A plain materialized view adds every inserted block to its rollup, so a batch that reaches
+storage twice (at-least-once delivery) would be counted twice there, although
+``usage_events`` folds it. Here ingest recomputes each touched minute from ``usage_events``
+itself, counting each event ID once, and inserts the result with a newer ``version``;
+``ReplacingMergeTree(version)`` keeps the newest row per key and readers use ``FINAL``. The
+hours holding those minutes are then recomputed from the minute rollup the same way.
+
+Events only ever join a minute, never leave it, so the newest recompute of a minute is complete:
+it saw every event stored before it began, and an event stored later triggers a later recompute.
+Callers recompute before they give up the batch's source (delete the spool segment, commit the
+Kafka offsets), so a crash in between recomputes on the retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .store import Store
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+_LEVELS = ", ".join(str(q) for q in QUANTILES)
+DIMENSIONS = ("service_name", "route", "method", "status_code", "region", "cluster", "service_instance_id")
+# One INSERT ... SELECT covers at most this many touched minutes (the IN list stays small).
+_CHUNK = 2000
+
+
+def minutes_of(rows: Sequence[dict[str, Any]]) -> set[int]:
+    """Start (epoch seconds) of every minute the rows' timestamps (ns) fall in."""
+    return {int(row["timestamp"]) // 60_000_000_000 * 60 for row in rows}
+
+
+def refresh(store: Store, minutes: Iterable[int]) -> int:
+    """Recompute the minute rollup for ``minutes`` (epoch seconds, minute-aligned) and the hour
+    rollup for the hours holding them; returns how many minutes were recomputed."""
+    touched = sorted({int(m) // 60 * 60 for m in minutes})
+    for start in range(0, len(touched), _CHUNK):
+        _refresh_minutes(store, touched[start : start + _CHUNK])
+    hours = sorted({m // 3600 * 3600 for m in touched})
+    for start in range(0, len(hours), _CHUNK):
+        _refresh_hours(store, hours[start : start + _CHUNK])
+    return len(touched)
+
+
+def rebuild(store: Store) -> int:
+    """Recompute the rollups of every stored event (after a migration, or to repair)."""
+    db = store.database
+    _, rows = store.query(
+        f"SELECT DISTINCT toUnixTimestamp(toStartOfMinute(timestamp)) FROM {db}.usage_events"
+    )
+    return refresh(store, (int(r[0]) for r in rows))
+
+
+def _refresh_minutes(store: Store, minutes: list[int]) -> None:
+    db = store.database
+    dims = ", ".join(DIMENSIONS)
+    # The time bounds let the engine read only those minutes (through the by_time projection);
+    # the IN list keeps sparse sets of minutes from pulling in everything between them.
+    store.client.command(
+        f"""
+        INSERT INTO {db}.usage_rollup_1m
+        SELECT toStartOfMinute(timestamp) AS minute, {dims},
+               count() AS requests, countIf(error_type != '') AS exceptions,
+               sum(request_size) AS request_bytes, sum(response_size) AS response_bytes,
+               sum(duration_ns) AS duration_ns_sum, max(duration_ns) AS duration_ns_max,
+               quantilesTDigestState({_LEVELS})(duration_ns) AS duration_q, now64(6) AS version
+        FROM (
+            SELECT timestamp, event_id, {dims}, error_type, request_size, response_size, duration_ns
+            FROM {db}.usage_events
+            WHERE timestamp >= toDateTime({{low:Int64}}, 'UTC')
+              AND timestamp < toDateTime({{high:Int64}}, 'UTC')
+              AND toUnixTimestamp(toStartOfMinute(timestamp)) IN {{minutes:Array(Int64)}}
+            LIMIT 1 BY event_id
+        )
+        GROUP BY minute, {dims}
+        """,
+        parameters={"low": minutes[0], "high": minutes[-1] + 60, "minutes": minutes},
+    )
+
+
+def _refresh_hours(store: Store, hours: list[int]) -> None:
+    db = store.database
+    dims = ", ".join(DIMENSIONS)
+    store.client.command(
+        f"""
+        INSERT INTO {db}.usage_rollup_1h
+        SELECT toStartOfHour(minute) AS hour, {dims},
+               sum(requests), sum(exceptions), sum(request_bytes), sum(response_bytes),
+               sum(duration_ns_sum), max(duration_ns_max),
+               quantilesTDigestMergeState({_LEVELS})(duration_q), now64(6)
+        FROM {db}.usage_rollup_1m FINAL
+        WHERE minute >= toDateTime({{low:Int64}}, 'UTC') AND minute < toDateTime({{high:Int64}}, 'UTC')
+          AND toUnixTimestamp(toStartOfHour(minute)) IN {{hours:Array(Int64)}}
+        GROUP BY hour, {dims}
+        """,
+        parameters={"low": hours[0], "high": hours[-1] + 3600, "hours": hours},
+    )

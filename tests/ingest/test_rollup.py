@@ -1,0 +1,197 @@
+"""Rollups: equal to the aggregates of the raw events, also when a batch reaches storage twice;
+kept by both ingest paths, built for events stored before them; retention from the environment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.spoolfill import make_payloads
+from usagelog.demo import history
+from usagelog.ingest import rollup
+from usagelog.ingest.retention import RetentionError, apply_retention, current_ttl, retention_days
+from usagelog.ingest.spool_ingest import ingest_spool
+from usagelog.ingest.store import Store, connect
+from usagelog.instrumentation.spool import SpoolWriter
+
+DIMS = ", ".join(rollup.DIMENSIONS)
+
+# The same aggregates rollups keep, computed from usage_events with each event once.
+RAW_BY_MINUTE = f"""
+SELECT toStartOfMinute(timestamp) AS minute, {DIMS}, count() AS requests,
+       countIf(error_type != '') AS exceptions, sum(request_size), sum(response_size),
+       sum(duration_ns), max(duration_ns)
+FROM usagelog.usage_events FINAL
+GROUP BY minute, {DIMS}
+ORDER BY minute, {DIMS}
+"""
+ROLLUP_BY_MINUTE = f"""
+SELECT minute, {DIMS}, requests, exceptions, request_bytes, response_bytes, duration_ns_sum, duration_ns_max
+FROM usagelog.usage_rollup_1m FINAL
+ORDER BY minute, {DIMS}
+"""
+RAW_BY_HOUR = f"""
+SELECT toStartOfHour(timestamp) AS hour, {DIMS},
+       count(), sum(request_size), sum(response_size), sum(duration_ns)
+FROM usagelog.usage_events FINAL GROUP BY hour, {DIMS} ORDER BY hour, {DIMS}
+"""
+ROLLUP_BY_HOUR = f"""
+SELECT hour, {DIMS}, requests, request_bytes, response_bytes, duration_ns_sum
+FROM usagelog.usage_rollup_1h FINAL ORDER BY hour, {DIMS}
+"""
+
+
+def _rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    return store.query(sql)[1]
+
+
+def _small_history() -> history.History:
+    return history.generate(weeks=1, scale=0.05, consumers=40, incidents=False)
+
+
+def assert_rollups_exact(store: Store) -> None:
+    raw = _rows(store, RAW_BY_MINUTE)
+    assert raw, "no events to compare"
+    assert _rows(store, ROLLUP_BY_MINUTE) == raw
+    assert _rows(store, ROLLUP_BY_HOUR) == _rows(store, RAW_BY_HOUR)
+
+
+def test_rollups_equal_the_aggregates_of_the_raw_events(chdb_url: str) -> None:
+    events = _small_history()
+    with connect(chdb_url) as store:
+        history.load(store, events)
+        assert_rollups_exact(store)
+        _, [(total,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1h FINAL")
+        assert total == len(events)
+        # Latency quantiles merged from the hourly states stay close to the exact ones.
+        _, pairs = store.query(
+            """
+            SELECT r.p95, e.p95 FROM (
+                SELECT service_name, quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(duration_q)[3] AS p95
+                FROM usagelog.usage_rollup_1h FINAL GROUP BY service_name) AS r
+            INNER JOIN (
+                SELECT service_name, quantileExact(0.95)(duration_ns) AS p95
+                FROM usagelog.usage_events GROUP BY service_name) AS e USING (service_name)
+            """
+        )
+    assert len(pairs) == 2
+    for merged, exact in pairs:
+        assert merged == pytest.approx(exact, rel=0.05)
+
+
+def test_a_batch_stored_twice_does_not_inflate_the_rollups(chdb_url: str) -> None:
+    """Two writers storing the same batch at once (a Kafka redelivery racing the first delivery on a
+    ClickHouse server) put each event in usage_events twice until a merge folds it; the rollups,
+    recomputed from the events counted once, stay exact where a plain materialized view would not."""
+    events = _small_history()
+    hour = events.start + 30 * 3600
+    in_hour = int(events.mask(hour, hour + 3600).sum())
+    assert in_hour > 10
+    with connect(chdb_url) as store:
+        store.client.command(
+            "CREATE MATERIALIZED VIEW usagelog.naive_counts ENGINE = SummingMergeTree ORDER BY minute AS "
+            "SELECT toStartOfMinute(timestamp) AS minute, count() AS requests FROM usagelog.usage_events "
+            "GROUP BY minute"
+        )
+        history.load(store, events)
+        # The same rows again, checksums included: copied from the table, as a second writer has them.
+        store.client.command(
+            "INSERT INTO usagelog.usage_events SELECT * EXCEPT inserted_at, now64(3) AS inserted_at "
+            "FROM usagelog.usage_events WHERE toStartOfHour(timestamp) = toDateTime({hour:Int64}, 'UTC')",
+            parameters={"hour": hour},
+        )
+        _, [(stored, distinct)] = store.query(
+            "SELECT count(), uniqExact(event_id) FROM usagelog.usage_events"
+        )
+        assert stored == len(events) + in_hour and distinct == len(events)
+        _, [(naive,)] = store.query("SELECT sum(requests) FROM usagelog.naive_counts")
+        assert naive == len(events) + in_hour, "a plain materialized view counts the batch twice"
+        rollup.refresh(store, range(hour, hour + 3600, 60))
+        assert_rollups_exact(store)
+        _, [(total,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")
+        assert total == len(events)
+
+
+def _spool_with_monitored(directory: Path, batches: int, per_batch: int) -> int:
+    writer = SpoolWriter(directory, "bulk", segment_bytes=1 << 40, segment_seconds=1e9, fsync=False)
+    for payload in make_payloads(batches, per_batch, monitor="user:user-1"):
+        writer.append(payload)
+        writer.seal()
+    return batches * per_batch
+
+
+def test_spool_ingest_keeps_rollups_and_monitored_events_also_when_a_spool_is_ingested_twice(
+    tmp_path: Path, chdb_url: str
+) -> None:
+    spool = tmp_path / "spool"
+    total = _spool_with_monitored(spool, batches=6, per_batch=50)
+    shutil.copytree(spool, tmp_path / "again")
+    ingest_spool(str(spool), chdb_url, "usagelog")
+    stats = ingest_spool(str(tmp_path / "again"), chdb_url, "usagelog")
+    assert stats.duplicates == total and stats.inserted == 0
+    with connect(chdb_url) as store:
+        assert_rollups_exact(store)
+        _, [(rolled,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")
+        _, [(monitored, users)] = store.query(
+            "SELECT count(), groupUniqArray(user_id) FROM usagelog.monitored_events FINAL"
+        )
+    assert rolled == total
+    assert monitored == sum(1 for seq in range(1, total + 1) if seq % 7 == 1) and users == ["user-1"]
+
+
+def test_the_rollup_migration_builds_rollups_for_events_stored_before_it(chdb_url: str) -> None:
+    events = _small_history()
+    with connect(chdb_url, migrate_schema=False) as store:
+        store.migrate(upto=3)
+        history.load_events(store, events)
+        applied = store.migrate()
+        assert [name.split("_")[0] for name in applied] == ["004", "005", "006"]
+        assert_rollups_exact(store)
+        _, [(consumers,)] = store.query("SELECT uniqExact(user_id) FROM usagelog.consumers")
+        _, [(users,)] = store.query("SELECT uniqExact(user_id) FROM usagelog.usage_events")
+        assert consumers == users
+
+
+def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url: str) -> None:
+    assert retention_days({})["usage_events"] == 0
+    with pytest.raises(RetentionError, match="USAGELOG_RETENTION_EVENTS_DAYS='a week'"):
+        retention_days({"USAGELOG_RETENTION_EVENTS_DAYS": "a week", "USAGELOG_RETENTION_ROLLUP_DAYS": "-1"})
+    env = {"USAGELOG_RETENTION_EVENTS_DAYS": "30", "USAGELOG_RETENTION_ROLLUP_DAYS": "400"}
+    now = dt.datetime.now(dt.timezone.utc)
+    recent = history.generate(
+        weeks=1, scale=0.02, consumers=10, incidents=False, end=int(now.timestamp()) // 3600 * 3600
+    )
+    old = history.generate(
+        weeks=1,
+        scale=0.02,
+        consumers=10,
+        incidents=False,
+        seed=8,
+        end=int(now.timestamp()) // 3600 * 3600 - 90 * 86400,
+    )
+    with connect(chdb_url) as store:
+        history.load(store, recent)
+        history.load(store, old)
+        assert apply_retention(store, env) == {
+            "usage_events": "toDateTime(timestamp) + toIntervalDay(30)",
+            "usage_rollup_1m": "minute + toIntervalDay(400)",
+            "usage_rollup_1h": "hour + toIntervalDay(400)",
+        }
+        assert apply_retention(store, env) == {}, "applying the same retention again changes nothing"
+        assert current_ttl(store, "monitored_events") == "toDateTime(timestamp) + toIntervalDay(7)"
+        store.client.command("OPTIMIZE TABLE usagelog.usage_events FINAL")
+        _, [(count, oldest)] = store.query("SELECT count(), min(timestamp) FROM usagelog.usage_events")
+        assert count == len(recent)
+        assert oldest >= (now - dt.timedelta(days=31)).replace(tzinfo=None)
+        # Rollups keep the older history: ranges beyond raw retention still have their numbers.
+        _, [(rolled,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1h FINAL")
+        assert rolled == len(recent) + len(old)
+        assert apply_retention(store, {}) == {
+            "usage_events": "(none)",
+            "usage_rollup_1m": "(none)",
+            "usage_rollup_1h": "(none)",
+        }
