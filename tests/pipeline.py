@@ -142,7 +142,7 @@ class WorkerProcess:
         self.args = [
             sys.executable,
             "-m",
-            "usagelog.ingest.cli",
+            "usagelog.cli",
             "ingest",
             "--from",
             f"kafka://{brokers}/{topic}",

@@ -254,6 +254,37 @@ def test_dependencies_name_existing_services_with_valid_conditions(services: Ser
                 assert services[target].get("healthcheck"), f"{name} waits for {target}'s missing healthcheck"
 
 
-def test_grafana_is_optional(services: Services) -> None:
-    if "grafana" in services:
-        assert services["grafana"].get("profiles") == ["grafana"]
+def test_grafana_mounts_the_provisioning_and_sets_every_variable_it_reads(services: Services) -> None:
+    """Grafana gets grafana/provisioning and grafana/dashboards from the checkout, the ClickHouse
+    plugin, and every ${VAR} those files read (a missing one would provision an empty value)."""
+    grafana = services["grafana"]
+    assert "profiles" not in grafana, "Grafana is part of the pipeline, not an extra"
+    mounts = {}
+    for volume in grafana.get("volumes") or []:
+        source, target = volume.split(":")[:2]
+        mounts[target] = source
+    root = DEPLOY
+    provisioning = (root / mounts["/etc/grafana/provisioning"]).resolve()
+    assert provisioning == (root.parent / "grafana" / "provisioning").resolve()
+    dashboards = (root / mounts["/var/lib/grafana/dashboards/usagelog"]).resolve()
+    assert sorted(p.name for p in dashboards.glob("*.json")), "no dashboards mounted"
+    provider = yaml.safe_load((provisioning / "dashboards" / "usagelog.yaml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/usagelog"
+    env = grafana.get("environment") or {}
+    assert env["GF_PLUGINS_PREINSTALL_SYNC"].startswith("grafana-clickhouse-datasource@")
+    wanted = set()
+    for path in provisioning.rglob("*.yaml"):
+        wanted |= set(re.findall(r"\$\{([A-Z0-9_]+)\}", path.read_text()))
+    missing = sorted(wanted - set(env))
+    assert not missing, f"Grafana's provisioning reads variables compose does not set: {missing}"
+
+
+def test_clickhouse_creates_the_read_only_user_grafana_connects_as(services: Services) -> None:
+    clickhouse = services["clickhouse"]
+    mounts = [v.split(":")[:2] for v in clickhouse.get("volumes") or []]
+    initdb = next(DEPLOY / source for source, target in mounts if target == "/docker-entrypoint-initdb.d")
+    script = "\n".join(p.read_text() for p in sorted(initdb.iterdir()))
+    user = services["grafana"]["environment"]["USAGELOG_GRAFANA_CLICKHOUSE_USER"]
+    assert f"CREATE USER IF NOT EXISTS {user}" in script
+    assert "readonly = 2" in script and f"GRANT SELECT ON usagelog.* TO {user}" in script
+    assert "GRAFANA_CLICKHOUSE_PASSWORD" in clickhouse["environment"]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def usagelog(*args: str) -> Any:
     result = subprocess.run(
-        [sys.executable, "-m", "usagelog.ingest.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "usagelog.cli", *args], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

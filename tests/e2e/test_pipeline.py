@@ -47,7 +47,7 @@ def _api_env(collector: Collector, spool: Path) -> tuple[dict[str, str], list[di
 
 def _cli_json(*args: str) -> Any:
     result = subprocess.run(
-        [sys.executable, "-m", "usagelog.ingest.cli", *args, "--format", "json"],
+        [sys.executable, "-m", "usagelog.cli", *args, "--format", "json"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -417,6 +417,84 @@ def test_no_temporary_name_is_left_under_the_target(target: Path, staging: Path,
     assert all(FILE_NAME.match(p.name) for p in final_files(target))
 
 
+# -- reading in place with ClickHouse -------------------------------------------------------------
+
+# The archive's columns with the table's types, from the table itself: every column but
+# inserted_at (the archive holds what the workers decoded, before storage stamped it).
+STRUCTURE_SQL = """
+SELECT arrayStringConcat(groupArray(name || ' ' || type), ', ') AS structure, groupArray(name) AS names
+FROM (
+    SELECT name, type FROM system.columns
+    WHERE database = 'usagelog' AND table = 'usage_events' AND name != 'inserted_at'
+    ORDER BY position
+)
+"""
+# CSV holds attributes as a JSON object, which ClickHouse's CSV reader does not take for a Map:
+# read it as String and convert. Whitespace around a value and a bare \N are data, not padding
+# or NULL (the archive quotes CSV cells only where it must).
+IN_PLACE_SQL = {
+    "parquet": "SELECT * FROM file({path:String}, Parquet, {structure:String})",
+    "csv": (
+        "SELECT * REPLACE (JSONExtract(attributes, 'Map(String, String)') AS attributes) "
+        "FROM file({path:String}, CSVWithNames, {structure:String}) "
+        "SETTINGS date_time_input_format = 'best_effort', input_format_csv_trim_whitespaces = 0, "
+        "input_format_null_as_default = 0"
+    ),
+}
+
+
+def test_archive_files_are_queryable_in_place_with_the_tables_types(
+    target: Path, staging: Path, tmp_path: Path, fmt: str
+) -> None:
+    import usagelog.analytics as ul
+    from usagelog.ingest.queries import _checksum_sql
+    from usagelog.ingest.store import connect
+
+    awkward = make_row(5, T0 + HOUR_NS, user_id=" padded ", user_agent="\\N", request_body=" ", query="NULL")
+    encoded = encoded_rows(40)  # real checksums, over the canonical fields
+    rows = [*odd_rows(), awkward, *encoded]
+    url = "chdb://" + str(tmp_path / "chdb")
+    with connect(url) as store:
+        assert store.insert_events(rows) == (len(rows), 0)
+    archive = open_archive(target, staging, fmt)
+    archive.stage(rows[:3])
+    archive.stage(rows[3:])
+    assert len(archive.close()) >= 3  # two hours of odd rows, and the encoded rows' hour
+
+    table = ul.query(STRUCTURE_SQL, url=url)
+    assert table.column("names")[0].as_py() == list(COLUMNS)
+    columns = str(table.column("structure")[0].as_py())
+    if fmt == "csv":
+        assert "attributes Map(String, String)" in columns
+        columns = columns.replace("attributes Map(String, String)", "attributes String")
+    params = {"path": f"{target}/**/*.{fmt}", "structure": columns}
+    archived = ul.query(f"SELECT * FROM ({IN_PLACE_SQL[fmt]}) ORDER BY event_id", params, url=url)
+    stored = ul.query(
+        f"SELECT {', '.join(COLUMNS)} FROM usagelog.usage_events FINAL ORDER BY event_id", url=url
+    )
+    assert archived.num_rows == stored.num_rows == len(rows)
+    assert archived.column("event_id").to_pylist() == stored.column("event_id").to_pylist()
+    assert archived.column("checksum").to_pylist() == stored.column("checksum").to_pylist()
+    assert archived.schema == stored.schema
+    assert archived.equals(stored)  # every value, nanoseconds and all
+
+    # The checksums the API processes computed hold for the rows as ClickHouse reads them back.
+    recomputed = ul.query(
+        f"SELECT event_id FROM ({IN_PLACE_SQL[fmt]}) WHERE checksum = {_checksum_sql()}", params, url=url
+    )
+    assert sorted(recomputed.column("event_id").to_pylist()) == sorted(r["event_id"] for r in encoded)
+
+    # The Hive partition names (date=, hour=) are columns too, to filter files by.
+    file_format = {"parquet": "Parquet", "csv": "CSVWithNames"}[fmt]
+    hour = ul.query(
+        f"SELECT count() AS n FROM file({{path:String}}, {file_format}, {{structure:String}}) "
+        "WHERE date = '2023-11-14' AND hour = 22",
+        params,
+        url=url,
+    )
+    assert hour.column("n").to_pylist() == [4]
+
+
 # -- misuse --------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +197,53 @@ def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url:
             "usage_rollup_1m": "(none)",
             "usage_rollup_1h": "(none)",
         }
+
+
+def test_ingest_refuses_a_bad_retention_variable_naming_it(tmp_path: Path, chdb_url: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "usagelog.cli",
+            "ingest",
+            "--spool",
+            str(tmp_path),
+            "--clickhouse",
+            chdb_url,
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "USAGELOG_RETENTION_DEAD_LETTERS_DAYS": "30d"},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "USAGELOG_RETENTION_DEAD_LETTERS_DAYS='30d'" in result.stderr
+
+
+def test_rollups_rebuild_recomputes_every_stored_minute(chdb_url: str) -> None:
+    events = _small_history()
+    with connect(chdb_url) as store:
+        history.load_events(store, events)  # events only: as after a restore of usage_events
+        _, [(before,)] = store.query("SELECT count() FROM usagelog.usage_rollup_1m")
+    assert before == 0
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "usagelog.cli",
+            "rollups",
+            "rebuild",
+            "--clickhouse",
+            chdb_url,
+            "--format",
+            "csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    minutes = int(result.stdout.splitlines()[1].split(",")[0])
+    assert minutes == len(set((events.columns["timestamp"] // (60 * 10**9)).tolist()))
+    with connect(chdb_url) as store:
+        assert_rollups_exact(store)

@@ -70,7 +70,7 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts(tmp_path: Path, ch
     command = [
         sys.executable,
         "-m",
-        "usagelog.ingest.cli",
+        "usagelog.cli",
         "ingest",
         "--spool",
         str(spool),

@@ -66,7 +66,7 @@ def _cli(*args: str, env_wait: str = "60") -> subprocess.CompletedProcess[str]:
 
     env = {**os.environ, "USAGELOG_CLICKHOUSE_WAIT_SECONDS": env_wait}
     return subprocess.run(
-        [sys.executable, "-m", "usagelog.ingest.cli", *args],
+        [sys.executable, "-m", "usagelog.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "usagelog.ingest.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "usagelog.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -155,7 +155,7 @@ def test_tail_follows_monitored_events_live(kafka: Any, topics: dict[str, str]) 
         [
             sys.executable,
             "-m",
-            "usagelog.ingest.cli",
+            "usagelog.cli",
             "tail",
             "--from",
             f"kafka://{kafka.bootstrap}",
@@ -185,7 +185,7 @@ def test_worker_settings_errors_name_every_variable(tmp_path: Path) -> None:
     import os
 
     result = subprocess.run(
-        [sys.executable, "-m", "usagelog.ingest.cli", "ingest", "--from", "kafka://127.0.0.1:1/t"],
+        [sys.executable, "-m", "usagelog.cli", "ingest", "--from", "kafka://127.0.0.1:1/t"],
         env={**os.environ, "USAGELOG_BATCH_MAX_SECONDS": "soon", "USAGELOG_ARCHIVE_FORMAT": "xml"},
         capture_output=True,
         text=True,

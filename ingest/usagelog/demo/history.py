@@ -102,6 +102,9 @@ SERVICES = (
 
 NAMED_CONSUMERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 ANONYMOUS_SHARE = 0.03  # requests without credentials: 401, no user ID
+# Watched as USAGELOG_MONITOR=user:carol,route:/v1/refunds would: these events carry bodies.
+MONITORED_USER = "carol"
+MONITORED_ROUTE = "/v1/refunds"
 
 
 @dataclass
@@ -341,10 +344,8 @@ def _apply_incidents(history: History, rng: np.random.Generator) -> np.ndarray:
     """Apply the planned incidents; returns which events are kept (a gap drops some)."""
     c = history.columns
     n = len(history)
-    delay_ms = np.exp(rng.normal(np.log(1500.0), 0.6, size=n))  # ingest delay, ~1.5 s median
-    c["inserted_at"] = c["timestamp"] + c["duration_ns"] + (delay_ms * 1e6).astype(np.int64)
-    c["observed_timestamp"] = c["timestamp"] + c["duration_ns"] + rng.integers(200_000, 5_000_000, size=n)
     keep = np.ones(n, dtype=bool)
+    # First what the requests did...
     for incident in history.incidents:
         if incident.kind == "error_burst":
             where = history.mask(
@@ -363,10 +364,6 @@ def _apply_incidents(history: History, rng: np.random.Generator) -> np.ndarray:
         elif incident.kind == "sequence_gap":
             where = np.flatnonzero(history.mask(incident.start, None, service_instance_id=incident.instance))
             keep[where[: incident.count]] = False
-        elif incident.kind == "stalled_instance":
-            where = history.mask(incident.start, incident.end, service_instance_id=incident.instance)
-            late = incident.end * NS + rng.integers(5 * NS, 40 * NS, size=int(where.sum()))
-            c["inserted_at"][where] = late
         elif incident.kind == "dead_letters":
             history.dead_letters = [
                 {
@@ -378,6 +375,16 @@ def _apply_incidents(history: History, rng: np.random.Generator) -> np.ndarray:
                 }
                 for i in range(incident.count)
             ]
+    # ...then when each was recorded (after it ended) and stored (about 1.5 s later)...
+    delay_ms = np.exp(rng.normal(np.log(1500.0), 0.6, size=n))
+    c["inserted_at"] = c["timestamp"] + c["duration_ns"] + (delay_ms * 1e6).astype(np.int64)
+    c["observed_timestamp"] = c["timestamp"] + c["duration_ns"] + rng.integers(200_000, 5_000_000, size=n)
+    # ...except where ingest stalled: those arrive when it resumes.
+    for incident in history.incidents:
+        if incident.kind == "stalled_instance":
+            where = history.mask(incident.start, incident.end, service_instance_id=incident.instance)
+            late = incident.end * NS + rng.integers(5 * NS, 40 * NS, size=int(where.sum()))
+            c["inserted_at"][where] = late
     return keep
 
 
@@ -396,14 +403,32 @@ def _number(history: History, seed: int, keep: np.ndarray) -> None:
         event_id[where] = [f"{prefix}{s:016x}" for s in numbers]
     c["seq"] = seq
     c["event_id"] = event_id
-    # Events dropped by a gap keep their numbers out of the sequence: that is the gap.
+    _watch(c, seq)
     rng = np.random.default_rng(seed + 1)
     ids = rng.integers(0, 2**63, size=(n, 3), dtype=np.int64)
     c["trace_id"] = np.array([f"{a:016x}{b:016x}" for a, b, _ in ids], dtype=object)
     c["span_id"] = np.array([f"{s:016x}" for _, _, s in ids], dtype=object)
+    # Events dropped by a gap keep their numbers out of the sequence: that is the gap.
     for name in list(c):
         c[name] = c[name][keep]
     del c["route_index"], c["anonymous"]
+
+
+def _watch(c: dict[str, np.ndarray], seq: np.ndarray) -> None:
+    """Mark the watched consumer's and route's events monitored; they carry (redacted) bodies."""
+    n = seq.shape[0]
+    monitored = (c["user_id"] == MONITORED_USER) | (c["route"] == MONITORED_ROUTE)
+    c["monitored"] = monitored
+    c["request_body"] = np.full(n, "", dtype=object)
+    c["response_body"] = np.full(n, "", dtype=object)
+    writes = monitored & np.isin(c["method"], ["POST", "DELETE"])
+    c["request_body"][writes] = [
+        f'{{"order_id": {s % 9973}, "card_number": "[REDACTED]"}}' for s in seq[writes]
+    ]
+    statuses = c["status_code"][monitored]
+    c["response_body"][monitored] = [
+        f'{{"status": {code}, "id": {s}}}' for code, s in zip(statuses, seq[monitored], strict=True)
+    ]
 
 
 def to_arrow(history: History) -> Any:
@@ -444,12 +469,12 @@ def to_arrow(history: History) -> Any:
             "error_type": text(c["error_type"]),
             "client_address": pa.array(["203.0.113.7"] * n, type=pa.string()),
             "user_agent": pa.array(["usagelog-history/1"] * n, type=pa.string()),
-            "request_body": empty,
-            "response_body": empty,
+            "request_body": text(c["request_body"]),
+            "response_body": text(c["response_body"]),
             "request_size": pa.array(c["request_size"], type=pa.uint64()),
             "response_size": pa.array(c["response_size"], type=pa.uint64()),
             "seq": pa.array(c["seq"], type=pa.uint64()),
-            "monitored": pa.array(np.zeros(n, dtype=bool), type=pa.bool_()),
+            "monitored": pa.array(c["monitored"], type=pa.bool_()),
             "observed_timestamp": stamp(c["observed_timestamp"]),
             "inserted_at": stamp(c["inserted_at"], "ms"),
         }
@@ -482,6 +507,11 @@ def load_events(store: Any, history: History, batch: int = 500_000) -> None:
             store.client.command(
                 f"INSERT INTO {db}.usage_events ({', '.join(names)}, checksum) "
                 f"SELECT {', '.join(names)}, {queries._checksum_sql()} FROM {stage}"
+            )
+            # Ingest copies monitored events to their own table too.
+            store.client.command(
+                f"INSERT INTO {db}.monitored_events ({', '.join(names)}, checksum) "
+                f"SELECT {', '.join(names)}, {queries._checksum_sql()} FROM {stage} WHERE monitored"
             )
             store.client.command(f"TRUNCATE TABLE {stage}")
     finally:

@@ -5,6 +5,7 @@ turns usage logging on in the API processes.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -14,8 +15,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .driver import drive, make_users
+
+if TYPE_CHECKING:
+    from usagelog.ingest.store import Store
 
 # Each instance plays a different machine: host, cluster and region come from the environment.
 INSTANCES = (
@@ -135,6 +140,9 @@ def run_demo(
         shutil.rmtree(base)
     spool_dir = base / "spool"
     url = url or "chdb://" + str(base / "chdb")
+    # The report covers the demo's own events: from the minute it started (whole minutes, so
+    # panels read from per-minute rollups see that first minute too) until it ends.
+    since = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:00Z")
     print(f"usagelog demo: starting 3 API instances (spool {spool_dir})", flush=True)
     instances = start_instances(spool_dir, base / "logs")
     try:
@@ -183,11 +191,37 @@ def run_demo(
         print("== audit")
         columns, rows = queries.audit(store)
         print(render(columns, rows, fmt))
+        # Last, the picture of it all: the overview dashboard, as `usagelog report` writes it.
+        report = write_report(store, base, since)
+    print(f"\nusagelog demo: overview dashboard written to {report}", flush=True)
     expected = sum(len(u.sent) for u in people)
     ok = stats.inserted == expected
     print(
-        f"\nusagelog demo: {stats.inserted} of {expected} requests stored"
-        f"{'' if ok else ' -- MISMATCH'}. Next: usagelog timeline alice; usagelog audit; "
-        "usagelog query 'SELECT ...'"
+        f"usagelog demo: {stats.inserted} of {expected} requests stored"
+        f"{'' if ok else ' -- MISMATCH'}. Next: open {report.name}; usagelog timeline alice; "
+        "usagelog audit; usagelog query 'SELECT ...'"
     )
     return 0 if ok else 1
+
+
+REPORT_NAME = "report-overview.html"
+
+
+def write_report(store: Store, directory: Path, since: str = "now-1h", until: str = "now") -> Path:
+    """The overview dashboard from ``since`` to ``until`` as one self-contained HTML file (Plotly
+    inline, no server, no network): the page ``usagelog report --dashboard overview`` writes."""
+    from usagelog.dashboards.model import find_dashboard, load_dashboards
+    from usagelog.dashboards.serve import render_dashboard
+
+    dashboard = find_dashboard("overview")
+    page = render_dashboard(
+        store,
+        dashboard,
+        served=False,
+        dashboards=list(load_dashboards().values()),
+        time_from=since,
+        time_to=until,
+    )
+    path = directory / REPORT_NAME
+    path.write_text(page, encoding="utf-8")
+    return path

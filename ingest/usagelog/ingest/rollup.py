@@ -16,9 +16,15 @@ Kafka offsets), so a crash in between recomputes on the retry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from .store import Store
+
+class Store(Protocol):
+    """What the rollups need of ``usagelog.ingest.store.Store`` (which, in turn, runs ``rebuild``
+    after the migration that adds them: hence no import of it here)."""
+
+    client: Any
+    database: str
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 _LEVELS = ", ".join(str(q) for q in QUANTILES)
@@ -47,10 +53,10 @@ def refresh(store: Store, minutes: Iterable[int]) -> int:
 def rebuild(store: Store) -> int:
     """Recompute the rollups of every stored event (after a migration, or to repair)."""
     db = store.database
-    _, rows = store.query(
+    result = store.client.query(
         f"SELECT DISTINCT toUnixTimestamp(toStartOfMinute(timestamp)) FROM {db}.usage_events"
     )
-    return refresh(store, (int(r[0]) for r in rows))
+    return refresh(store, (int(r[0]) for r in result.result_rows))
 
 
 def _refresh_minutes(store: Store, minutes: list[int]) -> None:

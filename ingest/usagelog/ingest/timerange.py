@@ -18,18 +18,22 @@ def parse_time(expr: str, now: dt.datetime, end: bool = False) -> dt.datetime:
         sign, amount, unit, round_to = match.groups()
         moment = now
         if amount:
-            delta = dt.timedelta(seconds=int(amount) * _SECONDS[unit])
-            moment = moment - delta if sign == "-" else moment + delta
+            try:
+                delta = dt.timedelta(seconds=int(amount) * _SECONDS[unit])
+                moment = moment - delta if sign == "-" else moment + delta
+            except OverflowError:  # now-99999999999d: before year 1 or after 9999
+                raise ValueError(f"{expr!r} is out of range") from None
         if round_to:
             size = _SECONDS[round_to]
             floor = int(moment.timestamp()) // size * size
             moment = dt.datetime.fromtimestamp(floor + (size if end else 0), dt.timezone.utc)
         return moment
-    if text.isdigit():
-        return dt.datetime.fromtimestamp(int(text) / 1000, dt.timezone.utc)
     try:
+        if text.isdigit():
+            return dt.datetime.fromtimestamp(int(text) / 1000, dt.timezone.utc)
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
+        # OverflowError/OSError: epoch milliseconds beyond what the platform's time functions take.
         raise ValueError(f"{expr!r} is not a time (now, now-24h, 7d, an ISO-8601 time or epoch ms)") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
@@ -41,14 +45,26 @@ def parse_since(text: str) -> str:
 
 
 def time_range(
-    since: str, until: str = "now", now: dt.datetime | None = None
+    since: str,
+    until: str = "now",
+    now: dt.datetime | None = None,
+    names: tuple[str, str] = ("--since", "--until"),
 ) -> tuple[dt.datetime, dt.datetime]:
-    """``--since`` / ``--until`` as a (start, end) pair; refuses an empty or reversed range."""
+    """``--since`` / ``--until`` as a (start, end) pair; refuses an empty or reversed range.
+
+    Errors name the option (``names``: the CLI's by default; the Python API passes its own)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    start = parse_time(parse_since(since), now)
-    end = parse_time(parse_since(until), now, end=True)
+    since_name, until_name = names
+    try:
+        start = parse_time(parse_since(since), now)
+    except ValueError as exc:
+        raise ValueError(f"{since_name}: {exc}") from None
+    try:
+        end = parse_time(parse_since(until), now, end=True)
+    except ValueError as exc:
+        raise ValueError(f"{until_name}: {exc}") from None
     if end <= start:
         raise ValueError(
-            f"--until ({end:%Y-%m-%d %H:%M:%S}) is not after --since ({start:%Y-%m-%d %H:%M:%S})"
+            f"{until_name} ({end:%Y-%m-%d %H:%M:%S}) is not after {since_name} ({start:%Y-%m-%d %H:%M:%S})"
         )
     return start, end

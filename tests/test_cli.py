@@ -15,7 +15,7 @@ from tests.spoolfill import write_spool
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "usagelog.ingest.cli", *args],
+        [sys.executable, "-m", "usagelog.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

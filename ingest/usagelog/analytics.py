@@ -1,0 +1,131 @@
+"""usagelog from Python (a notebook, a script): events, a consumer's timeline, top lists.
+
+Each function opens the store for the call (so it shares a chDB directory politely with ingest),
+runs read-only, and returns an Arrow table, or a pandas DataFrame with ``as_pandas=True``::
+
+    import usagelog.analytics as ul
+
+    ul.timeline("alice", since="7d").to_pandas()
+    ul.top("routes", since="24h", as_pandas=True)
+    ul.events(since="1h", status="5xx", columns=("timestamp", "user_id", "route", "status_code"))
+    ul.query("SELECT route, count() FROM usagelog.usage_events GROUP BY route")
+
+``url`` and ``database`` default to ``USAGELOG_CLICKHOUSE_URL`` / ``USAGELOG_CLICKHOUSE_DATABASE``
+(else the embedded store in ``./.usagelog/chdb`` and ``usagelog``). Times are ``24h`` / ``7d``
+(back from now), ``now-1h``, ISO-8601 or epoch milliseconds.
+
+Read-only means the engine's ``readonly=2``: the store's tables cannot be changed (DROP, INSERT,
+ALTER, TRUNCATE are refused), while settings and table functions still work, so ``query()`` can
+read archive files in place with ``file()`` or ``s3()``. It guards against accidents, it is not a
+sandbox: ClickHouse lets ``INSERT INTO FUNCTION file(...)`` write files at this level, and chDB
+writes ``SELECT ... INTO OUTFILE``. (``readonly=1`` would refuse the former, and every table
+function with it.)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from usagelog.ingest import queries
+from usagelog.ingest.store import DEFAULT_DATABASE, Store, connect, default_url
+from usagelog.ingest.timerange import time_range
+
+__all__ = ["events", "query", "timeline", "top"]
+
+_READ_ONLY = {"readonly": 2}
+
+
+def _target(url: str | None, database: str | None) -> tuple[str, str]:
+    return (
+        url or os.environ.get("USAGELOG_CLICKHOUSE_URL") or default_url(),
+        database or os.environ.get("USAGELOG_CLICKHOUSE_DATABASE") or DEFAULT_DATABASE,
+    )
+
+
+def _run(store: Store, sql: str, parameters: dict[str, Any], as_pandas: bool) -> Any:
+    if as_pandas:
+        return store.client.query_df(sql, parameters=parameters, settings=_READ_ONLY)
+    return store.client.query_arrow(sql, parameters=parameters, settings=_READ_ONLY)
+
+
+def _filters(since: str, until: str, **fields: Any) -> queries.Filters:
+    start, end = time_range(since, until, names=("since", "until"))
+    return queries.Filters(start, end, **fields)
+
+
+def events(
+    since: str = "24h",
+    until: str = "now",
+    *,
+    user: str | None = None,
+    route: str | None = None,
+    status: str | None = None,
+    columns: tuple[str, ...] = queries.EXPORT_COLUMNS,
+    limit: int | None = None,
+    url: str | None = None,
+    database: str | None = None,
+    as_pandas: bool = False,
+) -> Any:
+    """Stored events in the time range (each once), in timeline order; ``status`` is ``404``,
+    ``5xx`` or ``400-499``. For more rows than fit in memory, use ``usagelog export``."""
+    url, database = _target(url, database)
+    with connect(url, database=database) as store:
+        sql, params = queries.events_query(
+            store, _filters(since, until, user=user, route=route, status=status), columns
+        )
+        if limit is not None:
+            sql += " LIMIT {limit:UInt64}"
+            params["limit"] = limit
+        return _run(store, sql, params, as_pandas)
+
+
+def timeline(
+    user: str,
+    since: str = "30d",
+    until: str = "now",
+    *,
+    route: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+    url: str | None = None,
+    database: str | None = None,
+    as_pandas: bool = False,
+) -> Any:
+    """One consumer's requests in order (time, then instance, then sequence number)."""
+    url, database = _target(url, database)
+    filters = _filters(since, until, route=route, status=status)
+    with connect(url, database=database) as store:
+        sql, params = queries.timeline_query(store, user, limit or 0, filters)
+        return _run(store, sql, params, as_pandas)
+
+
+def top(
+    what: str,
+    since: str = "24h",
+    until: str = "now",
+    *,
+    limit: int = 20,
+    url: str | None = None,
+    database: str | None = None,
+    as_pandas: bool = False,
+) -> Any:
+    """The busiest ``users``, ``routes``, or the most frequent ``errors`` in the time range."""
+    url, database = _target(url, database)
+    with connect(url, database=database) as store:
+        sql, params = queries.top_query(store, what, _filters(since, until), limit)
+        return _run(store, sql, params, as_pandas)
+
+
+def query(
+    sql: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    url: str | None = None,
+    database: str | None = None,
+    as_pandas: bool = False,
+) -> Any:
+    """Any read-only SQL (``{name:Type}`` placeholders filled from ``parameters``)."""
+    url, database = _target(url, database)
+    with connect(url, database=database) as store:
+        return _run(store, sql, parameters or {}, as_pandas)

@@ -1,0 +1,268 @@
+"""The alert rules, evaluated as Grafana evaluates them, on four weeks of traffic with known incidents.
+
+Each rule must fire on its incident, with the incident's labels, and on nothing else: every rule
+is evaluated at every hour of the last (normal) week and around each incident, and every
+firing must fall inside its incident's window. Then ``usagelog alerts check`` as cron runs it:
+exit codes, JSON, ``--since``, the webhook payload, ``for``, no data and broken rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from tests.dashboards.conftest import HistoryStore
+from usagelog.dashboards.alerts import Rule, evaluate, evaluate_once, load_rules
+from usagelog.demo.history import History, Incident
+from usagelog.ingest.store import Store, connect
+
+MINUTE = 60
+HOUR = 3600
+
+RULES = {rule.uid: rule for rule in load_rules()}
+# rule -> (incident kind, the labels it must fire with, probe times relative to the incident)
+EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
+    "usagelog-5xx-rate": ("error_burst", {"service": "orders-api", "route": "/v1/orders"}),
+    "usagelog-latency-p95": ("latency", {"service": "billing-api", "route": "/v1/invoices"}),
+    "usagelog-traffic-anomaly": ("traffic_drop", {"service": "orders-api", "route": "*"}),
+    "usagelog-consumer-spike": ("consumer_spike", {"consumer": "acct-0042"}),
+    "usagelog-sequence-gaps": ("sequence_gap", {"service": "orders-api", "instance": "orders-eu-west-1"}),
+    "usagelog-dead-letters": ("dead_letters", {"source": "kafka", "reason": "not an OTLP logs payload"}),
+    "usagelog-ingest-stalled": ("stalled_instance", {"service": "billing-api"}),
+}
+
+
+def window(uid: str, incident: Incident) -> tuple[int, int]:
+    """When the rule may fire because of the incident (epoch seconds, inclusive)."""
+    if uid in ("usagelog-5xx-rate", "usagelog-latency-p95"):
+        return incident.start, incident.end + 15 * MINUTE  # a 15-minute window
+    if uid in ("usagelog-traffic-anomaly", "usagelog-consumer-spike"):
+        return incident.end, incident.end + HOUR  # the closed hour after it
+    if uid == "usagelog-sequence-gaps":
+        return incident.start + 10 * MINUTE, incident.start + 70 * MINUTE
+    if uid == "usagelog-dead-letters":
+        return incident.start, incident.start + 15 * MINUTE
+    return incident.start + 15 * MINUTE, incident.end + 11 * MINUTE  # silent, then late events
+
+
+def probes(uid: str, incident: Incident) -> list[int]:
+    """Times at which the rule must fire."""
+    if uid in ("usagelog-5xx-rate", "usagelog-latency-p95"):
+        return [incident.end]
+    if uid in ("usagelog-traffic-anomaly", "usagelog-consumer-spike", "usagelog-dead-letters"):
+        return [(incident.end or incident.start) + 5 * MINUTE]
+    if uid == "usagelog-sequence-gaps":
+        return [incident.start + 30 * MINUTE]
+    return [incident.start + 20 * MINUTE, incident.end + 5 * MINUTE]
+
+
+def at(epoch: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def firing(store: Store, rule: Rule, epoch: int) -> list[dict[str, str]]:
+    evaluation = evaluate_once(store, rule, at(epoch))
+    assert not evaluation.error, f"{rule.uid} at {at(epoch)}: {evaluation.error}"
+    return [dict(labels) for labels, value in evaluation.conditions.items() if value]
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED))
+def test_each_rule_fires_on_its_incident_and_nowhere_else_in_the_last_week(
+    history_store: HistoryStore, store: Store, uid: str
+) -> None:
+    history: History = history_store.history
+    rule = RULES[uid]
+    kind, labels = EXPECTED[uid]
+    incident = history.incident(kind)
+    for probe in probes(uid, incident):
+        fired = firing(store, rule, probe)
+        assert any(labels.items() <= f.items() for f in fired), f"{uid} silent at {at(probe)}: {fired}"
+    start, end = window(uid, incident)
+    times = set(range(history.end - 7 * 24 * HOUR, history.end + 1, HOUR))
+    for other in history.incidents:  # close around every incident, where false alarms would hide
+        base = other.end or other.start
+        times |= {base + k * 5 * MINUTE for k in range(-3, 13)}
+    stray = []
+    for epoch in sorted(times):
+        fired = firing(store, rule, epoch)
+        if fired and not start <= epoch <= end:
+            stray.append((at(epoch).isoformat(), fired))
+    assert not stray, f"{uid} fired outside its incident: {stray[:5]}"
+
+
+def test_a_stalled_instance_is_named_while_silent_then_its_late_events_show_as_freshness(
+    history_store: HistoryStore, store: Store
+) -> None:
+    stall = history_store.history.incident("stalled_instance")
+    rule = RULES["usagelog-ingest-stalled"]
+    assert firing(store, rule, stall.start + 20 * MINUTE) == [
+        {"service": "billing-api", "instance": stall.instance, "host": "billing-us-east-a", "check": "silent"}
+    ]
+    assert firing(store, rule, stall.end + 5 * MINUTE) == [
+        {"service": "billing-api", "instance": "", "host": "", "check": "freshness"}
+    ]
+
+
+def test_for_keeps_a_new_instance_pending_until_it_held_that_long(
+    history_store: HistoryStore, store: Store
+) -> None:
+    burst = history_store.history.incident("error_burst")
+    rule = RULES["usagelog-5xx-rate"]
+    assert rule.pending == 5 * MINUTE
+    early = evaluate(store, rule, at(burst.start + 2 * MINUTE))
+    assert [(i.state, i.labels["route"]) for i in early] == [("pending", "/v1/orders")]
+    late = evaluate(store, rule, at(burst.end))
+    assert [(i.state, i.labels["route"]) for i in late] == [("firing", "/v1/orders")]
+    assert late[0].active_since is not None and late[0].active_since <= at(burst.end - 5 * MINUTE)
+    assert late[0].summary.startswith("orders-api /v1/orders: ") and late[0].summary.endswith(
+        "% of requests failed with 5xx"
+    )
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "usagelog.cli", "alerts", "check", "--clickhouse", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append({"type": self.headers["Content-Type"], "body": json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    _Receiver.received = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Receiver.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_alerts_check_exits_1_and_posts_the_webhook_when_something_fires(
+    history_store: HistoryStore, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = webhook
+    burst = history_store.history.incident("error_burst")
+    result = cli(history_store.url, "--at", at(burst.end).isoformat(), "--format", "json", "--webhook", url)
+    assert result.returncode == 1, result.stderr
+    found = json.loads(result.stdout)
+    assert [(f["rule"], f["state"], f["labels"]) for f in found] == [
+        ("usagelog-5xx-rate", "firing", {"route": "/v1/orders", "service": "orders-api"})
+    ]
+    assert found[0]["value"] > 5
+    [post] = received
+    assert post["type"] == "application/json"
+    payload = post["body"]
+    assert payload["status"] == "firing" and payload["state"] == "alerting" and payload["version"] == "1"
+    [alert] = payload["alerts"]
+    assert alert["status"] == "firing"
+    assert alert["labels"] == {
+        "alertname": "5xx rate per route",
+        "grafana_folder": "usagelog",
+        "rule_uid": "usagelog-5xx-rate",
+        "team": "api",
+        "severity": "page",
+        "route": "/v1/orders",
+        "service": "orders-api",
+    }
+    assert alert["annotations"]["summary"].startswith("orders-api /v1/orders: ")
+    assert alert["values"]["B"] == pytest.approx(found[0]["value"]) and alert["values"]["C"] == 1
+    assert alert["startsAt"] <= at(burst.end).isoformat().replace("+00:00", "Z")
+
+
+def test_alerts_check_on_a_quiet_hour_exits_0_and_since_finds_what_fired_earlier(
+    history_store: HistoryStore,
+) -> None:
+    gap = history_store.history.incident("sequence_gap")
+    quiet = gap.start - 3 * HOUR
+    result = cli(history_store.url, "--at", at(quiet).isoformat(), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    later = gap.start + 3 * HOUR  # the gap left the rule's window an hour ago
+    assert (
+        cli(history_store.url, "--at", at(later).isoformat(), "--rule", "usagelog-sequence-gaps").returncode
+        == 0
+    )
+    result = cli(
+        history_store.url, "--at", at(later).isoformat(), "--since", "3h", "--rule", "usagelog-sequence-gaps"
+    )
+    assert result.returncode == 1
+    assert "usagelog-sequence-gaps  firing" in result.stdout and "instance=orders-eu-west-1" in result.stdout
+
+
+def _rules_copy(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of grafana/ whose rules went through ``change`` (one rule dict at a time)."""
+    grafana = tmp_path / "grafana"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "grafana", grafana)
+    path = grafana / "provisioning" / "alerting" / "rules.yaml"
+    document = yaml.safe_load(path.read_text())
+    for rule in document["groups"][0]["rules"]:
+        change(rule)
+    path.write_text(yaml.safe_dump(document))
+    return grafana
+
+
+def test_no_data_and_errors_follow_the_rules_states(tmp_path: Path) -> None:
+    url = "chdb://" + str(tmp_path / "empty")
+    with connect(url):
+        pass
+
+    def change(rule: dict[str, Any]) -> None:
+        if rule["uid"] == "usagelog-ingest-stalled":
+            rule["noDataState"] = "Alerting"  # an empty store: no data, which this rule now calls alerting
+        if rule["uid"] == "usagelog-dead-letters":
+            rule["data"][0]["model"]["rawSql"] = "SELECT nope FROM usagelog.dead_letters"
+
+    grafana = _rules_copy(tmp_path, change)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "usagelog.cli",
+            "alerts",
+            "check",
+            "--clickhouse",
+            url,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "USAGELOG_GRAFANA_DIR": str(grafana)},
+    )
+    assert result.returncode == 1, result.stderr
+    states = {f["rule"]: f for f in json.loads(result.stdout)}
+    assert (
+        states["usagelog-ingest-stalled"]["state"] == "firing"
+        and states["usagelog-ingest-stalled"]["labels"] == {}
+    )
+    assert states["usagelog-dead-letters"]["state"] == "error"
+    assert "nope" in states["usagelog-dead-letters"]["error"]
+    assert set(states) == {"usagelog-ingest-stalled", "usagelog-dead-letters"}, "empty store: nothing else"
