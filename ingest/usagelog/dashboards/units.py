@@ -61,6 +61,9 @@ def format_value(value: Any, unit: str = "", decimals: int | None = None) -> str
         if number <= 0:
             return "—"
         return dt.datetime.fromtimestamp(number / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    if unit in ("", "none") and decimals is None:
+        # No unit: the number as it is (a sequence number, a status), as Grafana shows it.
+        return str(int(number)) if number == int(number) and abs(number) < 1e15 else f"{number:.6g}"
     suffix, scaled = _SUFFIX.get(unit, ("", True))
     if unit == "percentunit":
         number *= 100
