@@ -16,12 +16,13 @@ import fcntl
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from usagelog.wait import wait_until
 
 from .decode import COLUMNS
 
@@ -71,26 +72,29 @@ def validate_url(url: str) -> str:
 def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
-    told = False
+
+    def take() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreError(
-                        f"{what} is in use by another usagelog process (lock {path}); "
-                        f"gave up after {wait:.0f}s. Try again when it has finished, or raise "
-                        "USAGELOG_CLICKHOUSE_WAIT_SECONDS."
-                    ) from None
-                if not told:
-                    print(
-                        f"usagelog: waiting for {what} (used by another usagelog process)...", file=sys.stderr
-                    )
-                    told = True
-                time.sleep(0.05)
+        taken = wait_until(
+            take,
+            wait,
+            interval=0.05,
+            on_wait=lambda: print(
+                f"usagelog: waiting for {what} (used by another usagelog process)...", file=sys.stderr
+            ),
+        )
+        if not taken:
+            raise StoreError(
+                f"{what} is in use by another usagelog process (lock {path}); "
+                f"gave up after {wait:.0f}s. Try again when it has finished, or raise "
+                "USAGELOG_CLICKHOUSE_WAIT_SECONDS."
+            )
         yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -117,34 +121,42 @@ def _engine_busy(path: str) -> bool:
 def _open_client(url: str, database: str | None, wait: float) -> Any:
     import clickhouse_connect
 
-    deadline = time.monotonic() + wait
     path = chdb_path(url)
-    told = False
-    while True:
+    failure: Exception | None = None  # why the last try failed; None: a foreign engine ran
+
+    def try_open() -> Any:
+        nonlocal failure
+        failure = None
         if path is not None and _engine_busy(path):
-            if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"the chDB directory {path} is in use by another process (not usagelog's lock); "
-                    f"gave up after {wait:.0f}s"
-                )
-            if not told:
-                print(
-                    f"usagelog: waiting for the chDB directory {path} (used by another process)...",
-                    file=sys.stderr,
-                )
-                told = True
-            time.sleep(0.1)
-            continue
+            return None
         try:
             if path is not None:
                 return clickhouse_connect.get_client(dsn="chdb://" + path, database=database)
             return clickhouse_connect.get_client(dsn=url, database=database)
         except Exception as exc:
-            busy = path is not None and (_ENGINE_BUSY.search(str(exc)) or _engine_busy(path))
-            if busy and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
+            # Another process took the directory between the probe and the open: wait on.
+            if path is not None and (_ENGINE_BUSY.search(str(exc)) or _engine_busy(path)):
+                failure = exc
+                return None
             raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}") from exc
+
+    client = wait_until(
+        try_open,
+        wait,
+        interval=0.1,
+        on_wait=lambda: print(
+            f"usagelog: waiting for the chDB directory {path} (used by another process)...",
+            file=sys.stderr,
+        ),
+    )
+    if client is not None:
+        return client
+    if failure is not None:
+        raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {failure}") from failure
+    raise StoreError(
+        f"the chDB directory {path} is in use by another process (not usagelog's lock); "
+        f"gave up after {wait:.0f}s"
+    )
 
 
 def redact_url(url: str) -> str:
