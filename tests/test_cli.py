@@ -9,18 +9,34 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.spoolfill import write_spool
+from usagelog.demo.run import free_port
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "usagelog.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
+
+
+def _reported(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The one line the CLI printed about a failure (after any lines a client library logged)."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("usagelog: "), result.stderr
+    return last
 
 
 def test_ingest_then_timeline_in_every_format(tmp_path: Path, chdb_url: str) -> None:
@@ -52,3 +68,69 @@ def test_bad_sql_is_reported_without_a_traceback(chdb_url: str) -> None:
     result = _cli("query", "SELECT no_such_column FROM usagelog.usage_events", "--clickhouse", chdb_url)
     assert result.returncode == 1
     assert "no_such_column" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_clickhouse_refusing_a_statement_is_one_line_and_exit_1(chdb_url: str) -> None:
+    unknown = _cli("query", "SELECT 1 FROM usagelog.no_such_table", "--clickhouse", chdb_url)
+    assert "no_such_table" in _reported(unknown, 1)
+    syntax = _cli("query", "SELEC 1", "--clickhouse", chdb_url)
+    assert "Syntax error" in _reported(syntax, 1)
+    assert syntax.stderr.count("\n") == 1  # the engine's message, on one line
+
+
+def test_an_unreachable_clickhouse_server_is_exit_1() -> None:
+    result = _cli("audit", "--clickhouse", f"http://127.0.0.1:{free_port()}")
+    assert "cannot open ClickHouse at http://127.0.0.1:" in _reported(result, 1)
+
+
+def test_bad_settings_are_exit_2_naming_the_variable_or_option(chdb_url: str) -> None:
+    wait = _cli("audit", "--clickhouse", chdb_url, env={"USAGELOG_CLICKHOUSE_WAIT_SECONDS": "abc"})
+    assert "USAGELOG_CLICKHOUSE_WAIT_SECONDS='abc'" in _reported(wait, 2)
+    url = _cli("timeline", "alice", "--clickhouse", "mysql://somewhere")
+    assert "--clickhouse: 'mysql://somewhere'" in _reported(url, 2)
+    both = _cli(
+        "query",
+        "SELECT 1",
+        "--database",
+        "not-a-name",
+        env={"USAGELOG_CLICKHOUSE_URL": "chdb://memory", "USAGELOG_CLICKHOUSE_WAIT_SECONDS": "-3"},
+    )
+    line = _reported(both, 2)
+    assert "USAGELOG_CLICKHOUSE_URL" in line and "--database" in line and "WAIT_SECONDS" in line
+
+
+def test_an_unreachable_kafka_is_exit_1(tmp_path: Path) -> None:
+    source = f"kafka://127.0.0.1:{free_port()}/usagelog.events"
+    result = _cli(
+        "replay", "--from", source, "--since", "1h", "--clickhouse", "chdb://" + str(tmp_path / "ch")
+    )
+    assert "did not answer" in _reported(result, 1)
+
+
+def test_a_kafka_setting_the_client_refuses_is_exit_1(tmp_path: Path) -> None:
+    result = _cli(
+        "ingest",
+        "--from",
+        f"kafka://127.0.0.1:{free_port()}/usagelog.events",
+        "--clickhouse",
+        "chdb://" + str(tmp_path / "ch"),
+        env={"USAGELOG_KAFKA_CONFIG": "no.such.property=1"},
+        cwd=tmp_path,
+    )
+    assert "no.such.property" in _reported(result, 1)
+
+
+@pytest.mark.slow
+def test_an_unknown_topic_is_exit_1(kafka: Any, tmp_path: Path) -> None:
+    source = f"kafka://{kafka.bootstrap}/no-such-topic-{os.getpid()}"
+    result = _cli(
+        "replay", "--from", source, "--since", "1h", "--clickhouse", "chdb://" + str(tmp_path / "ch")
+    )
+    assert "not found" in _reported(result, 1)
+
+
+def test_a_dashboard_that_does_not_exist_is_exit_1(tmp_path: Path, chdb_url: str) -> None:
+    result = _cli(
+        "report", "--dashboard", "nope", "--out", str(tmp_path / "r.html"), "--clickhouse", chdb_url
+    )
+    assert "no dashboard 'nope'" in _reported(result, 1)

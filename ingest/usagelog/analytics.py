@@ -24,11 +24,12 @@ function with it.)
 
 from __future__ import annotations
 
-import os
+from contextlib import AbstractContextManager
 from typing import Any
 
 from usagelog.ingest import queries
-from usagelog.ingest.store import DEFAULT_DATABASE, Store, connect, default_url
+from usagelog.ingest.settings import load_settings
+from usagelog.ingest.store import Store, connect
 from usagelog.ingest.timerange import time_range
 
 __all__ = ["events", "query", "timeline", "top"]
@@ -36,11 +37,9 @@ __all__ = ["events", "query", "timeline", "top"]
 _READ_ONLY = {"readonly": 2}
 
 
-def _target(url: str | None, database: str | None) -> tuple[str, str]:
-    return (
-        url or os.environ.get("USAGELOG_CLICKHOUSE_URL") or default_url(),
-        database or os.environ.get("USAGELOG_CLICKHOUSE_DATABASE") or DEFAULT_DATABASE,
-    )
+def _open(url: str | None, database: str | None) -> AbstractContextManager[Store]:
+    settings = load_settings(clickhouse=url, database=database, names={"clickhouse": "url"})
+    return connect(settings.clickhouse_url, database=settings.database, wait=settings.wait_seconds)
 
 
 def _run(store: Store, sql: str, parameters: dict[str, Any], as_pandas: bool) -> Any:
@@ -69,8 +68,7 @@ def events(
 ) -> Any:
     """Stored events in the time range (each once), in timeline order; ``status`` is ``404``,
     ``5xx`` or ``400-499``. For more rows than fit in memory, use ``usagelog export``."""
-    url, database = _target(url, database)
-    with connect(url, database=database) as store:
+    with _open(url, database) as store:
         sql, params = queries.events_query(
             store, _filters(since, until, user=user, route=route, status=status), columns
         )
@@ -93,9 +91,8 @@ def timeline(
     as_pandas: bool = False,
 ) -> Any:
     """One consumer's requests in order (time, then instance, then sequence number)."""
-    url, database = _target(url, database)
     filters = _filters(since, until, route=route, status=status)
-    with connect(url, database=database) as store:
+    with _open(url, database) as store:
         sql, params = queries.timeline_query(store, user, limit or 0, filters)
         return _run(store, sql, params, as_pandas)
 
@@ -111,8 +108,7 @@ def top(
     as_pandas: bool = False,
 ) -> Any:
     """The busiest ``users``, ``routes``, or the most frequent ``errors`` in the time range."""
-    url, database = _target(url, database)
-    with connect(url, database=database) as store:
+    with _open(url, database) as store:
         sql, params = queries.top_query(store, what, _filters(since, until), limit)
         return _run(store, sql, params, as_pandas)
 
@@ -126,6 +122,5 @@ def query(
     as_pandas: bool = False,
 ) -> Any:
     """Any read-only SQL (``{name:Type}`` placeholders filled from ``parameters``)."""
-    url, database = _target(url, database)
-    with connect(url, database=database) as store:
+    with _open(url, database) as store:
         return _run(store, sql, parameters or {}, as_pandas)

@@ -16,54 +16,38 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from usagelog.dashboards.model import DashboardError
 from usagelog.ingest import queries
+from usagelog.ingest.errors import SettingsError, UsagelogError, kafka_errors
 from usagelog.ingest.output import FORMATS, render
-from usagelog.ingest.settings import KafkaUnavailable, WorkerSettings, load_worker_settings
-from usagelog.ingest.settings import SettingsError as WorkerSettingsError
+from usagelog.ingest.settings import Settings, WorkerSettings, load_settings
 from usagelog.ingest.spool_ingest import IngestStats, ingest_spool
-from usagelog.ingest.store import DEFAULT_DATABASE, StoreError, connect, default_url, validate_url
+from usagelog.ingest.store import connect
 from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DIR
 
 USAGELOG_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
 USAGELOG_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
-
-
-@dataclass(frozen=True)
-class CliSettings:
-    clickhouse_url: str
-    database: str
-    spool_dir: str
-    fmt: str
-
-
-class SettingsError(ValueError):
-    pass
+CliSettings = Settings
 
 
 def resolve_settings(args: argparse.Namespace) -> CliSettings:
     """Arguments > environment > defaults; every problem is reported at once."""
-    url = args.clickhouse or os.environ.get(USAGELOG_CLICKHOUSE_URL) or default_url()
-    database = args.database or os.environ.get(USAGELOG_CLICKHOUSE_DATABASE) or DEFAULT_DATABASE
-    spool = getattr(args, "spool", None) or os.environ.get(USAGELOG_SPOOL_DIR) or DEFAULT_SPOOL_DIR
-    problems = []
-    problem = validate_url(url)
-    if problem:
-        source = "--clickhouse" if args.clickhouse else USAGELOG_CLICKHOUSE_URL
-        problems.append(f"{source}: {problem}")
-    if not database.replace("_", "").isalnum() or database[0].isdigit():
-        source = "--database" if args.database else USAGELOG_CLICKHOUSE_DATABASE
-        problems.append(f"{source}: {database!r} is not a valid database name")
-    if problems:
-        raise SettingsError("; ".join(problems))
-    return CliSettings(url, database, spool, args.format)
+    kafka = args.func in (cmd_replay, cmd_tail) or (args.func is cmd_ingest and args.source)
+    return load_settings(
+        clickhouse=args.clickhouse,
+        database=args.database,
+        spool=getattr(args, "spool", None),
+        fmt=args.format,
+        retention=args.func is cmd_ingest,
+        kafka=bool(kafka),
+        source=getattr(args, "source", None),
+        monitored=args.func is cmd_tail,
+        worker_id=getattr(args, "worker_id", None),
+    )
 
 
 def _print_progress(stats: IngestStats, total: int) -> None:
@@ -77,15 +61,8 @@ def _print_progress(stats: IngestStats, total: int) -> None:
 
 
 def _worker_settings(settings: CliSettings, args: argparse.Namespace) -> WorkerSettings:
-    try:
-        return load_worker_settings(
-            source=getattr(args, "source", None),
-            clickhouse=settings.clickhouse_url,
-            database=settings.database,
-            worker_id=getattr(args, "worker_id", None),
-        )
-    except WorkerSettingsError as exc:
-        raise SettingsError(str(exc)) from exc
+    assert settings.worker is not None
+    return settings.worker
 
 
 def _log_to_stderr() -> None:
@@ -95,16 +72,16 @@ def _log_to_stderr() -> None:
 
 
 def _retention(settings: CliSettings) -> None:
-    """Apply USAGELOG_RETENTION_* before ingesting (bad values are reported, nothing is changed)."""
-    from usagelog.ingest.retention import RetentionError, apply_retention, retention_days
+    """Apply USAGELOG_RETENTION_* before ingesting (read, and checked, with the other settings)."""
+    from usagelog.ingest.retention import apply_retention
 
-    try:
-        retention_days()
-    except RetentionError as exc:
-        raise SettingsError(str(exc)) from exc
-    with connect(settings.clickhouse_url, database=settings.database) as store:
-        for table, ttl in apply_retention(store).items():
+    with _connect(settings) as store:
+        for table, ttl in apply_retention(store, days=settings.retention).items():
             print(f"usagelog: retention of {table} set to {ttl}", file=sys.stderr)
+
+
+def _connect(settings: CliSettings) -> Any:
+    return connect(settings.clickhouse_url, database=settings.database, wait=settings.wait_seconds)
 
 
 def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
@@ -151,23 +128,15 @@ def cmd_tail(settings: CliSettings, args: argparse.Namespace) -> int:
     from usagelog.ingest.tail import tail
 
     worker_settings = _worker_settings(settings, args)
-    if args.source:
-        from dataclasses import replace
-
-        from usagelog.ingest.settings import parse_kafka_url
-
-        # In `tail --from kafka://host:port/topic` the topic is the monitored one.
-        topic = parse_kafka_url(args.source)[1]
-        if topic:
-            worker_settings = replace(worker_settings, monitored_topic=topic)
-    tail(
-        worker_settings,
-        user=args.user,
-        from_beginning=args.from_beginning,
-        fmt="json" if settings.fmt == "json" else "table",
-        max_events=args.max_events,
-        timeout=args.timeout,
-    )
+    with kafka_errors(worker_settings.brokers):
+        tail(
+            worker_settings,
+            user=args.user,
+            from_beginning=args.from_beginning,
+            fmt="json" if settings.fmt == "json" else "table",
+            max_events=args.max_events,
+            timeout=args.timeout,
+        )
     return 0
 
 
@@ -187,7 +156,7 @@ def _filters(args: argparse.Namespace, default_since: str | None = None, **field
 
 def cmd_timeline(settings: CliSettings, args: argparse.Namespace) -> int:
     filters = _filters(args, route=args.route)
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         columns, rows = queries.timeline(store, args.user, args.limit, filters)
     print(render(columns, rows, settings.fmt))
     return 0
@@ -195,7 +164,7 @@ def cmd_timeline(settings: CliSettings, args: argparse.Namespace) -> int:
 
 def cmd_top(settings: CliSettings, args: argparse.Namespace) -> int:
     filters = _filters(args, "24h")
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         columns, rows = queries.top(store, args.what, filters, args.limit)
     print(render(columns, rows, settings.fmt))
     return 0
@@ -215,7 +184,7 @@ def cmd_export(settings: CliSettings, args: argparse.Namespace) -> int:
         print(f"\rexport: {written}/{total} events ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
         shown.append(written)
 
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         try:
             written = export_events(store, filters, args.file_format, Path(args.out), progress)
         except OSError as exc:
@@ -256,7 +225,7 @@ def cmd_dashboards(settings: CliSettings, args: argparse.Namespace) -> int:
         return 0
     from usagelog.dashboards.serve import serve
 
-    with connect(settings.clickhouse_url, database=settings.database):
+    with _connect(settings):
         pass  # the schema exists before the first page asks for it
     server = serve(settings.clickhouse_url, settings.database, args.host, args.port, _grafana_dir(args))
     host, port = str(server.server_address[0]), int(server.server_address[1])
@@ -291,7 +260,7 @@ def cmd_report(settings: CliSettings, args: argparse.Namespace) -> int:
 
     directory = _grafana_dir(args)
     dashboard = find_dashboard(args.dashboard, directory)
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         page = render_dashboard(
             store,
             dashboard,
@@ -329,7 +298,7 @@ def cmd_alerts(settings: CliSettings, args: argparse.Namespace) -> int:
         since = parse_time(parse_since(args.since), at) if args.since else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         from usagelog.dashboards.serve import ReadOnlyStore
 
         instances = alerts.check(ReadOnlyStore(store), rules, at, since)
@@ -367,7 +336,7 @@ def cmd_alerts(settings: CliSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: CliSettings, args: argparse.Namespace) -> int:
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         columns, rows = store.query(args.sql)
     print(render(columns, rows, settings.fmt))
     return 0
@@ -377,7 +346,7 @@ def cmd_rollups(settings: CliSettings, args: argparse.Namespace) -> int:
     from usagelog.ingest import rollup
 
     started = time.monotonic()
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         minutes = rollup.rebuild(store)
     print(
         render(["minutes", "seconds"], [(minutes, round(time.monotonic() - started, 2))], settings.fmt),
@@ -386,7 +355,7 @@ def cmd_rollups(settings: CliSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: CliSettings, args: argparse.Namespace) -> int:
-    with connect(settings.clickhouse_url, database=settings.database) as store:
+    with _connect(settings) as store:
         columns, rows = queries.audit(store)
     print(render(columns, rows, settings.fmt))
     bad = sum(
@@ -551,22 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"usagelog: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, KafkaUnavailable) as exc:
-        print(f"usagelog: {exc}", file=sys.stderr)
-        return 1
-    except DashboardError as exc:
-        # A dashboard or rule file, a variable value, a time range: what is wrong, in one line.
+    except UsagelogError as exc:
+        # ClickHouse refused or unreachable, Kafka unreachable, a dashboard file: one line.
         print(f"usagelog: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        # Errors from ClickHouse (bad SQL, say) or Kafka (unreachable, unknown topic) are the
-        # user's to read, not a traceback.
-        if type(exc).__module__.startswith(("clickhouse_connect", "cimpl", "confluent_kafka")):
-            print(f"usagelog: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

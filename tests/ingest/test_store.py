@@ -7,8 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.spoolfill import write_spool
 from usagelog.ingest import queries
+from usagelog.ingest.errors import QueryError, SettingsError, StoreError
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect, migrations
 
@@ -105,3 +108,21 @@ def test_cli_retries_while_a_foreign_process_holds_chdb(chdb_url: str) -> None:
     holder.wait()
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["one", "1"]
+
+
+def test_a_refused_statement_raises_query_error_with_the_engines_message(chdb_url: str) -> None:
+    with connect(chdb_url) as store:
+        with pytest.raises(QueryError, match="no_such_table"):
+            store.query("SELECT * FROM usagelog.no_such_table")
+        with pytest.raises(QueryError, match="Syntax error"):
+            store.client.command("CREATE TABEL x")  # modules that use the client directly too
+        assert store.query("SELECT 1 AS one") == (["one"], [(1,)])  # the store is still usable
+
+
+def test_an_unreachable_server_raises_store_error_and_bad_names_settings_error() -> None:
+    unreachable = connect("http://u:secret@127.0.0.1:1")
+    with pytest.raises(StoreError, match=r"cannot open ClickHouse at http://u:\*\*\*@127.0.0.1:1"):
+        unreachable.__enter__()
+    badly_named = connect("chdb:///tmp/unused", database="a-b")
+    with pytest.raises(SettingsError, match="USAGELOG_CLICKHOUSE_DATABASE: 'a-b'"):
+        badly_named.__enter__()

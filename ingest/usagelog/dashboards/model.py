@@ -15,13 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from usagelog.ingest.errors import UsagelogError
+
 DATASOURCE_TYPE = "grafana-clickhouse-datasource"
 DATASOURCE_UID = "usagelog-clickhouse"
 FORMAT_TIME_SERIES = 0
 FORMAT_TABLE = 1
 
 
-class DashboardError(ValueError):
+class DashboardError(UsagelogError, ValueError):
     """A dashboard file is missing, unreadable, or asks for something usagelog cannot do."""
 
 

@@ -69,7 +69,8 @@ class BatchPipeline:
         if self.archive is not None and rows:
             self.archive.stage(rows)
         monitored = [row for row in rows if row["monitored"]]
-        with connect(self.settings.clickhouse_url, database=self.settings.database) as store:
+        s = self.settings
+        with connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds) as store:
             for start in range(0, len(rows), 10000):
                 stored, duplicates = store.insert_events(rows[start : start + 10000])
                 result.stored += stored

@@ -2,7 +2,8 @@
 
 Whole days; ``0`` keeps rows forever. ``usagelog ingest`` (spool or Kafka) applies them at
 start, changing a table's TTL only where it differs, so the variables are the one place
-retention is set; commands that only read never change it.
+retention is set; commands that only read never change it. The variables are read, with every
+other setting, by :mod:`usagelog.ingest.settings`.
 
 - ``USAGELOG_RETENTION_EVENTS_DAYS`` (default ``0``, forever): ``usage_events``
 - ``USAGELOG_RETENTION_MONITORED_DAYS`` (default ``7``): ``monitored_events``
@@ -12,55 +13,46 @@ retention is set; commands that only read never change it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .store import Store
+from .errors import SettingsError
+from .settings import RETENTION_DAYS, load_retention
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass(frozen=True)
 class Retention:
-    variable: str
-    default_days: int
+    variable: str  # its default is in settings.RETENTION_DAYS
     tables: tuple[tuple[str, str], ...]  # (table, the DateTime expression its TTL counts from)
+
+    @property
+    def default_days(self) -> int:
+        return RETENTION_DAYS[self.variable]
 
 
 RETENTIONS = (
-    Retention("USAGELOG_RETENTION_EVENTS_DAYS", 0, (("usage_events", "toDateTime(timestamp)"),)),
-    Retention("USAGELOG_RETENTION_MONITORED_DAYS", 7, (("monitored_events", "toDateTime(timestamp)"),)),
-    Retention(
-        "USAGELOG_RETENTION_ROLLUP_DAYS", 0, (("usage_rollup_1m", "minute"), ("usage_rollup_1h", "hour"))
-    ),
-    Retention("USAGELOG_RETENTION_DEAD_LETTERS_DAYS", 30, (("dead_letters", "toDateTime(received_at)"),)),
+    Retention("USAGELOG_RETENTION_EVENTS_DAYS", (("usage_events", "toDateTime(timestamp)"),)),
+    Retention("USAGELOG_RETENTION_MONITORED_DAYS", (("monitored_events", "toDateTime(timestamp)"),)),
+    Retention("USAGELOG_RETENTION_ROLLUP_DAYS", (("usage_rollup_1m", "minute"), ("usage_rollup_1h", "hour"))),
+    Retention("USAGELOG_RETENTION_DEAD_LETTERS_DAYS", (("dead_letters", "toDateTime(received_at)"),)),
 )
 
+# A bad USAGELOG_RETENTION_* variable is a bad setting like any other.
+RetentionError = SettingsError
 
-class RetentionError(ValueError):
-    """A ``USAGELOG_RETENTION_*`` variable is not a whole number of days."""
 
-
-def retention_days(environ: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Days per table (0: forever); every bad variable is reported at once."""
-    env = os.environ if environ is None else environ
-    days: dict[str, int] = {}
-    problems = []
-    for retention in RETENTIONS:
-        raw = env.get(retention.variable, "").strip()
-        value = retention.default_days
-        if raw:
-            try:
-                value = int(raw)
-                if value < 0:
-                    raise ValueError
-            except ValueError:
-                problems.append(f"{retention.variable}={raw!r}: expected whole days (0 keeps rows forever)")
-        for table, _ in retention.tables:
-            days[table] = value
-    if problems:
-        raise RetentionError("; ".join(problems))
-    return days
+def retention_days(
+    environ: Mapping[str, str] | None = None, *, days: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Days per table (0: forever), from ``days`` per variable (as in ``Settings.retention``)
+    or else the environment; every bad variable is reported at once (:class:`SettingsError`)."""
+    by_variable = load_retention(environ) if days is None else days
+    return {table: by_variable[r.variable] for r in RETENTIONS for table, _ in r.tables}
 
 
 def _expression(column: str, days: int) -> str:
@@ -79,13 +71,16 @@ def current_ttl(store: Store, table: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-def apply_retention(store: Store, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Set each table's TTL from the environment; returns the tables changed and their new TTL."""
-    days = retention_days(environ)
+def apply_retention(
+    store: Store, environ: Mapping[str, str] | None = None, *, days: Mapping[str, int] | None = None
+) -> dict[str, str]:
+    """Set each table's TTL from ``days`` per variable, or else the environment; returns the
+    tables changed and their new TTL."""
+    per_table = retention_days(environ, days=days)
     changed = {}
     for retention in RETENTIONS:
         for table, column in retention.tables:
-            wanted = _expression(column, days[table]) if days[table] else ""
+            wanted = _expression(column, per_table[table]) if per_table[table] else ""
             if current_ttl(store, table) == wanted:
                 continue
             if wanted:

@@ -1,6 +1,21 @@
-"""Settings of the Kafka ingest worker, ``usagelog tail`` and ``usagelog replay``: one frozen object
-built at start from arguments > ``USAGELOG_*`` variables > defaults. Every problem is reported at
-once (:class:`SettingsError` lists them all, each naming its variable or option).
+"""Settings of every ``usagelog`` command and of the Kafka ingest worker, ``usagelog tail`` and
+``usagelog replay``: one frozen object built at start from arguments > ``USAGELOG_*`` variables >
+defaults. Every problem is reported at once (:class:`SettingsError` lists them all, each naming
+its variable or option).
+
+Every command:
+
+- ``USAGELOG_CLICKHOUSE_URL`` (``--clickhouse``; default ``chdb://<cwd>/.usagelog/chdb``):
+  ``chdb:///path`` (the embedded engine) or ``http(s)://user:password@host:port``
+- ``USAGELOG_CLICKHOUSE_DATABASE`` (``--database``; default ``usagelog``): database
+- ``USAGELOG_CLICKHOUSE_WAIT_SECONDS`` (default ``60``): how long to wait for a chDB directory
+  another process is using
+- ``USAGELOG_SPOOL_DIR`` (``--spool``; default ``.usagelog/spool``): spool to ingest
+
+``usagelog ingest``: ``USAGELOG_RETENTION_*``, days each table keeps its rows (the variables and
+their defaults are listed in :mod:`usagelog.ingest.retention`).
+
+The Kafka worker, ``tail`` and ``replay``:
 
 - ``USAGELOG_KAFKA_BROKERS`` (required): bootstrap servers, ``host:port[,host:port]`` (or
   the ``kafka://`` URL of ``--from``)
@@ -22,29 +37,64 @@ once (:class:`SettingsError` lists them all, each naming its variable or option)
 - ``USAGELOG_ARCHIVE_MAX_SECONDS`` (default ``3600``): ...or age
 - ``USAGELOG_STATE_DIR`` (default ``.usagelog/worker``): local state: archive staging, one folder
   per worker
-- ``USAGELOG_WORKER_ID`` (default ``<host>-<pid>``): names this worker's staging folder and archive
-  files
+- ``USAGELOG_WORKER_ID`` (``--worker-id``; default ``<host>-<pid>``): names this worker's staging
+  folder and archive files
 - ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
+
+Library code that opens the store without settings of its own (:func:`usagelog.ingest.store.connect`,
+:mod:`usagelog.analytics`) reads the same variables through the same functions.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from .store import DEFAULT_DATABASE, default_url, validate_url
+from .errors import KafkaError, SettingsError
 
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_WAIT_SECONDS",
+    "KafkaUnavailable",
+    "Settings",
+    "SettingsError",
+    "WorkerSettings",
+    "chdb_path",
+    "check_clickhouse",
+    "default_url",
+    "load_retention",
+    "load_settings",
+    "load_worker_settings",
+    "parse_kafka_url",
+    "wait_seconds",
+]
 
-class SettingsError(ValueError):
-    """One or more settings are invalid; the message lists each, naming its source."""
+USAGELOG_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
+USAGELOG_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
+USAGELOG_CLICKHOUSE_WAIT_SECONDS = "USAGELOG_CLICKHOUSE_WAIT_SECONDS"
+USAGELOG_WORKER_ID = "USAGELOG_WORKER_ID"
+DEFAULT_DATABASE = "usagelog"
+DEFAULT_WAIT_SECONDS = 60.0
 
+# Days each table keeps its rows, per variable (0 keeps rows forever); the tables each one
+# governs are in retention.py.
+RETENTION_DAYS: Mapping[str, int] = {
+    "USAGELOG_RETENTION_EVENTS_DAYS": 0,
+    "USAGELOG_RETENTION_MONITORED_DAYS": 7,
+    "USAGELOG_RETENTION_ROLLUP_DAYS": 0,
+    "USAGELOG_RETENTION_DEAD_LETTERS_DAYS": 30,
+}
 
-class KafkaUnavailable(RuntimeError):
-    """Kafka did not answer, or lacks the topic asked for; the message says which."""
+KafkaUnavailable = KafkaError  # the name this error had before usagelog.ingest.errors
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -66,6 +116,7 @@ class WorkerSettings:
     health_interval: float = 10.0
     clickhouse_url: str = ""
     database: str = DEFAULT_DATABASE
+    wait_seconds: float = DEFAULT_WAIT_SECONDS
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -96,6 +147,277 @@ class WorkerSettings:
         return config
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What a ``usagelog`` command runs with."""
+
+    clickhouse_url: str
+    database: str
+    wait_seconds: float
+    spool_dir: str
+    fmt: str
+    # Days per USAGELOG_RETENTION_* variable; read only for the commands that apply them.
+    retention: Mapping[str, int] = field(default_factory=dict)
+    # For the commands that talk to Kafka (ingest --from, replay, tail).
+    worker: WorkerSettings | None = None
+
+
+# -- ClickHouse URLs -------------------------------------------------------------------------------
+
+
+def default_url() -> str:
+    return "chdb://" + str(Path.cwd() / ".usagelog" / "chdb")
+
+
+def chdb_path(url: str) -> str | None:
+    """The data directory of a ``chdb://`` URL, or None for a server URL."""
+    if not url.startswith("chdb:"):
+        return None
+    rest = url[len("chdb:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if not rest or rest.startswith("memory"):
+        raise ValueError(f"{url!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
+    return os.path.abspath(rest)
+
+
+def _url_problem(url: str) -> str:
+    """Empty string if ``url`` is usable, else the problem."""
+    if url.startswith("chdb:"):
+        try:
+            chdb_path(url)
+        except ValueError as exc:
+            return str(exc)
+        return ""
+    if re.match(r"^https?://[^/]+", url):
+        return ""
+    return f"{url!r} is neither chdb:///path nor http(s)://user:password@host:port"
+
+
+def check_clickhouse(url: str, database: str) -> None:
+    """Raise :class:`SettingsError` unless ``url`` and ``database`` are usable (for library
+    callers, which cannot tell an argument from the environment: the variables are named)."""
+    reader = _Reader(None)
+    reader.clickhouse(url, database)
+    reader.done()
+
+
+def wait_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """``USAGELOG_CLICKHOUSE_WAIT_SECONDS``; a bad value raises :class:`SettingsError`."""
+    reader = _Reader(environ)
+    value = reader.wait_seconds()
+    reader.done()
+    return value
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads ``USAGELOG_*`` variables from one environment, collecting every problem."""
+
+    def __init__(self, environ: Mapping[str, str] | None) -> None:
+        self.env: Mapping[str, str] = os.environ if environ is None else environ
+        self.problems: list[str] = []
+
+    def done(self) -> None:
+        if self.problems:
+            raise SettingsError("; ".join(self.problems))
+
+    def pick(self, given: str | None, var: str, default: str, option: str = "") -> tuple[str, str]:
+        """(value, where it came from): the argument, else the variable (empty means unset),
+        else the default."""
+        if given:
+            return given, option or var
+        return self.env.get(var, "").strip() or default, var
+
+    def text(self, var: str, default: str) -> str:
+        """A variable that may be set to the empty string on purpose (e.g. no dead-letter topic)."""
+        return self.env[var].strip() if var in self.env else default
+
+    def number(
+        self, var: str, default: N, kind: Callable[[str], N], ok: Callable[[N], bool], expected: str
+    ) -> N:
+        raw = self.env.get(var, "").strip()
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+            if ok(value):
+                return value
+        except ValueError:
+            pass
+        self.problems.append(f"{var}={raw!r}: expected {expected}")
+        return default
+
+    def positive(self, var: str, default: N, kind: Callable[[str], N]) -> N:
+        return self.number(var, default, kind, lambda v: v > 0, "a positive number")
+
+    def clickhouse(
+        self, url: str, database: str, url_source: str = USAGELOG_CLICKHOUSE_URL, db_source: str = ""
+    ) -> None:
+        problem = _url_problem(url)
+        if problem:
+            self.problems.append(f"{url_source}: {problem}")
+        if not _IDENT.match(database):
+            source = db_source or USAGELOG_CLICKHOUSE_DATABASE
+            self.problems.append(f"{source}: {database!r} is not a valid database name")
+
+    def wait_seconds(self) -> float:
+        return self.number(
+            USAGELOG_CLICKHOUSE_WAIT_SECONDS,
+            DEFAULT_WAIT_SECONDS,
+            float,
+            lambda v: v >= 0,
+            "a number of seconds (0 or more)",
+        )
+
+    def retention(self) -> dict[str, int]:
+        return {
+            var: self.number(var, default, int, lambda v: v >= 0, "whole days (0 keeps rows forever)")
+            for var, default in RETENTION_DAYS.items()
+        }
+
+    def worker(
+        self,
+        source: str | None,
+        monitored: bool,
+        worker_id: str | None,
+        worker_id_option: str,
+        clickhouse_url: str,
+        database: str,
+        wait: float,
+    ) -> WorkerSettings:
+        env = self.env
+        brokers, topic = env.get("USAGELOG_KAFKA_BROKERS", ""), env.get("USAGELOG_KAFKA_TOPIC", "")
+        monitored_topic = self.text("USAGELOG_KAFKA_MONITORED_TOPIC", WorkerSettings.monitored_topic)
+        if source:
+            try:
+                brokers, url_topic = parse_kafka_url(source)
+            except ValueError as exc:
+                self.problems.append(f"--from: {exc}")
+            else:
+                # In `tail --from kafka://host:port/topic` the topic is the monitored one.
+                if monitored:
+                    monitored_topic = url_topic or monitored_topic
+                else:
+                    topic = url_topic or topic
+        elif not brokers:
+            self.problems.append("USAGELOG_KAFKA_BROKERS (or --from kafka://host:port/topic) is required")
+        fmt = env.get("USAGELOG_ARCHIVE_FORMAT", "parquet").strip().lower()
+        if fmt not in ("parquet", "csv"):
+            self.problems.append(f"USAGELOG_ARCHIVE_FORMAT={fmt!r}: expected parquet or csv")
+        try:
+            kafka_config = _parse_pairs(env.get("USAGELOG_KAFKA_CONFIG", ""))
+        except ValueError as exc:
+            kafka_config = {}
+            self.problems.append(f"USAGELOG_KAFKA_CONFIG: {exc}")
+        name, name_source = self.pick(worker_id, USAGELOG_WORKER_ID, "", worker_id_option)
+        if not name:
+            host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+            name = f"{host}-{os.getpid()}"
+        elif not all(c.isalnum() or c in "._-" for c in name):
+            self.problems.append(f"{name_source}={name!r}: use letters, digits, '.', '_' and '-'")
+        defaults = WorkerSettings
+        return WorkerSettings(
+            brokers=brokers,
+            topic=topic.strip() or defaults.topic,
+            monitored_topic=monitored_topic,
+            group=self.text("USAGELOG_KAFKA_GROUP", defaults.group),
+            dead_letter_topic=self.text("USAGELOG_KAFKA_DEAD_LETTER_TOPIC", defaults.dead_letter_topic),
+            kafka_config=kafka_config,
+            batch_max_messages=self.positive("USAGELOG_BATCH_MAX_MESSAGES", defaults.batch_max_messages, int),
+            batch_max_seconds=self.positive("USAGELOG_BATCH_MAX_SECONDS", defaults.batch_max_seconds, float),
+            archive_url=self.text("USAGELOG_ARCHIVE_URL", defaults.archive_url),
+            archive_format=fmt,
+            archive_max_bytes=self.positive("USAGELOG_ARCHIVE_MAX_BYTES", defaults.archive_max_bytes, int),
+            archive_max_seconds=self.positive(
+                "USAGELOG_ARCHIVE_MAX_SECONDS", defaults.archive_max_seconds, float
+            ),
+            state_dir=self.text("USAGELOG_STATE_DIR", defaults.state_dir),
+            worker_id=name,
+            health_interval=self.positive(
+                "USAGELOG_HEALTH_INTERVAL_SECONDS", defaults.health_interval, float
+            ),
+            clickhouse_url=clickhouse_url,
+            database=database,
+            wait_seconds=wait,
+        )
+
+
+def load_settings(
+    *,
+    clickhouse: str | None = None,
+    database: str | None = None,
+    spool: str | None = None,
+    fmt: str = "table",
+    retention: bool = False,
+    kafka: bool = False,
+    source: str | None = None,
+    monitored: bool = False,
+    worker_id: str | None = None,
+    names: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The settings of one command. Arguments (``clickhouse``, ``database``, ``spool``,
+    ``source``, ``worker_id``: what the user gave on the command line, None otherwise) win over
+    the environment, which wins over the defaults.
+
+    ``retention`` also reads ``USAGELOG_RETENTION_*``; ``kafka`` builds the worker settings
+    (``source`` is ``--from``'s ``kafka://`` URL; with ``monitored`` its topic is the monitored
+    one, as for ``usagelog tail``). Raises :class:`SettingsError` listing every problem, naming
+    arguments as ``names`` says (by default as the CLI's options: ``--clickhouse``, ...).
+    """
+    # The spool's default is the in-app exporter's; imported here so that `import usagelog.cli`
+    # stays free of the instrumentation package.
+    from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DIR
+
+    called = {"clickhouse": "--clickhouse", "database": "--database", "worker_id": "--worker-id"}
+    called.update(names or {})
+    reader = _Reader(environ)
+    url, url_source = reader.pick(clickhouse, USAGELOG_CLICKHOUSE_URL, "", called["clickhouse"])
+    url = url or default_url()
+    db, db_source = reader.pick(database, USAGELOG_CLICKHOUSE_DATABASE, DEFAULT_DATABASE, called["database"])
+    reader.clickhouse(url, db, url_source, db_source)
+    wait = reader.wait_seconds()
+    spool_dir, _ = reader.pick(spool, USAGELOG_SPOOL_DIR, DEFAULT_SPOOL_DIR)
+    days = reader.retention() if retention else {}
+    worker = None
+    if kafka:
+        worker = reader.worker(source, monitored, worker_id, called["worker_id"], url, db, wait)
+    reader.done()
+    return Settings(url, db, wait, spool_dir, fmt, days, worker)
+
+
+def load_worker_settings(
+    *,
+    source: str | None = None,
+    clickhouse: str | None = None,
+    database: str | None = None,
+    worker_id: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> WorkerSettings:
+    """The Kafka worker's settings alone (see :func:`load_settings`)."""
+    settings = load_settings(
+        clickhouse=clickhouse,
+        database=database,
+        kafka=True,
+        source=source,
+        worker_id=worker_id,
+        environ=environ,
+    )
+    assert settings.worker is not None
+    return settings.worker
+
+
+def load_retention(environ: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Days per ``USAGELOG_RETENTION_*`` variable; every bad one is reported at once."""
+    reader = _Reader(environ)
+    days = reader.retention()
+    reader.done()
+    return days
+
+
 def parse_kafka_url(url: str) -> tuple[str, str]:
     """``kafka://host:port[,host:port]/topic`` → (brokers, topic); topic may be empty."""
     parsed = urlparse(url)
@@ -114,81 +436,3 @@ def _parse_pairs(raw: str) -> dict[str, str]:
             raise ValueError(f"expected key=value, got {item!r}")
         pairs[key.strip()] = value.strip()
     return pairs
-
-
-def load_worker_settings(
-    *,
-    source: str | None = None,
-    clickhouse: str | None = None,
-    database: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    **overrides: Any,
-) -> WorkerSettings:
-    env = os.environ if environ is None else environ
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-
-    brokers, topic = env.get("USAGELOG_KAFKA_BROKERS", ""), env.get("USAGELOG_KAFKA_TOPIC", "")
-    if source:
-        try:
-            brokers, url_topic = parse_kafka_url(source)
-            topic = url_topic or topic
-        except ValueError as exc:
-            problems.append(f"--from: {exc}")
-    if not brokers and not problems:
-        problems.append("USAGELOG_KAFKA_BROKERS (or --from kafka://host:port/topic) is required")
-    values["brokers"] = brokers
-    if topic:
-        values["topic"] = topic
-
-    def text(var: str, name: str) -> None:
-        if var in env:
-            values[name] = env[var].strip()
-
-    def number(var: str, name: str, kind: type[int] | type[float]) -> None:
-        raw = env.get(var)
-        if raw is None or raw == "":
-            return
-        try:
-            value = kind(raw)
-            if value <= 0:
-                raise ValueError
-            values[name] = value
-        except ValueError:
-            problems.append(f"{var}={raw!r}: expected a positive number")
-
-    text("USAGELOG_KAFKA_MONITORED_TOPIC", "monitored_topic")
-    text("USAGELOG_KAFKA_GROUP", "group")
-    text("USAGELOG_KAFKA_DEAD_LETTER_TOPIC", "dead_letter_topic")
-    text("USAGELOG_ARCHIVE_URL", "archive_url")
-    text("USAGELOG_STATE_DIR", "state_dir")
-    text("USAGELOG_WORKER_ID", "worker_id")
-    number("USAGELOG_BATCH_MAX_MESSAGES", "batch_max_messages", int)
-    number("USAGELOG_BATCH_MAX_SECONDS", "batch_max_seconds", float)
-    number("USAGELOG_ARCHIVE_MAX_BYTES", "archive_max_bytes", int)
-    number("USAGELOG_ARCHIVE_MAX_SECONDS", "archive_max_seconds", float)
-    number("USAGELOG_HEALTH_INTERVAL_SECONDS", "health_interval", float)
-    fmt = env.get("USAGELOG_ARCHIVE_FORMAT", "parquet").strip().lower()
-    if fmt not in ("parquet", "csv"):
-        problems.append(f"USAGELOG_ARCHIVE_FORMAT={fmt!r}: expected parquet or csv")
-    values["archive_format"] = fmt
-    try:
-        values["kafka_config"] = _parse_pairs(env.get("USAGELOG_KAFKA_CONFIG", ""))
-    except ValueError as exc:
-        problems.append(f"USAGELOG_KAFKA_CONFIG: {exc}")
-
-    url = clickhouse or env.get("USAGELOG_CLICKHOUSE_URL") or default_url()
-    problem = validate_url(url)
-    if problem:
-        problems.append(f"{'--clickhouse' if clickhouse else 'USAGELOG_CLICKHOUSE_URL'}: {problem}")
-    values["clickhouse_url"] = url
-    values["database"] = database or env.get("USAGELOG_CLICKHOUSE_DATABASE") or DEFAULT_DATABASE
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if not values.get("worker_id"):
-        host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
-        values["worker_id"] = f"{host}-{os.getpid()}"
-    elif not all(c.isalnum() or c in "._-" for c in values["worker_id"]):
-        problems.append(f"USAGELOG_WORKER_ID={values['worker_id']!r}: use letters, digits, '.', '_' and '-'")
-    if problems:
-        raise SettingsError("; ".join(problems))
-    return WorkerSettings(**values)

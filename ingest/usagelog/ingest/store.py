@@ -25,47 +25,32 @@ from typing import Any
 from usagelog.wait import wait_until
 
 from .decode import COLUMNS
+from .errors import QueryError, StoreError, UsagelogError
+from .settings import (
+    DEFAULT_DATABASE,
+    DEFAULT_WAIT_SECONDS,
+    chdb_path,
+    check_clickhouse,
+    default_url,
+    wait_seconds,
+)
 
-DEFAULT_DATABASE = "usagelog"
+# Kept importable from here, where they were defined before settings.py and errors.py existed.
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_WAIT_SECONDS",
+    "QueryError",
+    "Store",
+    "StoreError",
+    "chdb_path",
+    "connect",
+    "default_url",
+    "migrations",
+    "redact_url",
+]
+
 ROLLUP_MIGRATION = 5
-DEFAULT_WAIT_SECONDS = 60.0
 _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re.IGNORECASE)
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class StoreError(RuntimeError):
-    """ClickHouse could not be reached or used; the message says what to do."""
-
-
-def default_url() -> str:
-    return "chdb://" + str(Path.cwd() / ".usagelog" / "chdb")
-
-
-def chdb_path(url: str) -> str | None:
-    """The data directory of a ``chdb://`` URL, or None for a server URL."""
-    if not url.startswith("chdb:"):
-        return None
-    rest = url[len("chdb:") :]
-    if rest.startswith("//"):
-        rest = rest[2:]
-    if not rest or rest.startswith("memory"):
-        raise StoreError(
-            f"USAGELOG_CLICKHOUSE_URL {url!r}: usagelog needs an on-disk chDB directory (chdb:///path)"
-        )
-    return os.path.abspath(rest)
-
-
-def validate_url(url: str) -> str:
-    """Empty string if ``url`` is usable, else the problem."""
-    if url.startswith("chdb:"):
-        try:
-            chdb_path(url)
-        except StoreError as exc:
-            return str(exc)
-        return ""
-    if re.match(r"^https?://[^/]+", url):
-        return ""
-    return f"{url!r} is neither chdb:///path nor http(s)://user:password@host:port"
 
 
 @contextmanager
@@ -167,19 +152,19 @@ def redact_url(url: str) -> str:
 def connect(
     url: str, *, database: str = DEFAULT_DATABASE, wait: float | None = None, migrate_schema: bool = True
 ) -> Iterator[Store]:
-    """Open the store for a short while (``with connect(url) as store: ...``)."""
-    if not _IDENT.match(database):
-        raise StoreError(f"USAGELOG_CLICKHOUSE_DATABASE {database!r} is not a valid database name")
-    wait = (
-        float(os.environ.get("USAGELOG_CLICKHOUSE_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
-        if wait is None
-        else wait
-    )
+    """Open the store for a short while (``with connect(url) as store: ...``).
+
+    ``wait`` defaults to ``USAGELOG_CLICKHOUSE_WAIT_SECONDS``. A bad URL or database name raises
+    :class:`SettingsError`; ClickHouse unreachable or a chDB directory kept busy,
+    :class:`StoreError`; a statement ClickHouse refuses, :class:`QueryError`.
+    """
+    check_clickhouse(url, database)
+    wait = wait_seconds() if wait is None else wait
     path = chdb_path(url)
     # A server takes concurrent clients; a chDB directory one process at a time.
     turn = nullcontext() if path is None else _file_lock(path + ".lock", wait, f"the chDB directory {path}")
     with turn:
-        client = _open_client(url, None, wait)
+        client = _Client(_open_client(url, None, wait), url)
         try:
             store = Store(client, database)
             if migrate_schema:
@@ -187,6 +172,50 @@ def connect(
             yield store
         finally:
             client.close()
+
+
+class _Client:
+    """The clickhouse-connect client, raising usagelog's errors instead of the library's.
+
+    Every call goes through here — :class:`Store`'s own and those of the modules that use
+    ``store.client`` directly — so no ``clickhouse_connect`` exception leaves usagelog.
+    Streams (``query_arrow_stream``) are translated when opened, not while read.
+    """
+
+    def __init__(self, client: Any, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except UsagelogError:
+                raise
+            except Exception as exc:
+                translated = _translate(exc, self._url)
+                if translated is None:
+                    raise
+                raise translated from exc
+
+        return call
+
+
+def _translate(exc: Exception, url: str) -> UsagelogError | None:
+    """usagelog's error for a clickhouse-connect exception (None for any other exception)."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+    if not isinstance(exc, ClickHouseError):
+        return None
+    message = " ".join(str(exc).split())  # one line: the HTTP driver's messages span several
+    if isinstance(exc, OperationalError) and chdb_path(url) is None:
+        # The HTTP driver's word for "the request did not get through" (refused, timed out).
+        return StoreError(f"ClickHouse at {redact_url(url)}: {message}")
+    return QueryError(message)
 
 
 def migrations() -> list[tuple[int, str, str]]:

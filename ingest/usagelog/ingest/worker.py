@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import KafkaError, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import BatchPipeline, BatchResult
 from .settings import WorkerSettings
@@ -98,9 +99,10 @@ class Worker:
                 shutil.rmtree(orphan, ignore_errors=True)
                 (root / f"{orphan.name}.lock").unlink(missing_ok=True)
             self.archive.recover()
-        self.producer = Producer(settings.producer_config()) if settings.dead_letter_topic else None
+        with kafka_errors(settings.brokers):  # a bad USAGELOG_KAFKA_CONFIG shows here
+            self.producer = Producer(settings.producer_config()) if settings.dead_letter_topic else None
+            self.consumer = Consumer(settings.consumer_config())
         self.pipeline = BatchPipeline(settings, self.archive, self.health, self.producer)
-        self.consumer = Consumer(settings.consumer_config())
         self._pending: list[Any] = []
         self._batch_started = 0.0
         self._stop = False
@@ -150,7 +152,7 @@ class Worker:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is not None and hasattr(error, "fatal") and error.fatal():
-                raise
+                raise KafkaError(f"Kafka at {self.settings.brokers}: committing failed: {exc}") from exc
             # A rebalance moved the partitions while the batch was stored: the new owner reads
             # the batch again and storage skips what is already there. Nothing is lost.
             _logger.warning("offsets not committed (%s); the batch will be read again by its new owner", exc)
@@ -196,9 +198,10 @@ class Worker:
     def run(self, *, max_idle_seconds: float = 0.0) -> None:
         """Consume until stopped (or, with ``max_idle_seconds``, until nothing arrived for that long)."""
         s = self.settings
-        self.consumer.subscribe(
-            [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        with kafka_errors(s.brokers):
+            self.consumer.subscribe(
+                [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
         self._last_activity = time.monotonic()
         try:
             while not self._stop:
@@ -212,7 +215,7 @@ class Worker:
                     error = message.error()
                     if error is not None:
                         if error.fatal():
-                            raise RuntimeError(f"Kafka consumer failed: {error}")
+                            raise KafkaError(f"Kafka consumer failed: {error}")
                         _logger.warning("Kafka: %s", error)
                         continue
                     if not self._pending:

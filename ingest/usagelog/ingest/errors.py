@@ -1,0 +1,76 @@
+"""The errors usagelog raises at its boundary, one type per kind of problem.
+
+Exceptions of the libraries underneath (``clickhouse_connect``, ``confluent_kafka``) are
+translated where they enter usagelog, so a caller — the ``usagelog`` command, a script using
+:mod:`usagelog.analytics`, a test — catches these and never a library's own::
+
+    UsagelogError
+    ├── SettingsError     a setting, option or argument is invalid; the message names each one
+    │                     (the CLI exits 2, as for bad usage)
+    ├── StoreError        ClickHouse cannot be reached or opened: server down, wrong credentials,
+    │                     a chDB directory another process kept busy for too long
+    ├── QueryError        ClickHouse refused a statement: bad SQL, an unknown table or column,
+    │                     a read-only violation; the message is the engine's own
+    ├── KafkaError        Kafka did not answer, lacks the topic asked for, or its client refused
+    │                     the configuration
+    └── DashboardError    (usagelog.dashboards.model) a dashboard or alert rule file is missing,
+                          unreadable, or asks for something usagelog cannot do offline
+
+Every message is one line a person can act on; the CLI prints it as ``usagelog: <message>``
+and exits 1 (2 for :class:`SettingsError`). Anything else escaping is a bug and keeps its
+traceback.
+
+The classes also derive from the builtin that code caught before they existed
+(``ValueError`` for settings, ``RuntimeError`` for the store and Kafka), so that code still works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = [
+    "KafkaError",
+    "QueryError",
+    "SettingsError",
+    "StoreError",
+    "UsagelogError",
+    "kafka_errors",
+]
+
+
+class UsagelogError(Exception):
+    """Base class of every error usagelog reports to its caller."""
+
+
+class SettingsError(UsagelogError, ValueError):
+    """One or more settings are invalid; the message lists each, naming its variable or option."""
+
+
+class StoreError(UsagelogError, RuntimeError):
+    """ClickHouse could not be reached or opened; the message says what to do."""
+
+
+class QueryError(UsagelogError):
+    """ClickHouse refused a statement (bad SQL, unknown table); the message is the engine's."""
+
+
+class KafkaError(UsagelogError, RuntimeError):
+    """Kafka did not answer, lacks the topic asked for, or refused the client's settings."""
+
+
+@contextmanager
+def kafka_errors(brokers: str) -> Iterator[None]:
+    """Translate ``confluent_kafka`` exceptions raised inside the block into :class:`KafkaError`.
+
+    Around client creation (a bad ``USAGELOG_KAFKA_CONFIG`` key) and the calls that talk to the
+    brokers (metadata, offsets, commits).
+    """
+    from confluent_kafka import KafkaException
+
+    try:
+        yield
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        raise KafkaError(f"Kafka at {brokers}: {text}") from exc
