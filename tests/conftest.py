@@ -25,6 +25,13 @@ class LiveApp:
     exporter: MemoryExporter
     port: int
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every request begun so far has been finished and recorded."""
+        deadline = time.monotonic() + timeout
+        while self.runtime.recorder.recorded < self.runtime.sequence.last:
+            assert time.monotonic() < deadline, "requests still in flight"
+            time.sleep(0.01)
+
     def events(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Decoded events once at least ``expected`` were recorded (the server finishes an
         exchange when it closes the response, possibly after the client has its answer)."""

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from usagelog.instrumentation.builder import EventBuilder
-from usagelog.instrumentation.capture import Exchange
 from usagelog.instrumentation.config import Settings
+from usagelog.instrumentation.exchange import Exchange
+from usagelog.instrumentation.identity import Identity
 from usagelog.instrumentation.spool import SpoolWriter
 from usagelog.instrumentation.userid import UserResolver
-from usagelog.instrumentation.wire import export_logs_request, resource_prefix
 
 
 def make_payloads(
@@ -20,20 +20,19 @@ def make_payloads(
     consecutive from ``first_seq``; users cycle through user-0 .. user-6."""
     resource = {"service.name": "bulk", "service.instance.id": instance, "host.name": "h", "process.pid": 1}
     settings = Settings(monitor=tuple(m for m in monitor.split(",") if m))
-    builder = EventBuilder(settings, UserResolver(["header:X-User"]), dict(resource))
-    res, scope = resource_prefix(sorted(resource.items()), "usagelog", "test")
+    builder = EventBuilder(settings, UserResolver(["header:X-User"]), Identity(dict(resource)), "test")
     payloads = []
     seq = first_seq - 1
     for _ in range(batches):
-        records = []
+        exchanges = []
         for _ in range(per_batch):
             seq += 1
             x = Exchange({}, seq)
             x.method, x.path, x.route, x.status_code = "GET", f"/items/{seq}", "/items/<id>", 200
             x.user_headers = {"HTTP_X_USER": f"user-{seq % 7}"}
             x.trace_id, x.span_id, x.trace_flags = int.from_bytes(os.urandom(16), "big"), 1, 1
-            records.append(builder.encode(x))
-        payloads.append(export_logs_request(res, scope, records))
+            exchanges.append(x)
+        payloads.append(builder.encode_batch(exchanges)[0])
     return payloads
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tests.pipeline import collector_binary as build_collector
 from usagelog.demo.run import free_port
@@ -160,6 +161,10 @@ class RunningCollector:
     @property
     def otlp_http(self) -> str:
         return self.env["USAGELOG_OTLP_HTTP_ENDPOINT"]
+
+    @property
+    def otlp_grpc(self) -> str:
+        return self.env["USAGELOG_OTLP_GRPC_ENDPOINT"]
 
     @property
     def health_url(self) -> str:
@@ -310,3 +315,75 @@ def test_auth_and_tls_overlays_guard_the_otlp_http_receiver(
                 urllib.request.Request(f"http://{collector.otlp_http}/v1/logs", data=b"", method="POST"),
                 timeout=5,
             )
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], capture_output=True, check=True)
+
+
+@pytest.fixture(scope="module")
+def client_ca(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throw-away CA and a client certificate it signed (for mutual TLS)."""
+    folder = tmp_path_factory.mktemp("mtls")
+    files = {name: folder / name for name in ("ca.crt", "ca.key", "client.crt", "client.key", "client.csr")}
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=usagelog test CA",
+        "-keyout", str(files["ca.key"]), "-out", str(files["ca.crt"]),
+    )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=orders-api",
+        "-keyout", str(files["client.key"]), "-out", str(files["client.csr"]),
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(files["client.csr"]), "-CA", str(files["ca.crt"]), "-CAkey",
+        str(files["ca.key"]), "-CAcreateserial", "-days", "1", "-out", str(files["client.crt"]),
+    )  # fmt: skip
+    return files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_otlp_exporter_honours_the_sdks_tls_client_and_compression_variables(
+    collector_binary: Path,
+    collector_env: dict[str, str],
+    tls_files: tuple[Path, Path],
+    client_ca: dict[str, Path],
+    tmp_path: Path,
+    protocol: str,
+) -> None:
+    """Against the real collector serving mutual TLS (tls.yaml with a client CA): the exporter
+    delivers, gzip-compressed, with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_CLIENT_KEY, and is
+    refused without them."""
+    from usagelog.instrumentation.config import Settings
+    from usagelog.instrumentation.otlp import DeliveryError, Destination, OtlpExporter
+
+    cert, _ = tls_files
+    collector_env["USAGELOG_COLLECTOR_TLS_CLIENT_CA_FILE"] = str(client_ca["ca.crt"])
+    with running_collector(
+        collector_binary, ("tls",), collector_env, tmp_path / "collector.log"
+    ) as collector:
+        address = collector.otlp_grpc if protocol == "grpc" else collector.otlp_http
+        env = {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"https://{address}",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": str(cert),
+            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "gzip",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "5",
+        }
+        anonymous = Destination.from_environment(env)
+        trusted = Destination.from_environment(
+            {
+                **env,
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(client_ca["client.crt"]),
+                "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY": str(client_ca["client.key"]),
+            }
+        )
+        assert trusted.compression == "gzip" and trusted.timeout == 5.0 and not trusted.insecure
+        settings = Settings(spool_dir=str(tmp_path / "spool"))
+        payload = ExportLogsServiceRequest().SerializeToString()
+        with pytest.raises(DeliveryError):
+            OtlpExporter(settings, "i-anonymous", anonymous).transport.send(payload, 5)
+        exporter = OtlpExporter(settings, "i-trusted", trusted)
+        exporter.transport.send(payload, 5)
+        exporter.transport.close()
+        assert collector.process.poll() is None, collector.log()

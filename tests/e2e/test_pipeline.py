@@ -197,7 +197,7 @@ def test_a_frozen_collector_never_blocks_requests_and_loses_nothing(
     collector: Collector = stack["collector"].start()
     common, per_instance = _api_env(collector, stack["spool"])
     common.update(
-        {"OTEL_EXPORTER_OTLP_TIMEOUT": "3000", "USAGELOG_MAX_QUEUE": "20", "OTEL_TRACES_EXPORTER": "none"}
+        {"OTEL_EXPORTER_OTLP_TIMEOUT": "3", "USAGELOG_MAX_QUEUE": "20", "OTEL_TRACES_EXPORTER": "none"}
     )
     instances = start_instances(
         stack["spool"], tmp_path / "logs", common, count=1, per_instance_env=per_instance

@@ -105,10 +105,10 @@ def odd_rows() -> list[dict[str, Any]]:
 def encoded_rows(count: int) -> list[dict[str, Any]]:
     """Rows decoded from OTLP payloads built by the real in-app encoder."""
     from usagelog.instrumentation.builder import EventBuilder
-    from usagelog.instrumentation.capture import Exchange
     from usagelog.instrumentation.config import Settings
+    from usagelog.instrumentation.exchange import Exchange
+    from usagelog.instrumentation.identity import AttrValue, Identity
     from usagelog.instrumentation.userid import UserResolver
-    from usagelog.instrumentation.wire import AttrValue, export_logs_request, resource_prefix
 
     resource: dict[str, AttrValue] = {
         "service.name": "bulk",
@@ -116,16 +116,15 @@ def encoded_rows(count: int) -> list[dict[str, Any]]:
         "host.name": "h",
         "process.pid": 7,
     }
-    builder = EventBuilder(Settings(), UserResolver(["header:X-User"]), dict(resource))
-    res, scope = resource_prefix(sorted(resource.items()), "usagelog", "test")
-    records = []
+    builder = EventBuilder(Settings(), UserResolver(["header:X-User"]), Identity(dict(resource)), "test")
+    exchanges = []
     for seq in range(1, count + 1):
         x = Exchange({}, seq)
         x.method, x.path, x.route, x.status_code = "GET", f"/items/{seq}", "/items/<id>", 200
         x.user_headers = {"HTTP_X_USER": f"user-{seq % 7}"}
         x.trace_id, x.span_id, x.trace_flags = int.from_bytes(os.urandom(16), "big"), 1, 1
-        records.append(builder.encode(x))
-    decoded = decode_payload(export_logs_request(res, scope, records))
+        exchanges.append(x)
+    decoded = decode_payload(builder.encode_batch(exchanges)[0])
     assert len(decoded.rows) == count and not decoded.rejected
     return decoded.rows
 

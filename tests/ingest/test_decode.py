@@ -10,20 +10,21 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from usagelog.ingest.decode import COLUMNS, Decoded, DecodeError, decode_payload
 from usagelog.instrumentation import event as ev
-from usagelog.instrumentation import wire
-from usagelog.instrumentation.builder import EventBuilder
-from usagelog.instrumentation.capture import Exchange
+from usagelog.instrumentation.builder import EventBuilder, set_value
 from usagelog.instrumentation.config import load_settings
+from usagelog.instrumentation.exchange import Exchange
+from usagelog.instrumentation.identity import AttrValue, Identity
 from usagelog.instrumentation.userid import UserResolver
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
 START_NS = 1_700_000_000_123_456_789
 
-RESOURCE: dict[str, wire.AttrValue] = {
+RESOURCE: dict[str, AttrValue] = {
     ev.SERVICE_NAME: "orders-api",
     ev.SERVICE_INSTANCE_ID: "6c1f6f0e-1111-4222-8333-444455556666",
     ev.HOST_NAME: "web-1",
@@ -46,7 +47,7 @@ def builder() -> EventBuilder:
     settings = load_settings(
         {}, capture_body="all", monitor=["user:alice"], user_id_from=["jwt:sub", "basic"]
     )
-    return EventBuilder(settings, UserResolver(settings.user_id_from), dict(RESOURCE))
+    return EventBuilder(settings, UserResolver(settings.user_id_from), Identity(dict(RESOURCE)), "0.1.0")
 
 
 def make_exchange(**changes: Any) -> Exchange:
@@ -75,10 +76,16 @@ def make_exchange(**changes: Any) -> Exchange:
     return x
 
 
-def payload_of(builder: EventBuilder, *exchanges: Exchange, extra_records: tuple[bytes, ...] = ()) -> bytes:
-    resource, scope = wire.resource_prefix(list(builder.resource.items()), ev.SCOPE_NAME, "0.1.0")
-    records = [builder.encode(x) for x in exchanges] + list(extra_records)
-    return wire.export_logs_request(resource, scope, records)
+def payload_of(
+    builder: EventBuilder, *exchanges: Exchange, extra_records: tuple[LogRecord, ...] = ()
+) -> bytes:
+    payload, count = builder.encode_batch(exchanges)
+    assert count == len(exchanges)
+    if not extra_records:
+        return payload
+    request = ExportLogsServiceRequest.FromString(payload)
+    request.resource_logs[0].scope_logs[0].log_records.extend(extra_records)
+    return request.SerializeToString()
 
 
 def rewrite(payload: bytes, change: Any) -> bytes:
@@ -99,7 +106,7 @@ def set_attribute(record: Any, key: str, **value: Any) -> None:
 
 
 def checksum_of(row: dict[str, Any]) -> str:
-    return ev.checksum({**row, "timestamp_ns": row["timestamp"]})
+    return ev.checksum(row)
 
 
 # -- a real event --------------------------------------------------------------------------------
@@ -177,24 +184,9 @@ def test_several_events_in_one_payload_each_get_their_own_row(builder: EventBuil
 
 
 def test_other_log_records_are_ignored_and_counted(builder: EventBuilder) -> None:
-    other = wire.log_record(
-        time_unix_nano=1,
-        observed_time_unix_nano=2,
-        event_name="app.audit",
-        encoded_attributes=wire.KeyCache().attributes([(ev.EVENT_ID, "not-a-usage-event")]),
-        trace_id=b"",
-        span_id=b"",
-        flags=0,
-    )
-    unnamed = wire.log_record(
-        time_unix_nano=1,
-        observed_time_unix_nano=2,
-        event_name="",
-        encoded_attributes=b"",
-        trace_id=b"",
-        span_id=b"",
-        flags=0,
-    )
+    other = LogRecord(time_unix_nano=1, observed_time_unix_nano=2, event_name="app.audit")
+    set_value(other.attributes.add(), ev.EVENT_ID, "not-a-usage-event")
+    unnamed = LogRecord(time_unix_nano=1, observed_time_unix_nano=2)
     decoded = decode_payload(payload_of(builder, make_exchange(), extra_records=(other, unnamed)))
     assert len(decoded.rows) == 1
     assert decoded.ignored == 2

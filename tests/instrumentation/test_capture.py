@@ -51,7 +51,7 @@ def demo(live_app: Any) -> Any:
 
 def _one_event(live: Any, trace_id: str) -> dict[str, Any]:
     rows = live.events(1)
-    time.sleep(0.05)  # anything extra would have been recorded by now
+    live.settle()  # every exchange begun so far is recorded: nothing extra can come later
     rows = live.events(1)
     assert len(rows) == 1, rows
     assert rows[0]["trace_id"] == trace_id
@@ -199,10 +199,10 @@ def test_a_failure_inside_usagelog_never_reaches_the_request(
     def broken_finish(exchange: Any) -> None:
         raise RuntimeError("usagelog bug")
 
-    def broken_begin(environ: Any) -> Any:
+    def broken_begin() -> Any:
         raise RuntimeError("usagelog bug at start")
 
-    monkeypatch.setattr(live.runtime, "begin", broken_begin)
+    monkeypatch.setattr(live.runtime, "next_seq", broken_begin)
     with caplog.at_level(logging.ERROR, logger="usagelog"):
         status, _ = _request(live.port, "GET", "/api/items/1")
     assert status == 200
@@ -222,5 +222,6 @@ def test_disabled_by_environment_records_nothing(live_app: Any, monkeypatch: Any
     monkeypatch.setenv("USAGELOG_ENABLED", "false")
     live = live_app(create_app())
     assert _request(live.port, "GET", "/api/items/1")[0] == 200
-    time.sleep(0.2)
+    # A captured request takes its sequence number before the app runs: none was taken.
+    assert live.runtime.sequence.last == 0 and live.runtime.recorder.recorded == 0
     assert live.events(0, timeout=0.1) == []

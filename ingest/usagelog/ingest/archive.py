@@ -53,6 +53,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from usagelog.instrumentation import event as ev
+
 from .decode import COLUMNS
 
 FORMATS = ("parquet", "csv")
@@ -60,21 +62,23 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 3600.0
 SORT_KEY = ("timestamp", "service_instance_id", "seq")
 
-# Unsigned widths follow the ClickHouse table (migrations/001_usage_events.sql), so a row the
-# archive accepts is one the table accepts too.
-_INT_TYPES: dict[str, pa.DataType] = {
-    **{c: pa.uint64() for c in ("duration_ns", "request_size", "response_size", "seq")},
-    "process_pid": pa.uint32(),
-    "status_code": pa.uint16(),
+# Arrow types from the one declaration of the event (usagelog.instrumentation.event.FIELDS), so
+# a row the archive accepts is one the table accepts too.
+_ARROW: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+    "bool": pa.bool_(),
+    "timestamp_ns": pa.timestamp("ns", tz="UTC"),
+    "map": pa.map_(pa.string(), pa.string()),
 }
-_TIMESTAMPS = frozenset({"timestamp", "observed_timestamp"})
-_TYPES: dict[str, pa.DataType] = {
-    **_INT_TYPES,
-    **{c: pa.timestamp("ns", tz="UTC") for c in _TIMESTAMPS},
-    "monitored": pa.bool_(),
-    "attributes": pa.map_(pa.string(), pa.string()),
-}
-SCHEMA = pa.schema([pa.field(c, _TYPES.get(c, pa.string()), nullable=False) for c in COLUMNS])
+_TYPES: dict[str, pa.DataType] = {c: _ARROW[ev.BY_COLUMN[c].arrow] for c in COLUMNS}
+_INT_TYPES = frozenset(c for c in COLUMNS if ev.BY_COLUMN[c].number)
+_TIMESTAMPS = frozenset(c for c in COLUMNS if ev.BY_COLUMN[c].arrow == "timestamp_ns")
+_BOOLS = frozenset(c for c in COLUMNS if ev.BY_COLUMN[c].arrow == "bool")
+_MAPS = frozenset(c for c in COLUMNS if ev.BY_COLUMN[c].arrow == "map")
+SCHEMA = pa.schema([pa.field(c, _TYPES[c], nullable=False) for c in COLUMNS])
 
 _HOUR_NS = 3600 * 10**9
 _CHUNK = re.compile(r"^chunk-\d{20}-\d{8}-[0-9a-f]{8}-(?P<worker>.+)\.(?:parquet|csv)$")
@@ -104,7 +108,7 @@ def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
         col = table.column(name)
         if name in _TIMESTAMPS:
             columns[name] = col.cast(pa.int64()).to_pylist()
-        elif name == "attributes":
+        elif name in _MAPS:
             columns[name] = [dict(pairs) for pairs in col.to_pylist()]
         else:
             columns[name] = col.to_pylist()
@@ -124,16 +128,24 @@ def _ts_parse(text: str) -> int:
 
 
 # CSV cells: timestamps as ISO-8601 with nanoseconds, attributes as a JSON object, true/false.
+def _bool_text(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def _map_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 _CSV_OUT: dict[str, Callable[[Any], str]] = {
-    **{c: _ts_text for c in _TIMESTAMPS},
-    "monitored": lambda v: "true" if v else "false",
-    "attributes": lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+    **dict.fromkeys(_TIMESTAMPS, _ts_text),
+    **dict.fromkeys(_BOOLS, _bool_text),
+    **dict.fromkeys(_MAPS, _map_text),
 }
 _CSV_IN: dict[str, Callable[[str], Any]] = {
-    **{c: _ts_parse for c in _TIMESTAMPS},
-    **{c: int for c in _INT_TYPES},
-    "monitored": lambda v: v == "true",
-    "attributes": json.loads,
+    **dict.fromkeys(_TIMESTAMPS, _ts_parse),
+    **dict.fromkeys(_INT_TYPES, int),
+    **dict.fromkeys(_BOOLS, lambda v: v == "true"),
+    **dict.fromkeys(_MAPS, json.loads),
 }
 
 

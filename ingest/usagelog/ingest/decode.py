@@ -18,82 +18,27 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from usagelog.instrumentation import event as ev
 
-# Columns filled from log record attributes (column, attribute, default).
-_ATTRIBUTE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
-    ("event_id", ev.EVENT_ID, ""),
-    ("duration_ns", ev.DURATION_NS, 0),
-    ("user_id", ev.USER_ID, ""),
-    ("method", ev.METHOD, ""),
-    ("route", ev.ROUTE, ""),
-    ("path", ev.PATH, ""),
-    ("query", ev.QUERY, ""),
-    ("status_code", ev.STATUS, 0),
-    ("error_type", ev.ERROR_TYPE, ""),
-    ("client_address", ev.CLIENT_ADDRESS, ""),
-    ("user_agent", ev.USER_AGENT, ""),
-    ("request_body", ev.REQUEST_BODY, ""),
-    ("response_body", ev.RESPONSE_BODY, ""),
-    ("request_size", ev.REQUEST_SIZE, 0),
-    ("response_size", ev.RESPONSE_SIZE, 0),
-    ("seq", ev.SEQ, 0),
-    ("monitored", ev.MONITORED, False),
-    ("checksum", ev.CHECKSUM, ""),
+# Derived from the one declaration of the event (usagelog.instrumentation.event.FIELDS).
+# Columns filled from log record attributes, and from resource attributes: (column, attribute, default).
+_ATTRIBUTE_COLUMNS: tuple[tuple[str, str, Any], ...] = tuple(
+    (f.column, f.attribute, f.default) for f in ev.RECORD_FIELDS
 )
-_RESOURCE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
-    ("service_name", ev.SERVICE_NAME, ""),
-    ("service_instance_id", ev.SERVICE_INSTANCE_ID, ""),
-    ("host_name", ev.HOST_NAME, ""),
-    ("host_id", ev.HOST_ID, ""),
-    ("process_pid", ev.PROCESS_PID, 0),
-    ("cluster", ev.CLUSTER, ""),
-    ("region", ev.REGION, ""),
+_RESOURCE_COLUMNS: tuple[tuple[str, str, Any], ...] = tuple(
+    (f.column, f.attribute, f.default) for f in ev.RESOURCE_FIELDS
 )
 _KNOWN_ATTRIBUTES = frozenset(a for _, a, _ in _ATTRIBUTE_COLUMNS)
 _KNOWN_RESOURCE = frozenset(a for _, a, _ in _RESOURCE_COLUMNS)
 
-COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "timestamp",
-    "duration_ns",
-    "user_id",
-    "trace_id",
-    "span_id",
-    "service_name",
-    "service_instance_id",
-    "host_name",
-    "host_id",
-    "process_pid",
-    "cluster",
-    "region",
-    "method",
-    "route",
-    "path",
-    "query",
-    "status_code",
-    "error_type",
-    "client_address",
-    "user_agent",
-    "request_body",
-    "response_body",
-    "request_size",
-    "response_size",
-    "seq",
-    "monitored",
-    "checksum",
-    "observed_timestamp",
-    "attributes",
-)
-
+COLUMNS: tuple[str, ...] = ev.COLUMNS
 
 # Unsigned column widths in ClickHouse (and the archive): larger values cannot be stored.
-_RANGES = (
-    ("duration_ns", 2**64),
-    ("status_code", 2**16),
-    ("request_size", 2**64),
-    ("response_size", 2**64),
-    ("seq", 2**64),
-    ("process_pid", 2**32),
+_WIDTHS = {"uint16": 2**16, "uint32": 2**32, "uint64": 2**64}
+_RANGES: tuple[tuple[str, int], ...] = tuple(
+    (f.column, _WIDTHS[f.arrow])
+    for f in ev.FIELDS
+    if f.arrow in _WIDTHS and f.place in (ev.RECORD, ev.RESOURCE)
 )
+_BOOLEANS: tuple[str, ...] = tuple(f.column for f in ev.RECORD_FIELDS if f.arrow == "bool")
 
 
 class DecodeError(ValueError):
@@ -211,9 +156,10 @@ def _check(row: dict[str, Any]) -> str:
     if not row["event_id"]:
         return "usage event without usagelog.event_id"
     try:
-        for column in ("duration_ns", "status_code", "request_size", "response_size", "seq", "process_pid"):
+        for column, _ in _RANGES:
             row[column] = int(row[column])
-        row["monitored"] = bool(row["monitored"])
+        for column in _BOOLEANS:
+            row[column] = bool(row[column])
     except (TypeError, ValueError, OverflowError):
         return "usage event with a non-numeric numeric field"
     for column, limit in _RANGES:
@@ -221,9 +167,7 @@ def _check(row: dict[str, Any]) -> str:
             return f"usage event with {column} out of range ({row[column]})"
     if not 0 <= row["timestamp"] < 2**63 or not 0 <= row["observed_timestamp"] < 2**63:
         return "usage event with a timestamp out of range"
-    fields = dict(row)
-    fields["timestamp_ns"] = row["timestamp"]
-    expected = ev.checksum(fields)
+    expected = ev.checksum(row)
     if row["checksum"] != expected:
         return f"checksum mismatch (event says {row['checksum'] or 'none'}, content gives {expected})"
     return ""

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from usagelog.instrumentation.event import CANONICAL_FIELDS
+from usagelog.instrumentation.event import CHECKSUM_FIELDS
 
 from .store import Store
 
@@ -185,13 +185,13 @@ def count_events(store: Store, filters: Filters) -> int:
 def _checksum_sql(prefix: str = "") -> str:
     """The event checksum recomputed in SQL, exactly as ``usagelog.instrumentation.event.checksum``."""
     parts = []
-    for column, _ in CANONICAL_FIELDS:
-        if column == "timestamp_ns":
-            parts.append(f"toString(toUnixTimestamp64Nano({prefix}timestamp))")
-        elif column == "monitored":
-            parts.append(f"toString(toUInt8({prefix}monitored))")
+    for f in CHECKSUM_FIELDS:
+        if f.arrow == "timestamp_ns":
+            parts.append(f"toString(toUnixTimestamp64Nano({prefix}{f.column}))")
+        elif f.arrow == "bool":
+            parts.append(f"toString(toUInt8({prefix}{f.column}))")
         else:
-            parts.append(f"toString({prefix}{column})")
+            parts.append(f"toString({prefix}{f.column})")
     return f"lower(substring(hex(SHA256(concatWithSeparator('\\x1f', {', '.join(parts)}))), 1, 32))"
 
 

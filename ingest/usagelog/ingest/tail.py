@@ -13,19 +13,17 @@ import time
 import uuid
 from typing import Any, TextIO
 
+from usagelog.instrumentation import event as ev
+
 from .decode import DecodeError, decode_payload
 from .settings import WorkerSettings
 
-FIELDS = (
-    "timestamp",
-    "user_id",
-    "method",
-    "path",
-    "status_code",
-    "error_type",
-    "duration_ns",
-    "service_instance_id",
-)
+# What a monitored event shows as JSON: the fields the event's declaration marks for tail.
+FIELDS = ev.TAIL_COLUMNS
+
+
+def as_json(row: dict[str, Any]) -> str:
+    return json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False)
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -77,7 +75,7 @@ def tail(
                 if user and row["user_id"] != user:
                     continue
                 if fmt == "json":
-                    print(json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False), file=out, flush=True)
+                    print(as_json(row), file=out, flush=True)
                 else:
                     print(_line(row), file=out, flush=True)
                 printed += 1

@@ -3,9 +3,10 @@
 Zero-code: install the package and run the app under ``opentelemetry-instrument`` with
 ``USAGELOG_*`` variables. In code::
 
-    from usagelog.instrumentation import instrument_app
+    from usagelog.instrumentation import instrument_app, uninstrument_app
     instrument_app(app)                      # settings from USAGELOG_* variables
     instrument_app(app, capture_body="all")  # keyword arguments override them
+    uninstrument_app(app)                    # and back
 
 This package depends on OpenTelemetry only: never on Kafka, ClickHouse or chDB clients.
 """
@@ -58,10 +59,34 @@ def instrument_app(app: Any, *, exporter: EventExporter | None = None, **setting
     _ensure_tracer_provider()
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
         FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
+        app.usagelog_instrumented_flask = True
     if not getattr(app.wsgi_app, "usagelog_wrapped", False):
         app.wsgi_app = UsageMiddleware(app.wsgi_app, runtime)
-    connect_flask_signals(runtime)
+    connect_flask_signals(runtime.resolver)
     return runtime
+
+
+def uninstrument_app(app: Any) -> None:
+    """Stop logging ``app``'s requests: its own ``wsgi_app`` back, the Flask signals disconnected,
+    the stock Flask instrumentation removed if :func:`instrument_app` added it, and the events
+    recorded so far exported."""
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from .capture import UsageMiddleware
+    from .hooks import disconnect_flask_signals
+
+    if isinstance(app.wsgi_app, UsageMiddleware):
+        app.wsgi_app = app.wsgi_app.app
+    if getattr(app, "usagelog_instrumented_flask", False):
+        FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]
+        app.usagelog_instrumented_flask = False
+    disconnect_flask_signals()
+    runtime = get_runtime()
+    if runtime is not None:
+        try:
+            runtime.flush()
+        except Exception:
+            _logger.exception("usagelog: could not export the events recorded before uninstrumenting")
 
 
 __all__ = [
@@ -75,4 +100,5 @@ __all__ = [
     "instrument_app",
     "load_settings",
     "reset_runtime",
+    "uninstrument_app",
 ]

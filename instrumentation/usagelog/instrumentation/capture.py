@@ -5,10 +5,10 @@ cannot: exceptions escaping error handlers, responses whose generator raises mid
 clients that disconnect before the body is sent. An exchange is finished exactly once, when
 the server closes the response (or when the app raised), and handed to the recorder.
 
-The hot path does as little as possible: a clock read, a sequence number, wrapping
-``start_response`` and the response iterable. User ID resolution, redaction and encoding
-happen later in the background thread. Every usagelog step is guarded: a failure is logged
-and the request goes on untouched.
+This module is the only one that reads the WSGI environ. The hot path does as little as
+possible: a clock read, a sequence number, wrapping ``start_response`` and the response
+iterable. User ID resolution, redaction and encoding happen later in the background thread.
+Every usagelog step is guarded: a failure is logged and the request goes on untouched.
 """
 
 from __future__ import annotations
@@ -16,85 +16,35 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.wsgi import wsgi_getter
 
 from .event import error_type_of
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .exchange import EXCHANGE_KEY, Exchange
 
 _logger = logging.getLogger("usagelog")
 
-EXCHANGE_KEY = "usagelog.exchange"
-ERROR_KEY = "usagelog.error_type"
-ROUTE_KEY = "usagelog.route"
 _OTEL_FLASK_SPAN_KEY = "opentelemetry-flask.span_key"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class Exchange:
-    """What one request did, as captured; turned into an event by ``EventBuilder``."""
+class Sink(Protocol):
+    """What capture needs of the runtime: whether to capture, how, and where exchanges go."""
 
-    __slots__ = (
-        "client_aborted",
-        "client_address",
-        "context_users",
-        "duration_ns",
-        "environ",
-        "error_type",
-        "method",
-        "path",
-        "query",
-        "request_body",
-        "request_content_type",
-        "request_headers",
-        "request_size",
-        "response_body",
-        "response_content_type",
-        "response_size",
-        "route",
-        "seq",
-        "span_id",
-        "start_ns",
-        "start_perf",
-        "status",
-        "status_code",
-        "trace_flags",
-        "trace_id",
-        "user_agent",
-        "user_headers",
-    )
+    active: bool
+    capture_bodies: bool
+    body_limit: int
+    header_keys: tuple[str, ...]
 
-    def __init__(self, environ: dict[str, Any], seq: int) -> None:
-        self.start_ns = time.time_ns()
-        self.start_perf = time.perf_counter_ns()
-        self.seq = seq
-        self.environ: dict[str, Any] | None = environ
-        self.status: str = ""
-        self.status_code = 0
-        self.error_type = ""
-        self.response_size = 0
-        self.response_body: list[bytes] | None = None
-        self.response_content_type = ""
-        self.request_body: bytearray | None = None
-        self.request_content_type = ""
-        self.request_headers: list[tuple[str, str]] | None = None
-        self.context_users: dict[str, str] | None = None
-        self.client_aborted = False
-        self.duration_ns = 0
-        self.route = ""
-        self.trace_id = 0
-        self.span_id = 0
-        self.trace_flags = 0
-        self.method = self.path = self.query = self.client_address = self.user_agent = ""
-        self.request_size = 0
-        self.user_headers: dict[str, str] = {}
+    def next_seq(self) -> int: ...
+
+    def record(self, exchange: Exchange) -> None: ...
 
 
-class _InputTee:
+class InputTee:
     """Wraps ``wsgi.input`` to keep the first ``limit`` bytes the app reads, and count them all."""
 
     def __init__(self, stream: Any, exchange: Exchange, limit: int) -> None:
@@ -135,17 +85,105 @@ class _InputTee:
             close()
 
 
+# --- the request's start and end ------------------------------------------------------------
+
+
+def begin(environ: dict[str, Any], sink: Sink) -> Exchange:
+    exchange = Exchange(environ, sink.next_seq())
+    environ[EXCHANGE_KEY] = exchange
+    if sink.capture_bodies:
+        exchange.response_body = []
+        exchange.request_content_type = environ.get("CONTENT_TYPE", "")
+        stream = environ.get("wsgi.input")
+        if stream is not None:
+            exchange.input = InputTee(stream, exchange, sink.body_limit)
+            environ["wsgi.input"] = exchange.input
+    return exchange
+
+
+def finish(exchange: Exchange, sink: Sink) -> None:
+    """Complete the exchange from the environ and queue it; runs once per request."""
+    try:
+        environ = exchange.environ
+        if environ is None:
+            return
+        exchange.environ = None
+        exchange.duration_ns = time.perf_counter_ns() - exchange.start_perf
+        status = exchange.status
+        exchange.status_code = int(status[:3]) if status[:3].isdigit() else 500
+        exchange.method = environ.get("REQUEST_METHOD", "")
+        exchange.path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        exchange.query = environ.get("QUERY_STRING", "")
+        exchange.client_address = environ.get("REMOTE_ADDR", "")
+        exchange.user_agent = environ.get("HTTP_USER_AGENT", "")
+        length = environ.get("CONTENT_LENGTH")
+        if length and length.isdigit():
+            exchange.request_size = int(length)
+        elif exchange.input is not None:
+            exchange.request_size = exchange.input.total
+        for key in sink.header_keys:
+            value = environ.get(key)
+            if value:
+                exchange.user_headers[key] = value
+        if sink.capture_bodies:
+            exchange.request_headers = [
+                (k[5:].replace("_", "-").lower(), v) for k, v in environ.items() if k.startswith("HTTP_")
+            ]
+            content_type = environ.get("CONTENT_TYPE")
+            if content_type:
+                exchange.request_headers.append(("content-type", content_type))
+        exchange.trace_id, exchange.span_id, exchange.trace_flags = span_ids(environ)
+        sink.record(exchange)
+    except Exception:
+        _logger.exception("usagelog: could not record a usage event")
+
+
+def exchange_of(environ: dict[str, Any]) -> Exchange | None:
+    """The exchange of the request whose environ this is (for the Flask hooks)."""
+    exchange = environ.get(EXCHANGE_KEY)
+    return exchange if isinstance(exchange, Exchange) else None
+
+
+def span_ids(environ: dict[str, Any]) -> tuple[int, int, int]:
+    """Trace ID, span ID and flags of the request's server span.
+
+    The stock Flask instrumentation keeps its span in the environ. Without it (the app was
+    not instrumented, or Flask failed before its hooks ran), the client's ``traceparent`` is
+    honoured (through the configured propagators) and a server span is started and ended here
+    so the event still has IDs.
+    """
+    span = environ.get(_OTEL_FLASK_SPAN_KEY)
+    if span is not None:
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            return ctx.trace_id, ctx.span_id, int(ctx.trace_flags)
+    parent = propagate.extract(environ, getter=wsgi_getter)
+    tracer = trace.get_tracer("usagelog")
+    fallback = tracer.start_span(
+        f"{environ.get('REQUEST_METHOD', 'GET')}", context=parent, kind=trace.SpanKind.SERVER
+    )
+    fallback.end()
+    ctx = fallback.get_span_context()
+    if ctx.is_valid:
+        return ctx.trace_id, ctx.span_id, int(ctx.trace_flags)
+    parent_ctx = trace.get_current_span(parent).get_span_context()
+    return parent_ctx.trace_id, 0, int(parent_ctx.trace_flags)
+
+
+# --- the middleware ---------------------------------------------------------------------------
+
+
 class _Response:
     """The response iterable handed to the server; finishes the exchange on ``close``."""
 
-    __slots__ = ("_exchange", "_iterator", "_limit", "_result", "_runtime", "_state")
+    __slots__ = ("_exchange", "_iterator", "_limit", "_result", "_sink", "_state")
 
-    def __init__(self, result: Iterable[bytes], exchange: Exchange, runtime: Runtime) -> None:
+    def __init__(self, result: Iterable[bytes], exchange: Exchange, sink: Sink) -> None:
         self._result = result
         self._iterator: Iterator[bytes] | None = None
         self._exchange = exchange
-        self._runtime = runtime
-        self._limit = runtime.body_limit if exchange.response_body is not None else 0
+        self._sink = sink
+        self._limit = sink.body_limit if exchange.response_body is not None else 0
         self._state = 0  # 0 open, 1 exhausted, 2 failed, 3 finished
 
     def __iter__(self) -> _Response:
@@ -188,14 +226,14 @@ class _Response:
                 if self._state == 0:
                     self._exchange.client_aborted = True
                 self._state = 3
-                self._runtime.finish(self._exchange)
+                finish(self._exchange, self._sink)
 
     def __del__(self) -> None:
         # A server that never calls close() (a WSGI violation) still yields one event.
         if getattr(self, "_state", 3) != 3:
             self._state = 3
             try:
-                self._runtime.finish(self._exchange)
+                finish(self._exchange, self._sink)
             except Exception:
                 pass
 
@@ -203,17 +241,17 @@ class _Response:
 class UsageMiddleware:
     """WSGI middleware producing one usage event per request."""
 
-    def __init__(self, app: WSGIApp, runtime: Runtime) -> None:
+    def __init__(self, app: WSGIApp, sink: Sink) -> None:
         self.app = app
-        self.runtime = runtime
+        self.sink = sink
         self.usagelog_wrapped = True
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        runtime = self.runtime
-        if not runtime.active or EXCHANGE_KEY in environ:
+        sink = self.sink
+        if not sink.active or EXCHANGE_KEY in environ:
             return self.app(environ, start_response)
         try:
-            exchange = runtime.begin(environ)
+            exchange = begin(environ, sink)
         except Exception:
             _logger.exception("usagelog: capture failed at request start; request continues unlogged")
             return self.app(environ, start_response)
@@ -246,34 +284,8 @@ class UsageMiddleware:
                 exchange.error_type = error_type_of(exc)
                 if not exchange.status:
                     exchange.status = "500 INTERNAL SERVER ERROR"
-                runtime.finish(exchange)
+                finish(exchange, sink)
             except Exception:
                 _logger.exception("usagelog: capture failed for a failing request")
             raise
-        return _Response(result, exchange, runtime)
-
-
-def span_ids(environ: dict[str, Any]) -> tuple[int, int, int]:
-    """Trace ID, span ID and flags of the request's server span.
-
-    The stock Flask instrumentation keeps its span in the environ. Without it (the app was
-    not instrumented, or Flask failed before its hooks ran), the client's ``traceparent`` is
-    honoured and a server span is started and ended here so the event still has IDs.
-    """
-    span = environ.get(_OTEL_FLASK_SPAN_KEY)
-    if span is not None:
-        ctx = span.get_span_context()
-        if ctx.is_valid:
-            return ctx.trace_id, ctx.span_id, int(ctx.trace_flags)
-    carrier = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-    parent = propagate.extract(carrier)
-    tracer = trace.get_tracer("usagelog")
-    fallback = tracer.start_span(
-        f"{environ.get('REQUEST_METHOD', 'GET')}", context=parent, kind=trace.SpanKind.SERVER
-    )
-    fallback.end()
-    ctx = fallback.get_span_context()
-    if ctx.is_valid:
-        return ctx.trace_id, ctx.span_id, int(ctx.trace_flags)
-    parent_ctx = trace.get_current_span(parent).get_span_context()
-    return parent_ctx.trace_id, 0, int(parent_ctx.trace_flags)
+        return _Response(result, exchange, sink)

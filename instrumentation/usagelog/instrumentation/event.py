@@ -1,19 +1,23 @@
-"""The usage event: its attribute names, its canonical form and checksum.
+"""The usage event, declared once: every field's attribute, column, types and checksum position.
 
 A usage event is an OpenTelemetry log record named ``usagelog.request``, emitted in the
-server span's context (so it carries the trace and span IDs), whose timestamp is the
-request start. Fields follow the HTTP semantic conventions where one exists; the rest are
-under ``usagelog.*``. The emitter's identity (service, instance, host, process, cluster,
-region) is on the resource.
+server span's context (so it carries the trace and span IDs), whose timestamp is the request
+start. Fields follow the HTTP semantic conventions where one exists; the rest are under
+``usagelog.*``. The emitter's identity (service, instance, host, process, cluster, region) is
+on the resource.
 
-The checksum covers the canonical fields below in a fixed order; ingest recomputes it to
-detect any event altered or damaged on the way.
+:data:`FIELDS` is the one declaration. Everything else is derived from it: the attributes the
+builder writes and the order of its checksum, the columns the decoder fills, the Arrow types
+of the archive, what ``usagelog tail`` prints and the checksum ``usagelog audit`` recomputes in
+SQL; a test compares it with the table the migrations create. Adding a field means adding it
+here and adding its column in a migration.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 EVENT_NAME = "usagelog.request"
@@ -50,36 +54,107 @@ PROCESS_PID = "process.pid"
 CLUSTER = "k8s.cluster.name"
 REGION = "cloud.region"
 
-# Canonical field order for the checksum: (column name, source attribute).
-CANONICAL_FIELDS: tuple[tuple[str, str], ...] = (
-    ("event_id", EVENT_ID),
-    ("timestamp_ns", "time_unix_nano"),
-    ("duration_ns", DURATION_NS),
-    ("user_id", USER_ID),
-    ("trace_id", "trace_id"),
-    ("span_id", "span_id"),
-    ("service_name", SERVICE_NAME),
-    ("service_instance_id", SERVICE_INSTANCE_ID),
-    ("host_name", HOST_NAME),
-    ("process_pid", PROCESS_PID),
-    ("cluster", CLUSTER),
-    ("region", REGION),
-    ("method", METHOD),
-    ("route", ROUTE),
-    ("path", PATH),
-    ("query", QUERY),
-    ("status_code", STATUS),
-    ("error_type", ERROR_TYPE),
-    ("request_size", REQUEST_SIZE),
-    ("response_size", RESPONSE_SIZE),
-    ("request_body", REQUEST_BODY),
-    ("response_body", RESPONSE_BODY),
-    ("seq", SEQ),
-    ("monitored", MONITORED),
-)
+# Where a field travels in OTLP.
+RECORD = "record"  # an attribute of the log record
+RESOURCE = "resource"  # an attribute of the resource
+LOG = "log"  # a field of the log record itself (time, trace and span IDs)
+EXTRA = "extra"  # every other attribute, kept as a map
+STORAGE = "storage"  # set by storage, not carried by the event
 
 
-def _canonical_value(value: Any) -> str:
+@dataclass(frozen=True)
+class Field:
+    """One field of the usage event.
+
+    ``source`` is where the builder takes a record attribute's value from: the name of an
+    :class:`~usagelog.instrumentation.exchange.Exchange` attribute, or of a value the builder
+    derives (``user_id``, ``event_id``, ...). ``checksum`` is the field's position in the
+    checksum (None: not covered). ``tail``: shown by ``usagelog tail``.
+    """
+
+    column: str
+    attribute: str
+    place: str
+    clickhouse: str
+    arrow: str  # string, uint16, uint32, uint64, bool, timestamp_ns, timestamp_ms, map
+    default: Any = ""
+    checksum: int | None = None
+    source: str = ""
+    tail: bool = False
+
+    @property
+    def number(self) -> bool:
+        return self.arrow.startswith("uint")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("event_id", EVENT_ID, RECORD, "String", "string", checksum=0, source="event_id"),
+    Field("timestamp", "time_unix_nano", LOG, "DateTime64(9, 'UTC')", "timestamp_ns", 0, 1, tail=True),
+    Field("duration_ns", DURATION_NS, RECORD, "UInt64", "uint64", 0, 2, "duration_ns", tail=True),
+    Field("user_id", USER_ID, RECORD, "String", "string", checksum=3, source="user_id", tail=True),
+    Field("trace_id", "trace_id", LOG, "String", "string", checksum=4),
+    Field("span_id", "span_id", LOG, "String", "string", checksum=5),
+    Field("service_name", SERVICE_NAME, RESOURCE, "LowCardinality(String)", "string", checksum=6),
+    Field("service_instance_id", SERVICE_INSTANCE_ID, RESOURCE, "String", "string", checksum=7, tail=True),
+    Field("host_name", HOST_NAME, RESOURCE, "LowCardinality(String)", "string", checksum=8),
+    Field("host_id", HOST_ID, RESOURCE, "String", "string"),
+    Field("process_pid", PROCESS_PID, RESOURCE, "UInt32", "uint32", 0, 9),
+    Field("cluster", CLUSTER, RESOURCE, "LowCardinality(String)", "string", checksum=10),
+    Field("region", REGION, RESOURCE, "LowCardinality(String)", "string", checksum=11),
+    Field("method", METHOD, RECORD, "LowCardinality(String)", "string", "", 12, "method", tail=True),
+    Field("route", ROUTE, RECORD, "String", "string", checksum=13, source="route"),
+    Field("path", PATH, RECORD, "String", "string", checksum=14, source="path", tail=True),
+    Field("query", QUERY, RECORD, "String", "string", checksum=15, source="query"),
+    Field("status_code", STATUS, RECORD, "UInt16", "uint16", 0, 16, "status_code", tail=True),
+    Field(
+        "error_type", ERROR_TYPE, RECORD, "LowCardinality(String)", "string", "", 17, "error_type", tail=True
+    ),
+    Field("client_address", CLIENT_ADDRESS, RECORD, "String", "string", source="client_address"),
+    Field("user_agent", USER_AGENT, RECORD, "String", "string", source="user_agent"),
+    Field("request_body", REQUEST_BODY, RECORD, "String", "string", checksum=20, source="request_body"),
+    Field("response_body", RESPONSE_BODY, RECORD, "String", "string", checksum=21, source="response_body"),
+    Field("request_size", REQUEST_SIZE, RECORD, "UInt64", "uint64", 0, 18, "request_size"),
+    Field("response_size", RESPONSE_SIZE, RECORD, "UInt64", "uint64", 0, 19, "response_size"),
+    Field("seq", SEQ, RECORD, "UInt64", "uint64", 0, 22, "seq"),
+    Field("monitored", MONITORED, RECORD, "Bool", "bool", False, 23, "monitored"),
+    Field("checksum", CHECKSUM, RECORD, "String", "string", source="checksum"),
+    Field("observed_timestamp", "observed_time_unix_nano", LOG, "DateTime64(9, 'UTC')", "timestamp_ns", 0),
+    Field("attributes", "", EXTRA, "Map(String, String)", "map", None),
+    Field("inserted_at", "", STORAGE, "DateTime64(3, 'UTC')", "timestamp_ms", None),
+)  # fmt: skip
+
+# Derived from FIELDS by _derive() below (and again should FIELDS change before the modules
+# that read them are imported, as a test of adding a field does).
+BY_COLUMN: dict[str, Field]
+COLUMNS: tuple[str, ...]  # what an event carries (every column storage does not set), in table order
+RECORD_FIELDS: tuple[Field, ...]
+RESOURCE_FIELDS: tuple[Field, ...]
+CHECKSUM_FIELDS: tuple[Field, ...]  # the checksum's fields, in its order
+TAIL_COLUMNS: tuple[str, ...]
+
+
+def _derive() -> None:
+    global BY_COLUMN, COLUMNS, RECORD_FIELDS, RESOURCE_FIELDS, CHECKSUM_FIELDS, TAIL_COLUMNS
+    BY_COLUMN = {f.column: f for f in FIELDS}
+    if len(BY_COLUMN) != len(FIELDS):
+        raise ValueError("a column is declared twice")
+    COLUMNS = tuple(f.column for f in FIELDS if f.place != STORAGE)
+    RECORD_FIELDS = tuple(f for f in FIELDS if f.place == RECORD)
+    RESOURCE_FIELDS = tuple(f for f in FIELDS if f.place == RESOURCE)
+    CHECKSUM_FIELDS = tuple(
+        sorted((f for f in FIELDS if f.checksum is not None), key=lambda f: f.checksum or 0)
+    )
+    positions = [f.checksum for f in CHECKSUM_FIELDS]
+    if positions != list(range(len(positions))):
+        raise ValueError(f"checksum positions must be 0..n-1 without gaps, got {positions}")
+    TAIL_COLUMNS = tuple(f.column for f in FIELDS if f.tail)
+
+
+_derive()
+
+
+def canonical_value(value: Any) -> str:
+    """A field's text in the checksum: booleans as ``1``/``0``, absent as empty."""
     if value is None:
         return ""
     if value is True:
@@ -90,12 +165,13 @@ def _canonical_value(value: Any) -> str:
 
 
 def checksum(fields: Mapping[str, Any]) -> str:
-    """SHA-256 (first 128 bits, hex) over the canonical fields, keyed by column name.
+    """SHA-256 (first 128 bits, hex) over the checksum's fields, keyed by column name
+    (``timestamp`` in nanoseconds, trace and span IDs in hex).
 
     Missing fields count as empty, so emitter and decoder agree whether or not an
     optional attribute (a body, say) was present on the wire.
     """
-    canonical = "\x1f".join(_canonical_value(fields.get(name)) for name, _ in CANONICAL_FIELDS)
+    canonical = "\x1f".join(canonical_value(fields.get(f.column)) for f in CHECKSUM_FIELDS)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

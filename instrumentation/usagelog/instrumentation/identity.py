@@ -1,26 +1,30 @@
-"""The emitter's identity: the OpenTelemetry resource of usage events.
+"""Who emits the events: the process's resource, and its sequence of request numbers.
 
-Read from the SDK as usual (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES`` and the
-configured resource detectors), then completed: ``service.instance.id`` (a fresh UUID per
-process start unless set), ``host.name``, ``host.id`` (the machine ID), ``process.pid``.
+The resource is read from the SDK as usual (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``
+and the configured resource detectors), then completed: ``service.instance.id`` (a fresh UUID
+per process start unless set), ``host.name``, ``host.id`` (the machine ID), ``process.pid``.
 ``k8s.cluster.name`` and ``cloud.region`` come from the resource when set.
 
 A ``service.instance.id`` given in ``OTEL_RESOURCE_ATTRIBUTES`` must be unique per process
-start: sequence numbers restart at 1 with every process.
+start: sequence numbers restart at 1 with every process. After a fork the child is a new
+instance with a new sequence (see ``Runtime``).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 
 from . import event
-from .wire import AttrValue
+
+AttrValue = str | bool | int | float
 
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
@@ -45,7 +49,7 @@ def _sdk_resource() -> Resource:
 
 
 def resource_attributes() -> dict[str, AttrValue]:
-    """The resource attributes of this process's usage events (call again after a fork)."""
+    """The resource attributes of this process's usage events."""
     attrs: dict[str, AttrValue] = {}
     for key, value in _sdk_resource().attributes.items():
         if isinstance(value, (str, bool, int, float)):
@@ -61,3 +65,39 @@ def resource_attributes() -> dict[str, AttrValue]:
         attrs[event.HOST_ID] = machine_id()
     attrs[event.PROCESS_PID] = os.getpid()
     return attrs
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The process's resource attributes and the random prefix of its event IDs."""
+
+    attributes: dict[str, AttrValue]
+    event_id_prefix: str = field(default_factory=lambda: os.urandom(8).hex())
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.attributes[event.SERVICE_INSTANCE_ID])
+
+    @classmethod
+    def of_process(cls) -> Identity:
+        return cls(resource_attributes())
+
+    def after_fork(self) -> Identity:
+        """The identity of a forked child: the same resource, a new instance, a new pid."""
+        attributes = resource_attributes()
+        attributes[event.SERVICE_INSTANCE_ID] = str(uuid.uuid4())
+        return Identity(attributes)
+
+
+class Sequence:
+    """Per-instance request numbers: 1, 2, 3, ... in request start order, no gaps."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+        self.last = 0
+
+    def next(self) -> int:
+        # itertools.count.__next__ is atomic under the GIL: no lock on the request path.
+        seq = next(self._next)
+        self.last = seq
+        return seq

@@ -39,7 +39,7 @@ class UsagelogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not runtime.active:
             _logger.info("usagelog: disabled by USAGELOG_ENABLED")
             return
-        connect_flask_signals(runtime)
+        connect_flask_signals(runtime.resolver)
         original = flask.Flask.__call__
         UsagelogInstrumentor._original_call = original
 

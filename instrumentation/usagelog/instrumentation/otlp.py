@@ -1,10 +1,15 @@
 """OTLP export of usage events (``USAGELOG_EXPORTER=otlp``), falling back to the durable spool.
 
-Transport and endpoint follow the standard variables, logs-specific ones first:
+Where and how to send follows the OpenTelemetry SDK's own variables, read as the SDK's OTLP log
+exporters read them (its constants, its header parsing), the logs-specific one first:
 ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc``, the default, or
-``http/protobuf``), ``..._ENDPOINT`` (default ``http://localhost:4317`` for gRPC,
-``http://localhost:4318/v1/logs`` for HTTP), ``..._HEADERS`` (e.g. ``authorization=Bearer%20T``),
-``..._TIMEOUT`` (ms, default 10000), ``..._INSECURE`` and ``..._CERTIFICATE``.
+``http/protobuf``), ``..._ENDPOINT`` (gRPC: default ``http://localhost:4317``; HTTP: the logs
+endpoint as given, else the generic one plus ``/v1/logs``, default
+``http://localhost:4318/v1/logs``), ``..._HEADERS`` (e.g. ``authorization=Bearer%20T``),
+``..._TIMEOUT`` (seconds, as the Python SDK reads it; default 10), ``..._COMPRESSION``
+(``none``, ``gzip`` or ``deflate``), ``..._INSECURE`` (gRPC), ``..._CERTIFICATE`` (a CA bundle),
+``..._CLIENT_KEY`` and ``..._CLIENT_CERTIFICATE`` (mutual TLS). The SDK's exporters take only
+SDK log records, so the already-encoded batches go out on the same transports directly.
 
 Nothing is lost when the collector is down or slow. A batch that cannot be delivered
 (connection refused, timeout, any error status) goes to the spool (``USAGELOG_SPOOL_DIR``)
@@ -18,13 +23,39 @@ At exit, what is held is sent with a short timeout or spooled.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import time
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
+
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_CLIENT_KEY,
+    OTEL_EXPORTER_OTLP_COMPRESSION,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_HEADERS,
+    OTEL_EXPORTER_OTLP_INSECURE,
+    OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY,
+    OTEL_EXPORTER_OTLP_LOGS_COMPRESSION,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_LOGS_HEADERS,
+    OTEL_EXPORTER_OTLP_LOGS_INSECURE,
+    OTEL_EXPORTER_OTLP_LOGS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+)
+from opentelemetry.util.re import parse_env_headers
 
 from .config import Settings
 from .spool import DamagedFrame, SpoolWriter, claim_segments, has_claimable
@@ -36,24 +67,78 @@ MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 SHUTDOWN_TIMEOUT = 2.0
 ORPHAN_SCAN_SECONDS = 10.0
 SHUTDOWN_REPLAY_SECONDS = 5.0
+COMPRESSIONS = ("none", "gzip", "deflate")
 
 
-def _env(name: str, default: str = "") -> str:
-    """``OTEL_EXPORTER_OTLP_LOGS_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``, else ``default``."""
-    return (
-        os.environ.get(f"OTEL_EXPORTER_OTLP_LOGS_{name}")
-        or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
-        or default
-    )
+@dataclass(frozen=True)
+class Destination:
+    """Where and how to send, from the SDK's ``OTEL_EXPORTER_OTLP_*`` variables."""
 
+    protocol: str = "grpc"
+    endpoint: str = "http://localhost:4317"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 10.0
+    compression: str = "none"
+    insecure: bool = True
+    certificate: str = ""
+    client_key: str = ""
+    client_certificate: str = ""
 
-def _headers() -> list[tuple[str, str]]:
-    headers = []
-    for item in _env("HEADERS").split(","):
-        name, sep, value = item.partition("=")
-        if sep and name.strip():
-            headers.append((unquote(name.strip()).lower(), unquote(value.strip())))
-    return headers
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Destination:
+        env = os.environ if environ is None else environ
+
+        def pick(logs: str, generic: str, default: str = "") -> str:
+            return env.get(logs) or env.get(generic) or default
+
+        protocol = pick(OTEL_EXPORTER_OTLP_LOGS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL, "grpc").strip().lower()
+        if protocol not in ("grpc", "http/protobuf"):
+            _logger.warning("usagelog: unknown OTLP protocol %r; using grpc", protocol)
+            protocol = "grpc"
+        if protocol == "http/protobuf":
+            endpoint = env.get(OTEL_EXPORTER_OTLP_LOGS_ENDPOINT) or (
+                (env.get(OTEL_EXPORTER_OTLP_ENDPOINT) or "http://localhost:4318").rstrip("/") + "/v1/logs"
+            )
+        else:
+            endpoint = pick(
+                OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT, "http://localhost:4317"
+            )
+        raw_timeout = pick(OTEL_EXPORTER_OTLP_LOGS_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT, "10")
+        try:
+            timeout = float(raw_timeout)
+            if timeout <= 0:
+                raise ValueError
+        except ValueError:
+            _logger.warning("usagelog: invalid OTLP timeout %r (seconds); using 10", raw_timeout)
+            timeout = 10.0
+        compression = pick(OTEL_EXPORTER_OTLP_LOGS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION, "none")
+        compression = compression.strip().lower()
+        if compression not in COMPRESSIONS:
+            _logger.warning("usagelog: unsupported OTLP compression %r; sending uncompressed", compression)
+            compression = "none"
+        scheme = urlparse(endpoint).scheme
+        insecure_flag = pick(OTEL_EXPORTER_OTLP_LOGS_INSECURE, OTEL_EXPORTER_OTLP_INSECURE)
+        if scheme == "https":
+            insecure = False
+        elif insecure_flag:
+            insecure = insecure_flag.strip().lower() == "true"
+        else:
+            insecure = scheme == "http"
+        return cls(
+            protocol=protocol,
+            endpoint=endpoint,
+            headers=parse_env_headers(
+                pick(OTEL_EXPORTER_OTLP_LOGS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS), liberal=True
+            ),
+            timeout=timeout,
+            compression=compression,
+            insecure=insecure,
+            certificate=pick(OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE),
+            client_key=pick(OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY, OTEL_EXPORTER_OTLP_CLIENT_KEY),
+            client_certificate=pick(
+                OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE
+            ),
+        )
 
 
 class DeliveryError(Exception):
@@ -61,20 +146,25 @@ class DeliveryError(Exception):
 
 
 class _HttpTransport:
-    def __init__(self, endpoint: str, headers: list[tuple[str, str]], certificate: str) -> None:
-        if not os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") and not endpoint.rstrip("/").endswith(
-            "/v1/logs"
-        ):
-            endpoint = endpoint.rstrip("/") + "/v1/logs"
-        self.endpoint = endpoint
-        self.headers = {"Content-Type": "application/x-protobuf", **dict(headers)}
+    def __init__(self, destination: Destination) -> None:
+        self.endpoint = destination.endpoint
+        self.headers = {"Content-Type": "application/x-protobuf", **destination.headers}
+        self.compression = destination.compression
+        if self.compression != "none":
+            self.headers["Content-Encoding"] = self.compression
         self.context: Any = None
-        if certificate:
+        if destination.certificate or destination.client_certificate:
             import ssl
 
-            self.context = ssl.create_default_context(cafile=certificate)
+            self.context = ssl.create_default_context(cafile=destination.certificate or None)
+            if destination.client_certificate:
+                self.context.load_cert_chain(destination.client_certificate, destination.client_key or None)
 
     def send(self, payload: bytes, timeout: float) -> None:
+        if self.compression == "gzip":
+            payload = gzip.compress(payload)
+        elif self.compression == "deflate":
+            payload = zlib.compress(payload)
         request = urllib.request.Request(self.endpoint, data=payload, headers=self.headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=self.context) as response:
@@ -88,22 +178,35 @@ class _HttpTransport:
         pass
 
 
+def _read(path: str) -> bytes | None:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 class _GrpcTransport:
-    def __init__(
-        self, endpoint: str, headers: list[tuple[str, str]], certificate: str, insecure: bool
-    ) -> None:
+    def __init__(self, destination: Destination) -> None:
         import grpc
 
+        endpoint = destination.endpoint
         parsed = urlparse(endpoint if "://" in endpoint else "http://" + endpoint)
         target = parsed.netloc or parsed.path
-        if parsed.scheme == "https" or (certificate and not insecure):
-            root = open(certificate, "rb").read() if certificate else None  # noqa: SIM115
-            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root))
+        compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
+            destination.compression, grpc.Compression.NoCompression
+        )
+        if destination.insecure:
+            self.channel = grpc.insecure_channel(target, compression=compression)
         else:
-            self.channel = grpc.insecure_channel(target)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(destination.certificate) if destination.certificate else None,
+                private_key=_read(destination.client_key) if destination.client_key else None,
+                certificate_chain=_read(destination.client_certificate)
+                if destination.client_certificate
+                else None,
+            )
+            self.channel = grpc.secure_channel(target, credentials, compression=compression)
         # The payload is already an encoded ExportLogsServiceRequest: send the bytes as they are.
         self.call = self.channel.unary_unary(LOGS_EXPORT_METHOD)
-        self.metadata = headers
+        self.metadata = tuple(destination.headers.items())
         self._grpc = grpc
 
     def send(self, payload: bytes, timeout: float) -> None:
@@ -118,14 +221,10 @@ class _GrpcTransport:
 
 
 class OtlpExporter:
-    def __init__(self, settings: Settings, instance_id: str) -> None:
-        protocol = _env("PROTOCOL", "grpc").strip().lower()
-        timeout = _env("TIMEOUT", "10000")
-        self.timeout = float(timeout) / 1000.0 if timeout.replace(".", "", 1).isdigit() else 10.0
-        if protocol not in ("grpc", "http/protobuf"):
-            _logger.warning("usagelog: unknown OTLP protocol %r; using grpc", protocol)
-            protocol = "grpc"
-        self.protocol = protocol
+    def __init__(self, settings: Settings, instance_id: str, destination: Destination | None = None) -> None:
+        self.destination = destination or Destination.from_environment()
+        self.timeout = self.destination.timeout
+        self.protocol = self.destination.protocol
         # Created on first use, in the background thread: a gRPC channel must not cross a fork
         # (pre-forking servers import the app, and so usagelog, before forking workers).
         self._transport: _HttpTransport | _GrpcTransport | None = None
@@ -150,16 +249,10 @@ class OtlpExporter:
     @property
     def transport(self) -> _HttpTransport | _GrpcTransport:
         if self._transport is None:
-            certificate = _env("CERTIFICATE")
             if self.protocol == "http/protobuf":
-                self._transport = _HttpTransport(
-                    _env("ENDPOINT", "http://localhost:4318"), _headers(), certificate
-                )
+                self._transport = _HttpTransport(self.destination)
             else:
-                insecure = _env("INSECURE", "false").strip().lower() == "true"
-                self._transport = _GrpcTransport(
-                    _env("ENDPOINT", "http://localhost:4317"), _headers(), certificate, insecure
-                )
+                self._transport = _GrpcTransport(self.destination)
         return self._transport
 
     # -- state ------------------------------------------------------------------------------
@@ -240,7 +333,7 @@ class OtlpExporter:
     def after_fork(self, instance_id: str) -> None:
         self.writer.abandon_after_fork()
         # The parent's channel (if any) is left alone: closing it here could hang.
-        self.__init__(self._settings, instance_id)  # type: ignore[misc]
+        self.__init__(self._settings, instance_id, self.destination)  # type: ignore[misc]
 
     def shutdown(self) -> None:
         """Seal what is spooled and, if the collector answers, hand it over before exiting; what

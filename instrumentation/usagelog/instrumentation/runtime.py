@@ -1,16 +1,34 @@
-"""The process-wide usagelog runtime: settings, recorder, and the per-request begin/finish steps."""
+"""The process-wide usagelog runtime: it builds the parts and wires them together.
+
+Settings come first; then the process's identity and its sequence of request numbers, which
+the builder (event IDs, the resource) and the exporter (spool segment names) are given; then
+the recorder that carries captured exchanges from the request threads to the background
+thread. Capture talks to the runtime only as a :class:`~usagelog.instrumentation.capture.Sink`.
+
+At exit (``atexit``, or SIGTERM when the app has no handler of its own) requests in flight get
+up to 3 s to finish, then the queue is flushed and the current spool segment sealed. After
+``fork`` the child is a new instance: new identity and sequence, a fresh spool segment (the
+hooks hold the runtime through a weak reference).
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import signal
 import threading
 import time
+import weakref
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from .builder import EventBuilder
-from .capture import ERROR_KEY, EXCHANGE_KEY, ROUTE_KEY, Exchange, _InputTee, span_ids
 from .config import Settings, load_settings
+from .exchange import Exchange
 from .exporters import EventExporter, MemoryExporter, SpoolExporter
+from .identity import Identity, Sequence
 from .recorder import Recorder
 from .spool import SpoolWriter
 from .userid import UserResolver
@@ -18,6 +36,19 @@ from .userid import UserResolver
 _logger = logging.getLogger("usagelog")
 
 VERSION = "0.1.0"
+SHUTDOWN_WAIT_SECONDS = 3.0  # at exit, how long requests in flight may take to finish
+
+
+def _weak_hook(method: Callable[[], None]) -> Callable[[], None]:
+    """A callable that runs ``method`` while its object lives, and does nothing after."""
+    weak = weakref.WeakMethod(method)
+
+    def hook() -> None:
+        bound = weak()
+        if bound is not None:
+            bound()
+
+    return hook
 
 
 class Runtime:
@@ -27,82 +58,64 @@ class Runtime:
         self.resolver = UserResolver(settings.user_id_from)
         self.capture_bodies = settings.capture_body != "none"
         self.body_limit = settings.body_max_bytes
-        self._header_keys = self.resolver.header_keys
-        builder = EventBuilder(settings, self.resolver, {})
-        if exporter is None:
-            exporter = build_exporter(settings, "pending")
+        self.header_keys = tuple(self.resolver.header_keys)
+        self.identity = Identity.of_process()
+        self.sequence = Sequence()
+        self.builder = EventBuilder(settings, self.resolver, self.identity, VERSION)
+        self.exporter = (
+            exporter if exporter is not None else build_exporter(settings, self.identity.instance_id)
+        )
         self.recorder = Recorder(
-            builder,
-            exporter,
+            self.builder.encode_batch,
+            self.exporter,
             flush_interval_ms=settings.flush_interval_ms,
             max_queue=settings.max_queue,
-            version=VERSION,
         )
-        # The spool writer names its segments after the instance, known only now.
-        writer = getattr(exporter, "writer", None)
-        if isinstance(writer, SpoolWriter):
-            writer.instance_id = self.recorder.instance_id
+        os.register_at_fork(after_in_child=_weak_hook(self._after_fork))
 
-    # -- request path --------------------------------------------------------------------
-    def begin(self, environ: dict[str, Any]) -> Exchange:
-        exchange = Exchange(environ, self.recorder.next_seq())
-        environ[EXCHANGE_KEY] = exchange
-        if self.capture_bodies:
-            exchange.response_body = []
-            exchange.request_content_type = environ.get("CONTENT_TYPE", "")
-            stream = environ.get("wsgi.input")
-            if stream is not None:
-                environ["wsgi.input"] = _InputTee(stream, exchange, self.body_limit)
-        return exchange
+    @property
+    def instance_id(self) -> str:
+        return self.identity.instance_id
 
-    def finish(self, exchange: Exchange) -> None:
-        """Complete the exchange from the environ and queue it; runs once per request."""
+    # -- the sink capture writes to ----------------------------------------------------------
+    def next_seq(self) -> int:
+        return self.sequence.next()
+
+    def record(self, exchange: Exchange) -> None:
+        self.recorder.record(exchange)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _after_fork(self) -> None:
         try:
-            environ = exchange.environ
-            if environ is None:
-                return
-            exchange.environ = None
-            exchange.duration_ns = time.perf_counter_ns() - exchange.start_perf
-            status = exchange.status
-            exchange.status_code = int(status[:3]) if status[:3].isdigit() else 500
-            exchange.method = environ.get("REQUEST_METHOD", "")
-            exchange.path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            exchange.query = environ.get("QUERY_STRING", "")
-            exchange.client_address = environ.get("REMOTE_ADDR", "")
-            exchange.user_agent = environ.get("HTTP_USER_AGENT", "")
-            flask_error = environ.get(ERROR_KEY)
-            if flask_error and not exchange.error_type:
-                exchange.error_type = flask_error
-            if not exchange.route:
-                exchange.route = environ.get(ROUTE_KEY, "")
-            length = environ.get("CONTENT_LENGTH")
-            if length and length.isdigit():
-                exchange.request_size = int(length)
-            else:
-                tee = environ.get("wsgi.input")
-                exchange.request_size = getattr(tee, "total", 0) if isinstance(tee, _InputTee) else 0
-            for key in self._header_keys:
-                value = environ.get(key)
-                if value:
-                    exchange.user_headers[key] = value
-            if self.capture_bodies:
-                exchange.request_headers = [
-                    (k[5:].replace("_", "-").lower(), v) for k, v in environ.items() if k.startswith("HTTP_")
-                ]
-                content_type = environ.get("CONTENT_TYPE")
-                if content_type:
-                    exchange.request_headers.append(("content-type", content_type))
-            exchange.trace_id, exchange.span_id, exchange.trace_flags = span_ids(environ)
-            self.recorder.record(exchange)
+            self.identity = self.identity.after_fork()
+            self.sequence = Sequence()
+            self.builder.set_identity(self.identity)
+            self.exporter.after_fork(self.identity.instance_id)
         except Exception:
-            _logger.exception("usagelog: could not record a usage event")
+            _logger.exception("usagelog: could not reset after fork")
 
     def flush(self) -> int:
         return self.recorder.flush()
 
-    def shutdown(self) -> None:
+    def wait_in_flight(self, timeout: float) -> None:
+        """Give requests already started up to ``timeout`` seconds to finish and be queued."""
+        deadline = time.monotonic() + timeout
+        while self.recorder.recorded < self.sequence.last and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def shutdown(self, in_flight_timeout: float = 0.0) -> None:
         self.active = False
+        if in_flight_timeout > 0:
+            self.wait_in_flight(in_flight_timeout)
         self.recorder.shutdown()
+
+    def _exit(self) -> None:
+        self.shutdown(SHUTDOWN_WAIT_SECONDS)
+
+    def install_exit_hooks(self) -> None:
+        exit_hook = _weak_hook(self._exit)
+        atexit.register(exit_hook)
+        _install_sigterm_flush(exit_hook)
 
 
 def build_exporter(settings: Settings, instance_id: str) -> EventExporter:
@@ -119,6 +132,26 @@ def build_exporter(settings: Settings, instance_id: str) -> EventExporter:
     from .otlp import OtlpExporter
 
     return OtlpExporter(settings, instance_id)
+
+
+def _install_sigterm_flush(flush: Callable[[], None]) -> None:
+    """On SIGTERM, flush before dying, but only if the app has not set its own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def _on_sigterm(signum: int, frame: FrameType | None) -> Any:
+            try:
+                flush()
+            finally:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        _logger.debug("usagelog: SIGTERM handler not installed", exc_info=True)
 
 
 # -- the process-wide instance ----------------------------------------------------------------
@@ -143,7 +176,7 @@ def start_runtime(
         if _runtime is None:
             _runtime = Runtime(settings or load_settings(), exporter)
             if install_exit_hooks:
-                _runtime.recorder.install_exit_hooks()
+                _runtime.install_exit_hooks()
         return _runtime
 
 
