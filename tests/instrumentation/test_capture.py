@@ -225,3 +225,19 @@ def test_disabled_by_environment_records_nothing(live_app: Any, monkeypatch: Any
     # A captured request takes its sequence number before the app runs: none was taken.
     assert live.runtime.sequence.last == 0 and live.runtime.recorder.recorded == 0
     assert live.events(0, timeout=0.1) == []
+
+
+def test_uninstrument_app_gives_the_app_back(live_app: Any) -> None:
+    from usagelog.instrumentation import uninstrument_app
+
+    app = create_app()
+    original = app.wsgi_app
+    live = live_app(app)
+    assert _request(live.port, "GET", "/api/items/1")[0] == 200
+    assert len(live.events(1)) == 1
+    uninstrument_app(app)
+    assert app.wsgi_app == original  # its own wsgi_app, unwrapped (bound methods compare equal)
+    assert _request(live.port, "GET", "/api/items/2")[0] == 200
+    # Nothing took a sequence number: the request was not captured at all.
+    assert live.runtime.sequence.last == 1
+    assert len(live.events(1)) == 1
