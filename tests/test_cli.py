@@ -134,3 +134,63 @@ def test_a_dashboard_that_does_not_exist_is_exit_1(tmp_path: Path, chdb_url: str
         "report", "--dashboard", "nope", "--out", str(tmp_path / "r.html"), "--clickhouse", chdb_url
     )
     assert "no dashboard 'nope'" in _reported(result, 1)
+
+
+def test_help_shows_the_variable_behind_each_option() -> None:
+    def help_of(*command: str) -> str:
+        result = _cli(*command, "--help")
+        assert result.returncode == 0, result.stderr
+        return " ".join(result.stdout.split())  # as one line: the help wraps where it likes
+
+    query = help_of("query")
+    assert "--clickhouse URL ClickHouse URL [env var: USAGELOG_CLICKHOUSE_URL]" in query
+    assert "[env var: USAGELOG_CLICKHOUSE_DATABASE]" in query
+    ingest = help_of("ingest")
+    assert "[env var: USAGELOG_SPOOL_DIR]" in ingest and "[env var: USAGELOG_WORKER_ID]" in ingest
+    assert "[env var: USAGELOG_GRAFANA_DIR]" in help_of("dashboards", "serve")
+
+
+def test_main_runs_in_process_and_returns_the_exit_status(chdb_url: str, capsys: Any) -> None:
+    from usagelog.cli import main
+
+    assert main(["query", "SELECT 41 + 1 AS answer", "--clickhouse", chdb_url, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.split() == ["answer", "42"]
+    assert main(["query", "SELEC 1", "--clickhouse", chdb_url]) == 1
+    assert main(["query"]) == 2  # a missing argument is bad usage
+    assert main(["no-such-command"]) == 2
+    assert main(["top", "everything"]) == 2
+    assert "Syntax error" in capsys.readouterr().err
+
+
+def test_an_option_given_before_the_subcommand_counts(tmp_path: Path) -> None:
+    listed = _cli("dashboards", "--format", "json", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "overview" in {d["name"] for d in json.loads(listed.stdout)}
+
+
+def test_ctrl_c_exits_130(chdb_url: str) -> None:
+    import signal
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "usagelog.cli",
+            "dashboards",
+            "serve",
+            "--port",
+            "0",
+            "--clickhouse",
+            chdb_url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stderr is not None
+    try:
+        assert "dashboards on http://127.0.0.1:" in server.stderr.readline()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 130
+    finally:
+        server.kill()
+        server.wait()

@@ -1,7 +1,8 @@
 """The ``usagelog`` command: ingest (spool or Kafka), replay, tail; timeline, top, export, query,
 audit; the dashboards offline (serve, report) and the alert rules without Grafana; the demo.
 
-Options fall back to environment variables, then defaults:
+Options fall back to environment variables, then defaults; :mod:`usagelog.ingest.settings`
+resolves and checks them all, for every command the same way:
 
 - ``--clickhouse`` / ``USAGELOG_CLICKHOUSE_URL``: ``chdb:///path`` (default ``chdb://<cwd>/.usagelog/chdb``)
   or ``http(s)://user:password@host:port``;
@@ -9,92 +10,220 @@ Options fall back to environment variables, then defaults:
 - ``--spool`` / ``USAGELOG_SPOOL_DIR``: default ``.usagelog/spool``;
 - ``--format``: ``table`` (default), ``json`` or ``csv``.
 
-Exit status: 0 on success, 1 when the operation failed (message on stderr), 2 on bad usage.
+An option's variable is declared with the option (``envvar=``, shown by ``--help``) but read by
+the settings module, which names it in any problem; click only hands over what was typed.
+
+Exit status: 0 on success, 1 when the operation failed (one line on stderr: any
+:class:`~usagelog.ingest.errors.UsagelogError`), 2 on bad usage or settings, 130 on Ctrl-C.
+``alerts check`` also exits 1 when a rule fires, ``audit --strict`` when an instance has a problem.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
 
 from usagelog.ingest import queries
-from usagelog.ingest.errors import SettingsError, UsagelogError, kafka_errors
+from usagelog.ingest.errors import SettingsError, UsagelogError
 from usagelog.ingest.output import FORMATS, render
-from usagelog.ingest.settings import Settings, WorkerSettings, load_settings
-from usagelog.ingest.spool_ingest import IngestStats, ingest_spool
-from usagelog.ingest.store import connect
-from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DIR
+from usagelog.ingest.settings import Settings, load_settings
 
-USAGELOG_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
-USAGELOG_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
-CliSettings = Settings
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
+ENV_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
+ENV_SPOOL_DIR = "USAGELOG_SPOOL_DIR"
+ENV_WORKER_ID = "USAGELOG_WORKER_ID"
+ENV_GRAFANA_DIR = "USAGELOG_GRAFANA_DIR"
 
 
-def resolve_settings(args: argparse.Namespace) -> CliSettings:
-    """Arguments > environment > defaults; every problem is reported at once."""
-    kafka = args.func in (cmd_replay, cmd_tail) or (args.func is cmd_ingest and args.source)
+# -- options shared by several commands ----------------------------------------------------------
+
+
+# Decorators apply bottom-up: the option added last is listed first in --help.
+
+
+def _connection(f: F) -> F:
+    f = click.option(
+        "--database",
+        metavar="NAME",
+        envvar=ENV_CLICKHOUSE_DATABASE,
+        show_envvar=True,
+        help="database name (default usagelog)",
+    )(f)
+    return click.option(
+        "--clickhouse", metavar="URL", envvar=ENV_CLICKHOUSE_URL, show_envvar=True, help="ClickHouse URL"
+    )(f)
+
+
+def _output(f: F) -> F:
+    return click.option(
+        "--format", type=click.Choice(FORMATS), default="table", help="output format (default table)"
+    )(f)
+
+
+def _common(f: F) -> F:
+    return _connection(_output(f))
+
+
+def _span(f: F) -> F:
+    f = click.option("--until", help="end (default now)")(f)
+    return click.option("--since", help="start: 24h, 7d (back from now), now-1h, ISO-8601 or epoch ms")(f)
+
+
+def _grafana(f: F) -> F:
+    return click.option(
+        "--grafana-dir",
+        metavar="DIR",
+        envvar=ENV_GRAFANA_DIR,
+        show_envvar=True,
+        help="the grafana/ folder (default: shipped)",
+    )(f)
+
+
+def _given(ctx: click.Context, name: str) -> Any:
+    """What the user typed for option ``name`` — here, or before the subcommand (``usagelog
+    dashboards --format json list``) — else None: the environment and the defaults are the
+    settings module's to read, so that its messages name the variable."""
+    at: click.Context | None = ctx
+    while at is not None:
+        if at.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            return at.params[name]
+        at = at.parent
+    return None
+
+
+def _settings(ctx: click.Context, **kwargs: Any) -> Settings:
     return load_settings(
-        clickhouse=args.clickhouse,
-        database=args.database,
-        spool=getattr(args, "spool", None),
-        fmt=args.format,
-        retention=args.func is cmd_ingest,
-        kafka=bool(kafka),
-        source=getattr(args, "source", None),
-        monitored=args.func is cmd_tail,
-        worker_id=getattr(args, "worker_id", None),
+        clickhouse=_given(ctx, "clickhouse"),
+        database=_given(ctx, "database"),
+        fmt=_given(ctx, "format") or "table",
+        **kwargs,
     )
 
 
-def _print_progress(stats: IngestStats, total: int) -> None:
-    print(
-        f"\ringest: {stats.segments}/{total} segments, {stats.inserted} events stored, "
-        f"{stats.duplicates} duplicates skipped, {stats.dead_letters} dead letters",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
+def _connect(settings: Settings) -> Any:
+    from usagelog.ingest.store import connect
+
+    return connect(settings.clickhouse_url, database=settings.database, wait=settings.wait_seconds)
 
 
-def _worker_settings(settings: CliSettings, args: argparse.Namespace) -> WorkerSettings:
-    assert settings.worker is not None
-    return settings.worker
+def _grafana_dir(ctx: click.Context) -> Any:
+    from pathlib import Path
+
+    given = _given(ctx, "grafana_dir")
+    return Path(given) if given else None
+
+
+def _filters(
+    since: str | None, until: str | None, status: str | None = None, **fields: Any
+) -> queries.Filters:
+    from usagelog.ingest.timerange import time_range
+
+    try:
+        start, end = (
+            time_range(since, until or "now") if since else (None, time_range("100y", until or "now")[1])
+        )
+        if status:
+            queries.parse_status(status)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    return queries.Filters(start, end, status=status, **fields)
 
 
 def _log_to_stderr() -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
 
 
-def _retention(settings: CliSettings) -> None:
-    """Apply USAGELOG_RETENTION_* before ingesting (read, and checked, with the other settings)."""
-    from usagelog.ingest.retention import apply_retention
-
-    with _connect(settings) as store:
-        for table, ttl in apply_retention(store, days=settings.retention).items():
-            print(f"usagelog: retention of {table} set to {ttl}", file=sys.stderr)
+# -- the commands --------------------------------------------------------------------------------
 
 
-def _connect(settings: CliSettings) -> Any:
-    return connect(settings.clickhouse_url, database=settings.database, wait=settings.wait_seconds)
+class _Group(click.Group):
+    """Lists its commands in the order they are declared (the pipeline's), not alphabetically."""
+
+    group_class = type  # subgroups are _Group too
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
 
-def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
-    if args.source:
+@click.group(cls=_Group, help="API usage logs: ingest and query.")
+def cli() -> None:
+    pass
+
+
+# The same sentence in the command list and atop the command's own help.
+def _command(group: click.Group, name: str, text: str) -> Callable[[F], click.Command]:
+    return group.command(name, help=text, short_help=text)
+
+
+def _group(group: click.Group, name: str, text: str) -> Callable[[F], click.Group]:
+    return group.group(name, help=text, short_help=text)
+
+
+@_command(cli, "ingest", "store spooled (or Kafka) events in ClickHouse")
+@_common
+@click.option(
+    "--spool",
+    metavar="DIR",
+    envvar=ENV_SPOOL_DIR,
+    show_envvar=True,
+    help="spool directory (default .usagelog/spool)",
+)
+@click.option(
+    "--from",
+    "source",
+    metavar="URL",
+    help="kafka://host:port[,host:port]/topic: run as a consumer-group worker",
+)
+@click.option(
+    "--worker-id", envvar=ENV_WORKER_ID, show_envvar=True, help="worker name (default <host>-<pid>)"
+)
+@click.option(
+    "--max-idle",
+    type=float,
+    default=0.0,
+    help="with --from: exit after this many seconds without messages (default: run until stopped)",
+)
+@click.pass_context
+def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any) -> int:
+    settings = _settings(
+        ctx,
+        spool=_given(ctx, "spool"),
+        retention=True,
+        kafka=bool(source),
+        source=source,
+        worker_id=_given(ctx, "worker_id"),
+    )
+    if settings.worker is not None:
         from usagelog.ingest.worker import run_worker
 
         _log_to_stderr()
-        worker_settings = _worker_settings(settings, args)
-        _retention(settings)
-        return run_worker(worker_settings, max_idle_seconds=args.max_idle)
-    _retention(settings)
+        _apply_retention(settings)
+        return run_worker(settings.worker, max_idle_seconds=max_idle)
+    from usagelog.ingest.spool_ingest import IngestStats, ingest_spool
+
+    def progress(stats: IngestStats, total: int) -> None:
+        print(
+            f"\ringest: {stats.segments}/{total} segments, {stats.inserted} events stored, "
+            f"{stats.duplicates} duplicates skipped, {stats.dead_letters} dead letters",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    _apply_retention(settings)
     started = time.monotonic()
-    stats = ingest_spool(settings.spool_dir, settings.clickhouse_url, settings.database, _print_progress)
+    stats = ingest_spool(settings.spool_dir, settings.clickhouse_url, settings.database, progress)
     if stats.segments:
         print(file=sys.stderr)
     elapsed = time.monotonic() - started
@@ -111,71 +240,151 @@ def cmd_ingest(settings: CliSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(settings: CliSettings, args: argparse.Namespace) -> int:
-    from usagelog.ingest.replay import replay
+def _apply_retention(settings: Settings) -> None:
+    """USAGELOG_RETENTION_* (read and checked with the other settings) before ingesting."""
+    from usagelog.ingest.retention import apply_retention
 
-    if not args.since and not args.offsets:
+    with _connect(settings) as store:
+        for table, ttl in apply_retention(store, days=settings.retention).items():
+            print(f"usagelog: retention of {table} set to {ttl}", file=sys.stderr)
+
+
+@_command(cli, "replay", "re-read a time or offset range of Kafka into ClickHouse")
+@_common
+@click.option(
+    "--from", "source", metavar="URL", help="kafka://host:port/topic (env USAGELOG_KAFKA_BROKERS/_TOPIC)"
+)
+@click.option("--since", help="ISO-8601 time (UTC unless stated) or epoch milliseconds")
+@click.option("--until", help="ISO-8601 time or epoch milliseconds (default: the end as of now)")
+@click.option("--offsets", help="partition:first-last,... instead of a time range (last may be empty)")
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    /,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    offsets: str | None,
+    **_: Any,
+) -> int:
+    from usagelog.ingest.replay import replay as replay_range
+
+    settings = _settings(ctx, kafka=True, source=source)
+    if not since and not offsets:
         raise SettingsError("replay needs --since TIME or --offsets P:FIRST-LAST,...")
+    assert settings.worker is not None
     _log_to_stderr()
-    totals = replay(
-        _worker_settings(settings, args), since=args.since, until=args.until, offsets=args.offsets
-    )
+    totals = replay_range(settings.worker, since=since, until=until, offsets=offsets)
     print(render(list(totals), [tuple(totals.values())], settings.fmt))
     return 0
 
 
-def cmd_tail(settings: CliSettings, args: argparse.Namespace) -> int:
-    from usagelog.ingest.tail import tail
+@_command(cli, "tail", "follow monitored events live from Kafka")
+@_common
+@click.option(
+    "--from", "source", metavar="URL", help="kafka://host:port[/monitored-topic] (env USAGELOG_KAFKA_BROKERS)"
+)
+@click.option("--user", help="only this user's events")
+@click.option("--from-beginning", is_flag=True, help="start at the oldest retained event")
+@click.option("--max-events", type=int, default=0, help="exit after this many events")
+@click.option("--timeout", type=float, default=0.0, help="exit after this many seconds")
+@click.pass_context
+def tail(
+    ctx: click.Context,
+    /,
+    source: str | None,
+    user: str | None,
+    from_beginning: bool,
+    max_events: int,
+    timeout: float,
+    **_: Any,
+) -> int:
+    from usagelog.ingest.errors import kafka_errors
+    from usagelog.ingest.tail import tail as follow
 
-    worker_settings = _worker_settings(settings, args)
-    with kafka_errors(worker_settings.brokers):
-        tail(
-            worker_settings,
-            user=args.user,
-            from_beginning=args.from_beginning,
+    settings = _settings(ctx, kafka=True, source=source, monitored=True)
+    assert settings.worker is not None
+    with kafka_errors(settings.worker.brokers):
+        follow(
+            settings.worker,
+            user=user,
+            from_beginning=from_beginning,
             fmt="json" if settings.fmt == "json" else "table",
-            max_events=args.max_events,
-            timeout=args.timeout,
+            max_events=max_events,
+            timeout=timeout,
         )
     return 0
 
 
-def _filters(args: argparse.Namespace, default_since: str | None = None, **fields: Any) -> queries.Filters:
-    from usagelog.ingest.timerange import time_range
-
-    since = getattr(args, "since", None) or default_since
-    until = getattr(args, "until", None) or "now"
-    try:
-        start, end = time_range(since, until) if since else (None, time_range("100y", until)[1])
-        if getattr(args, "status", None):
-            queries.parse_status(args.status)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
-    return queries.Filters(start, end, status=getattr(args, "status", None), **fields)
-
-
-def cmd_timeline(settings: CliSettings, args: argparse.Namespace) -> int:
-    filters = _filters(args, route=args.route)
+@_command(cli, "timeline", "one user's requests, in order")
+@_common
+@_span
+@click.argument("user")
+@click.option("--route", help="only this route (as declared, e.g. /api/items/<int:item_id>)")
+@click.option("--status", help="only this status: 404, 5xx or 400-499")
+@click.option("--limit", type=int, default=0)
+@click.pass_context
+def timeline(
+    ctx: click.Context,
+    /,
+    user: str,
+    since: str | None,
+    until: str | None,
+    route: str | None,
+    status: str | None,
+    limit: int,
+    **_: Any,
+) -> int:
+    settings = _settings(ctx)
+    filters = _filters(since, until, status, route=route)
     with _connect(settings) as store:
-        columns, rows = queries.timeline(store, args.user, args.limit, filters)
+        columns, rows = queries.timeline(store, user, limit, filters)
     print(render(columns, rows, settings.fmt))
     return 0
 
 
-def cmd_top(settings: CliSettings, args: argparse.Namespace) -> int:
-    filters = _filters(args, "24h")
+@_command(cli, "top", "the busiest users or routes, the commonest errors")
+@_common
+@_span
+@click.argument("what", type=click.Choice(queries.TOP))
+@click.option("--limit", type=int, default=20)
+@click.pass_context
+def top(ctx: click.Context, /, what: str, since: str | None, until: str | None, limit: int, **_: Any) -> int:
+    settings = _settings(ctx)
+    filters = _filters(since or "24h", until)
     with _connect(settings) as store:
-        columns, rows = queries.top(store, args.what, filters, args.limit)
+        columns, rows = queries.top(store, what, filters, limit)
     print(render(columns, rows, settings.fmt))
     return 0
 
 
-def cmd_export(settings: CliSettings, args: argparse.Namespace) -> int:
+@_command(cli, "export", "stored events to a Parquet, CSV or JSON-lines file")
+@_connection
+@_span
+@click.option("--user", help="only this user's events")
+@click.option("--route", help="only this route")
+@click.option("--status", help="only this status: 404, 5xx or 400-499")
+@click.option("--format", "file_format", type=click.Choice(("parquet", "csv", "jsonl")), default="parquet")
+@click.option("--out", required=True, help="the file to write")
+@click.pass_context
+def export(
+    ctx: click.Context,
+    /,
+    since: str | None,
+    until: str | None,
+    user: str | None,
+    route: str | None,
+    status: str | None,
+    file_format: str,
+    out: str,
+    **_: Any,
+) -> int:
     from pathlib import Path
 
     from usagelog.ingest.export import export_events
 
-    filters = _filters(args, user=args.user, route=args.route)
+    settings = _settings(ctx)
+    filters = _filters(since, until, status, user=user, route=route)
     started = time.monotonic()
     shown: list[int] = []
 
@@ -186,51 +395,71 @@ def cmd_export(settings: CliSettings, args: argparse.Namespace) -> int:
 
     with _connect(settings) as store:
         try:
-            written = export_events(store, filters, args.file_format, Path(args.out), progress)
+            written = export_events(store, filters, file_format, Path(out), progress)
         except OSError as exc:
             # A directory given as --out, a full disk, no permission: the user's to fix, so a
             # message, not a traceback (the partial file is already gone).
             if shown:
                 print(file=sys.stderr)  # end the progress line
-            print(f"usagelog: cannot write {args.out}: {exc}", file=sys.stderr)
+            print(f"usagelog: cannot write {out}: {exc}", file=sys.stderr)
             return 1
     if written:
         print(file=sys.stderr)
-    print(f"usagelog: {written} events written to {args.out} ({args.file_format})", file=sys.stderr)
+    print(f"usagelog: {written} events written to {out} ({file_format})", file=sys.stderr)
     return 0
 
 
-def _grafana_dir(args: argparse.Namespace) -> Any:
-    from pathlib import Path
+@_command(cli, "query", "run a SQL query")
+@_common
+@click.argument("sql")
+@click.pass_context
+def query(ctx: click.Context, /, sql: str, **_: Any) -> int:
+    settings = _settings(ctx)
+    with _connect(settings) as store:
+        columns, rows = store.query(sql)
+    print(render(columns, rows, settings.fmt))
+    return 0
 
-    return Path(args.grafana_dir) if getattr(args, "grafana_dir", None) else None
+
+@_command(cli, "audit", "per instance: events, sequence gaps, duplicates, checksums")
+@_common
+@click.option("--strict", is_flag=True, help="exit 1 if any instance has a problem")
+@click.pass_context
+def audit(ctx: click.Context, /, strict: bool, **_: Any) -> int:
+    settings = _settings(ctx)
+    with _connect(settings) as store:
+        columns, rows = queries.audit(store)
+    print(render(columns, rows, settings.fmt))
+    bad = sum(
+        1 for row in rows if any(row[columns.index(c)] for c in ("gaps", "duplicates", "checksum_failures"))
+    )
+    return 1 if bad and strict else 0
 
 
-def cmd_dashboards(settings: CliSettings, args: argparse.Namespace) -> int:
-    from usagelog.dashboards.model import load_dashboards
+# Groups take the common options too, so `usagelog dashboards --format json list` works as well.
+@_group(cli, "dashboards", "the Grafana dashboards without Grafana")
+@_common
+@_grafana
+def dashboards(**_: Any) -> None:
+    pass
 
-    if args.action == "list":
-        dashboards = load_dashboards(_grafana_dir(args))
-        rows = [
-            (
-                name,
-                d.uid,
-                d.title,
-                sum(1 for p in d.panels if p.type != "row"),
-                ", ".join(v.name for v in d.variables),
-            )
-            for name, d in dashboards.items()
-        ]
-        print(render(["name", "uid", "title", "panels", "variables"], rows, settings.fmt))
-        return 0
+
+@_command(dashboards, "serve", "a read-only local web page")
+@_common
+@_grafana
+@click.option("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+@click.option("--port", type=int, default=3001, help="port (default 3001; 0 picks a free one)")
+@click.pass_context
+def dashboards_serve(ctx: click.Context, /, host: str, port: int, **_: Any) -> int:
     from usagelog.dashboards.serve import serve
 
+    settings = _settings(ctx)
     with _connect(settings):
         pass  # the schema exists before the first page asks for it
-    server = serve(settings.clickhouse_url, settings.database, args.host, args.port, _grafana_dir(args))
-    host, port = str(server.server_address[0]), int(server.server_address[1])
+    server = serve(settings.clickhouse_url, settings.database, host, port, _grafana_dir(ctx))
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     print(
-        f"usagelog: dashboards on http://{host}:{port}/ (read-only; Ctrl-C stops)",
+        f"usagelog: dashboards on http://{bound_host}:{bound_port}/ (read-only; Ctrl-C stops)",
         file=sys.stderr,
         flush=True,
     )
@@ -241,9 +470,32 @@ def cmd_dashboards(settings: CliSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _variables(pairs: Sequence[str] | None) -> dict[str, list[str]]:
+@_command(dashboards, "list", "the dashboards and their panels")
+@_common
+@_grafana
+@click.pass_context
+def dashboards_list(ctx: click.Context, /, **_: Any) -> int:
+    from usagelog.dashboards.model import load_dashboards
+
+    settings = _settings(ctx)
+    found = load_dashboards(_grafana_dir(ctx))
+    rows = [
+        (
+            name,
+            d.uid,
+            d.title,
+            sum(1 for p in d.panels if p.type != "row"),
+            ", ".join(v.name for v in d.variables),
+        )
+        for name, d in found.items()
+    ]
+    print(render(["name", "uid", "title", "panels", "variables"], rows, settings.fmt))
+    return 0
+
+
+def _variables(pairs: Sequence[str]) -> dict[str, list[str]]:
     chosen: dict[str, list[str]] = {}
-    for pair in pairs or []:
+    for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise SettingsError(f"--var {pair!r}: expected name=value")
@@ -251,57 +503,98 @@ def _variables(pairs: Sequence[str] | None) -> dict[str, list[str]]:
     return chosen
 
 
-def cmd_report(settings: CliSettings, args: argparse.Namespace) -> int:
+@_command(cli, "report", "one dashboard as a self-contained HTML file")
+@_common
+@_span
+@_grafana
+@click.option("--dashboard", "name", default="overview", help="name, uid or title (default overview)")
+@click.option("--var", "pairs", multiple=True, help="a dashboard variable: name=value (repeat for several)")
+@click.option("--out", default="report.html", help="the file to write (default report.html)")
+@click.pass_context
+def report(
+    ctx: click.Context,
+    /,
+    since: str | None,
+    until: str | None,
+    name: str,
+    pairs: tuple[str, ...],
+    out: str,
+    **_: Any,
+) -> int:
     from pathlib import Path
 
     from usagelog.dashboards.model import find_dashboard, load_dashboards
     from usagelog.dashboards.serve import render_dashboard
     from usagelog.ingest.timerange import parse_since
 
-    directory = _grafana_dir(args)
-    dashboard = find_dashboard(args.dashboard, directory)
+    settings = _settings(ctx)
+    directory = _grafana_dir(ctx)
+    dashboard = find_dashboard(name, directory)
     with _connect(settings) as store:
         page = render_dashboard(
             store,
             dashboard,
             served=False,
             dashboards=list(load_dashboards(directory).values()),
-            time_from=parse_since(args.since) if args.since else None,
-            time_to=parse_since(args.until) if args.until else None,
-            chosen=_variables(args.var),
+            time_from=parse_since(since) if since else None,
+            time_to=parse_since(until) if until else None,
+            chosen=_variables(pairs),
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    print(f"usagelog: {dashboard.title} written to {out}", file=sys.stderr)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    print(f"usagelog: {dashboard.title} written to {path}", file=sys.stderr)
     return 0
 
 
-def cmd_alerts(settings: CliSettings, args: argparse.Namespace) -> int:
+@_group(cli, "alerts", "the alert rules without Grafana")
+@_common
+@_grafana
+def alerts_group(**_: Any) -> None:
+    pass
+
+
+@_command(alerts_group, "check", "evaluate every rule; exit 1 when one fires")
+@_common
+@_grafana
+@click.option("--since", help="also evaluate at every interval since then (24h, 1h, ISO-8601)")
+@click.option("--at", help="evaluate as of this time instead of now")
+@click.option("--rule", "only", multiple=True, help="only this rule uid (repeat for several)")
+@click.option("--webhook", help="POST firing alerts here (Grafana/Alertmanager webhook payload)")
+@click.pass_context
+def alerts_check(
+    ctx: click.Context,
+    /,
+    since: str | None,
+    at: str | None,
+    only: tuple[str, ...],
+    webhook: str | None,
+    **_: Any,
+) -> int:
     import datetime as dt
     import json
 
     from usagelog.dashboards import alerts
+    from usagelog.dashboards.serve import ReadOnlyStore
     from usagelog.ingest.timerange import parse_since, parse_time
 
-    rules = alerts.load_rules(_grafana_dir(args))
-    if args.rule:
-        unknown = set(args.rule) - {r.uid for r in rules}
+    settings = _settings(ctx)
+    rules = alerts.load_rules(_grafana_dir(ctx))
+    if only:
+        unknown = set(only) - {r.uid for r in rules}
         if unknown:
             raise SettingsError(
                 f"--rule: no rule {sorted(unknown)[0]!r}; rules are {', '.join(r.uid for r in rules)}"
             )
-        rules = [r for r in rules if r.uid in args.rule]
+        rules = [r for r in rules if r.uid in only]
     now = dt.datetime.now(dt.timezone.utc)
     try:
-        at = parse_time(parse_since(args.at), now) if args.at else now
-        since = parse_time(parse_since(args.since), at) if args.since else None
+        when = parse_time(parse_since(at), now) if at else now
+        start = parse_time(parse_since(since), when) if since else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     with _connect(settings) as store:
-        from usagelog.dashboards.serve import ReadOnlyStore
-
-        instances = alerts.check(ReadOnlyStore(store), rules, at, since)
+        instances = alerts.check(ReadOnlyStore(store), rules, when, start)
     if settings.fmt == "json":
         print(json.dumps([i.as_dict() for i in instances], indent=1, ensure_ascii=False))
     else:
@@ -320,31 +613,34 @@ def cmd_alerts(settings: CliSettings, args: argparse.Namespace) -> int:
             render(["rule", "state", "labels", "value", "since", "summary"], rows, settings.fmt, max_width=80)
         )
     firing = [i for i in instances if i.state in ("firing", "nodata", "error")]
-    if args.webhook and any(i.state == "firing" for i in instances):
+    if webhook and any(i.state == "firing" for i in instances):
         try:
-            status = alerts.post_webhook(args.webhook, alerts.webhook_payload(instances))
+            status = alerts.post_webhook(webhook, alerts.webhook_payload(instances))
         except OSError as exc:
-            print(f"usagelog: webhook {args.webhook} failed: {exc}", file=sys.stderr)
+            print(f"usagelog: webhook {webhook} failed: {exc}", file=sys.stderr)
             return 1
         posted = sum(i.state == "firing" for i in instances)
         print(f"usagelog: posted {posted} alerts to the webhook ({status})", file=sys.stderr)
-    evaluated = f"{len(rules)} rules at {at:%Y-%m-%d %H:%M:%S} UTC" + (
-        f" since {since:%Y-%m-%d %H:%M}" if since else ""
+    evaluated = f"{len(rules)} rules at {when:%Y-%m-%d %H:%M:%S} UTC" + (
+        f" since {start:%Y-%m-%d %H:%M}" if start else ""
     )
     print(f"usagelog: {len(firing)} alerting of {evaluated}", file=sys.stderr)
     return 1 if firing else 0
 
 
-def cmd_query(settings: CliSettings, args: argparse.Namespace) -> int:
-    with _connect(settings) as store:
-        columns, rows = store.query(args.sql)
-    print(render(columns, rows, settings.fmt))
-    return 0
+@_group(cli, "rollups", "the per-minute and per-hour rollups")
+@_common
+def rollups(**_: Any) -> None:
+    pass
 
 
-def cmd_rollups(settings: CliSettings, args: argparse.Namespace) -> int:
+@_command(rollups, "rebuild", "recompute every stored minute and hour (after a restore, say)")
+@_common
+@click.pass_context
+def rollups_rebuild(ctx: click.Context, /, **_: Any) -> int:
     from usagelog.ingest import rollup
 
+    settings = _settings(ctx)
     started = time.monotonic()
     with _connect(settings) as store:
         minutes = rollup.rebuild(store)
@@ -354,169 +650,37 @@ def cmd_rollups(settings: CliSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(settings: CliSettings, args: argparse.Namespace) -> int:
-    with _connect(settings) as store:
-        columns, rows = queries.audit(store)
-    print(render(columns, rows, settings.fmt))
-    bad = sum(
-        1 for row in rows if any(row[columns.index(c)] for c in ("gaps", "duplicates", "checksum_failures"))
-    )
-    return 1 if bad and args.strict else 0
-
-
-def cmd_demo(settings: CliSettings, args: argparse.Namespace) -> int:
+@_command(cli, "demo", "run the example API on three instances and show the log")
+@_common
+@click.option("--dir", "workdir", default=".usagelog/demo", help="working directory (default .usagelog/demo)")
+@click.option("--users", type=int, default=6)
+@click.option("--rounds", type=int, default=3, help="passes of each user's request script")
+@click.pass_context
+def demo(ctx: click.Context, /, workdir: str, users: int, rounds: int, **_: Any) -> int:
     from usagelog.demo.run import run_demo
 
+    settings = _settings(ctx)
     return run_demo(
-        workdir=args.dir,
-        users=args.users,
-        rounds=args.rounds,
+        workdir=workdir,
+        users=users,
+        rounds=rounds,
         fmt=settings.fmt,
         url=settings.clickhouse_url,
         database=settings.database,
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--clickhouse", help=f"ClickHouse URL (env {USAGELOG_CLICKHOUSE_URL})")
-    connection.add_argument(
-        "--database", help=f"database name (env {USAGELOG_CLICKHOUSE_DATABASE}, default usagelog)"
-    )
-    output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
-    common = [connection, output]
-    span = argparse.ArgumentParser(add_help=False)
-    span.add_argument("--since", help="start: 24h, 7d (back from now), now-1h, ISO-8601 or epoch ms")
-    span.add_argument("--until", help="end (default now)")
-    grafana = argparse.ArgumentParser(add_help=False)
-    grafana.add_argument(
-        "--grafana-dir", help="the grafana/ folder (env USAGELOG_GRAFANA_DIR; default: shipped)"
-    )
-
-    parser = argparse.ArgumentParser(prog="usagelog", description="API usage logs: ingest and query.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("ingest", parents=common, help="store spooled (or Kafka) events in ClickHouse")
-    p.add_argument("--spool", help=f"spool directory (env {USAGELOG_SPOOL_DIR}, default {DEFAULT_SPOOL_DIR})")
-    p.add_argument(
-        "--from", dest="source", help="kafka://host:port[,host:port]/topic: run as a consumer-group worker"
-    )
-    p.add_argument("--worker-id", help="worker name (env USAGELOG_WORKER_ID, default <host>-<pid>)")
-    p.add_argument(
-        "--max-idle",
-        type=float,
-        default=0.0,
-        help="with --from: exit after this many seconds without messages (default: run until stopped)",
-    )
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser(
-        "replay", parents=common, help="re-read a time or offset range of Kafka into ClickHouse"
-    )
-    p.add_argument(
-        "--from", dest="source", help="kafka://host:port/topic (env USAGELOG_KAFKA_BROKERS/_TOPIC)"
-    )
-    p.add_argument("--since", help="ISO-8601 time (UTC unless stated) or epoch milliseconds")
-    p.add_argument("--until", help="ISO-8601 time or epoch milliseconds (default: the end as of now)")
-    p.add_argument("--offsets", help="partition:first-last,... instead of a time range (last may be empty)")
-    p.set_defaults(func=cmd_replay)
-
-    p = sub.add_parser("tail", parents=common, help="follow monitored events live from Kafka")
-    p.add_argument(
-        "--from", dest="source", help="kafka://host:port[/monitored-topic] (env USAGELOG_KAFKA_BROKERS)"
-    )
-    p.add_argument("--user", help="only this user's events")
-    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
-    p.add_argument("--max-events", type=int, default=0, help="exit after this many events")
-    p.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
-    p.set_defaults(func=cmd_tail)
-
-    p = sub.add_parser("timeline", parents=[*common, span], help="one user's requests, in order")
-    p.add_argument("user")
-    p.add_argument("--route", help="only this route (as declared, e.g. /api/items/<int:item_id>)")
-    p.add_argument("--status", help="only this status: 404, 5xx or 400-499")
-    p.add_argument("--limit", type=int, default=0)
-    p.set_defaults(func=cmd_timeline)
-
-    p = sub.add_parser(
-        "top", parents=[*common, span], help="the busiest users or routes, the commonest errors"
-    )
-    p.add_argument("what", choices=queries.TOP)
-    p.add_argument("--limit", type=int, default=20)
-    p.set_defaults(func=cmd_top, since="24h")
-
-    p = sub.add_parser(
-        "export", parents=[connection, span], help="stored events to a Parquet, CSV or JSON-lines file"
-    )
-    p.add_argument("--user", help="only this user's events")
-    p.add_argument("--route", help="only this route")
-    p.add_argument("--status", help="only this status: 404, 5xx or 400-499")
-    p.add_argument("--format", dest="file_format", choices=("parquet", "csv", "jsonl"), default="parquet")
-    p.add_argument("--out", required=True, help="the file to write")
-    p.set_defaults(func=cmd_export, format="table")
-
-    p = sub.add_parser("query", parents=common, help="run a SQL query")
-    p.add_argument("sql")
-    p.set_defaults(func=cmd_query)
-
-    p = sub.add_parser(
-        "audit", parents=common, help="per instance: events, sequence gaps, duplicates, checksums"
-    )
-    p.add_argument("--strict", action="store_true", help="exit 1 if any instance has a problem")
-    p.set_defaults(func=cmd_audit)
-
-    p = sub.add_parser(
-        "dashboards", parents=[*common, grafana], help="the Grafana dashboards without Grafana"
-    )
-    actions = p.add_subparsers(dest="action", required=True)
-    a = actions.add_parser("serve", parents=[*common, grafana], help="a read-only local web page")
-    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    a.add_argument("--port", type=int, default=3001, help="port (default 3001; 0 picks a free one)")
-    a.set_defaults(func=cmd_dashboards)
-    a = actions.add_parser("list", parents=[*common, grafana], help="the dashboards and their panels")
-    a.set_defaults(func=cmd_dashboards)
-
-    p = sub.add_parser(
-        "report", parents=[*common, span, grafana], help="one dashboard as a self-contained HTML file"
-    )
-    p.add_argument("--dashboard", default="overview", help="name, uid or title (default overview)")
-    p.add_argument("--var", action="append", help="a dashboard variable: name=value (repeat for several)")
-    p.add_argument("--out", default="report.html", help="the file to write (default report.html)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("alerts", parents=[*common, grafana], help="the alert rules without Grafana")
-    actions = p.add_subparsers(dest="action", required=True)
-    a = actions.add_parser(
-        "check", parents=[*common, grafana], help="evaluate every rule; exit 1 when one fires"
-    )
-    a.add_argument("--since", help="also evaluate at every interval since then (24h, 1h, ISO-8601)")
-    a.add_argument("--at", help="evaluate as of this time instead of now")
-    a.add_argument("--rule", action="append", help="only this rule uid (repeat for several)")
-    a.add_argument("--webhook", help="POST firing alerts here (Grafana/Alertmanager webhook payload)")
-    a.set_defaults(func=cmd_alerts)
-
-    p = sub.add_parser("rollups", parents=common, help="the per-minute and per-hour rollups")
-    actions = p.add_subparsers(dest="action", required=True)
-    a = actions.add_parser(
-        "rebuild", parents=common, help="recompute every stored minute and hour (after a restore, say)"
-    )
-    a.set_defaults(func=cmd_rollups)
-
-    p = sub.add_parser("demo", parents=common, help="run the example API on three instances and show the log")
-    p.add_argument("--dir", default=".usagelog/demo", help="working directory (default .usagelog/demo)")
-    p.add_argument("--users", type=int, default=6)
-    p.add_argument("--rounds", type=int, default=3, help="passes of each user's request script")
-    p.set_defaults(func=cmd_demo)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line ``argv`` (default: the process's); returns the exit status."""
     try:
-        settings = resolve_settings(args)
-        return int(args.func(settings, args))
+        code = cli.main(
+            args=None if argv is None else list(argv), prog_name="usagelog", standalone_mode=False
+        )
+    except click.exceptions.Abort:  # click's word for Ctrl-C
+        return 130
+    except click.ClickException as exc:  # bad usage: click's message, exit status 2
+        exc.show()
+        return exc.exit_code
     except SettingsError as exc:
         print(f"usagelog: {exc}", file=sys.stderr)
         return 2
@@ -526,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return int(code or 0)
 
 
 if __name__ == "__main__":
