@@ -30,6 +30,7 @@ variant exported a number of events different from the number of requests it ser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -42,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -57,6 +58,8 @@ from app_under_test import (  # noqa: E402  (the benchmark folder is not a packa
     VARIANTS,
     build_variant,
 )
+
+from usagelog.process import Child  # noqa: E402
 
 METHODS = ("GET", "POST")
 EXPECTED_STATUS = {"GET": 200, "POST": 201}
@@ -76,11 +79,6 @@ def _child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _tail(log: TextIO) -> str:
-    log.seek(0)
-    return log.read()[-2000:]
 
 
 class Worker(Protocol):
@@ -142,18 +140,27 @@ class TestClientWorker:
     def __init__(self, variant: str, total_requests: int) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
         cmd += ["--requests", str(total_requests)]
-        self._log: TextIO = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in close())
-        self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_child_env()
+        self._logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-")  # removed in close()
+        # Requests and replies over stdin/stdout; stderr to the log.
+        self._child = Child.start(
+            cmd,
+            log=Path(self._logs.name) / "child.log",
+            name=f"test-client child ({variant})",
+            env=_child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        self._proc = self._child.popen
+        assert self._proc is not None
         if self._readline() != "ready":
-            output = _tail(self._log)
+            output = self._child.log()[-2000:]
             self.close()
             raise RuntimeError(f"test-client child did not start: {output}")
 
     def _readline(self) -> str:
         assert self._proc.stdout is not None
-        return self._proc.stdout.readline().strip()
+        return str(self._proc.stdout.readline()).strip()
 
     def _ask(self, command: str) -> Any:
         assert self._proc.stdin is not None
@@ -164,7 +171,7 @@ class TestClientWorker:
         except OSError:
             line = ""
         if not line:
-            raise RuntimeError(f"test-client child died: {_tail(self._log)}")
+            raise RuntimeError(f"test-client child died: {self._child.log()[-2000:]}")
         return json.loads(line)
 
     def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
@@ -175,14 +182,12 @@ class TestClientWorker:
         return self._ask("events")  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        try:
+        # EOF on stdin ends the child; SIGKILL if it has not exited 15 s later.
+        with contextlib.suppress(OSError):
             if self._proc.stdin is not None:
                 self._proc.stdin.close()
-            self._proc.wait(timeout=15)
-        except (OSError, subprocess.TimeoutExpired):
-            self._proc.kill()
-            self._proc.wait()
-        self._log.close()
+        self._child.stop(timeout=15, sig=None)
+        self._logs.cleanup()
 
 
 # -- real server: gunicorn per variant ----------------------------------------------------------------------
@@ -231,9 +236,13 @@ class ServerWorker:
             "warning",
         ]
         cmd += ["--timeout", "300", f"app_under_test:create_application({variant!r})"]
-        self._log: TextIO = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed in close())
-        self._proc = subprocess.Popen(
-            cmd, pass_fds=(listener.fileno(),), env=_child_env(), stdout=self._log, stderr=self._log
+        self._logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-")  # removed in close()
+        self._child = Child.start(
+            cmd,
+            log=Path(self._logs.name) / "gunicorn.log",
+            name=f"gunicorn ({variant})",
+            env=_child_env(),
+            pass_fds=(listener.fileno(),),
         )
         listener.close()
         self._paths = _paths(total_requests)
@@ -241,7 +250,7 @@ class ServerWorker:
             # The socket already listens, so the first request waits in the backlog until the worker is up.
             first = self._stats(timeout=START_TIMEOUT)
         except (OSError, RuntimeError):
-            output = _tail(self._log)
+            output = self._child.log()[-2000:]
             self.close()
             raise RuntimeError(f"gunicorn did not start: {output}") from None
         self.pid: int = first["pid"]
@@ -270,13 +279,8 @@ class ServerWorker:
         return self._stats()["events"]  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._log.close()
+        self._child.stop(timeout=15)  # SIGTERM, SIGKILL after 15 s
+        self._logs.cleanup()
 
 
 # -- one round: all variants of one mode, interleaved -----------------------------------------------------

@@ -1,8 +1,10 @@
 """A single-node Apache Kafka broker (KRaft, broker and controller in one JVM) on localhost.
 
-Used by tests and local development of the collector → Kafka → ingest path. Stdlib only;
-``confluent_kafka`` is used when importable (readiness check, topic creation) and the Kafka
-command-line tools are used otherwise.
+Used by tests and local development of the collector → Kafka → ingest path. It starts and
+watches the JVM with usagelog's process helper (:mod:`usagelog.process`, stdlib only): run it
+with the project's virtualenv (``.venv/bin/python kafka/broker.py ...``); another Python 3 takes
+the helper from this checkout. ``confluent_kafka`` is used when importable (readiness check,
+topic creation) and the Kafka command-line tools are used otherwise.
 
 As a library::
 
@@ -33,11 +35,8 @@ import argparse
 import atexit
 import base64
 import contextlib
-import json
 import os
 import shutil
-import signal
-import socket
 import string
 import subprocess
 import sys
@@ -47,7 +46,12 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+
+try:
+    from usagelog.process import Child, ProcessError, StateFile, free_port, listening, tail
+except ImportError:  # a Python without usagelog installed: the checkout's copy (stdlib only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
+    from usagelog.process import Child, ProcessError, StateFile, free_port, listening, tail
 
 __all__ = ["BrokerError", "KafkaBroker"]
 
@@ -79,12 +83,6 @@ class BrokerError(RuntimeError):
     """The broker could not be fetched, started, reached or stopped."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cluster_id() -> str:
     # Kafka's Uuid.randomUuid(): 16 random bytes, URL-safe base64, no padding. An id starting
     # with "-" would be read as an option by the storage tool, so draw again.
@@ -92,14 +90,6 @@ def _cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        content = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"({path} not written)"
-    return "\n".join(content[-lines:]) or f"({path} is empty)"
 
 
 def _java() -> str:
@@ -162,7 +152,7 @@ class KafkaBroker:
         self.controller_port: int | None = None
         self.cluster_id: str | None = None
         self.pid: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
         self._load_state()
 
     # -- paths ------------------------------------------------------------------------------
@@ -180,8 +170,8 @@ class KafkaBroker:
         return self.workdir / "logs" / "stdout.log"
 
     @property
-    def _state_file(self) -> Path:
-        return self.workdir / "state.json"
+    def _state_file(self) -> StateFile:
+        return StateFile(self.workdir / "state.json")
 
     @property
     def bootstrap(self) -> str:
@@ -209,9 +199,9 @@ class KafkaBroker:
             # A fresh node: new ports and a new cluster id. Reusing old data with new ports
             # would leave a stale controller endpoint in the KRaft voter set.
             shutil.rmtree(self.data_dir, ignore_errors=True)
-            self.port, self.controller_port = _free_port(), _free_port()
+            self.port, self.controller_port = free_port(), free_port()
             while self.controller_port == self.port:
-                self.controller_port = _free_port()
+                self.controller_port = free_port()
             self.cluster_id = _cluster_id()
         self._write_config()
         if not formatted:
@@ -219,27 +209,27 @@ class KafkaBroker:
 
         started = time.monotonic()
         log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with self._stdout_file.open("ab") as out:
-            self._proc = subprocess.Popen(
-                [
-                    _java(),
-                    f"-Xmx{self.heap}",
-                    "-Xms128m",
-                    "-XX:+UseG1GC",
-                    "-Djava.awt.headless=true",
-                    f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
-                    f"-Dkafka.logs.dir={self.workdir / 'logs'}",
-                    "-cp",
-                    str(self.lib_dir / "*"),
-                    SERVER_MAIN,
-                    str(self.workdir / "server.properties"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=detach,
-            )
-        self.pid = self._proc.pid
+        self._process = Child.start(
+            [
+                _java(),
+                f"-Xmx{self.heap}",
+                "-Xms128m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={self.workdir / 'logs'}",
+                "-cp",
+                str(self.lib_dir / "*"),
+                SERVER_MAIN,
+                str(self.workdir / "server.properties"),
+            ],
+            log=self._stdout_file,
+            name="broker",
+            append=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+        )
+        self.pid = self._process.pid
         self._save_state()
         try:
             self._wait_ready(log_offset, started)
@@ -252,20 +242,14 @@ class KafkaBroker:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (controlled shutdown), then SIGKILL if it has not exited within ``timeout``."""
-        if self.is_running():
-            assert self.pid is not None
-            os.kill(self.pid, signal.SIGTERM)
-            if not self._wait_exit(timeout):
-                os.kill(self.pid, signal.SIGKILL)
-                self._wait_exit(10.0)
+        if self._process is not None:
+            self._process.stop(timeout)
         self._forget_process()
 
     def kill(self) -> None:
         """SIGKILL without a clean shutdown, as in a crash; data on disk is kept."""
-        if self.is_running():
-            assert self.pid is not None
-            os.kill(self.pid, signal.SIGKILL)
-            self._wait_exit(10.0)
+        if self._process is not None:
+            self._process.kill()
         self._forget_process()
 
     def restart(self, timeout: float = 30.0) -> KafkaBroker:
@@ -274,16 +258,7 @@ class KafkaBroker:
         return self.start()
 
     def is_running(self) -> bool:
-        if self._proc is not None:
-            return self._proc.poll() is None
-        if self.pid is None:
-            return False
-        # Attached from state.json: make sure the pid is still our JVM, not a reused pid.
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return str(self.workdir / "server.properties").encode() in cmdline
+        return self._process is not None and self._process.running()
 
     def __enter__(self) -> KafkaBroker:
         return self if self.is_running() else self.start()
@@ -396,24 +371,21 @@ class KafkaBroker:
         )
 
     def _wait_ready(self, log_offset: int, started: float) -> None:
-        deadline = started + self.startup_timeout
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise BrokerError(self._describe_failure("broker exited during startup", log_offset))
-            if self._accepts_connections() and self._answers_metadata(log_offset):
-                return
-            time.sleep(0.2)
-        raise BrokerError(
-            self._describe_failure(f"broker not ready after {self.startup_timeout:.0f}s", log_offset)
-        )
-
-    def _accepts_connections(self) -> bool:
-        assert self.port is not None
+        assert self._process is not None and self.port is not None
+        port = self.port
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+            self._process.wait_until(
+                lambda: listening(port, timeout=1) and self._answers_metadata(log_offset),
+                max(0.0, started + self.startup_timeout - time.monotonic()),
+                "the broker to answer",
+            )
+        except ProcessError as exc:
+            what = (
+                "broker exited during startup"
+                if exc.exited
+                else f"broker not ready after {self.startup_timeout:.0f}s"
+            )
+            raise BrokerError(self._describe_failure(what, log_offset)) from None
 
     def _answers_metadata(self, log_offset: int) -> bool:
         if self.use_python_client:
@@ -447,17 +419,9 @@ class KafkaBroker:
                 break
         return (
             f"{what} (workdir {self.workdir})\n{first_error}"
-            f"--- tail of {self.log_file} ---\n{_tail(self.log_file)}\n"
-            f"--- tail of {self._stdout_file} ---\n{_tail(self._stdout_file, 20)}"
+            f"--- tail of {self.log_file} ---\n{tail(self.log_file)}\n"
+            f"--- tail of {self._stdout_file} ---\n{tail(self._stdout_file, 20)}"
         )
-
-    def _wait_exit(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.is_running():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
 
     def _stop_at_exit(self) -> None:
         # The interpreter is exiting: there is nobody left to report a failure to.
@@ -465,9 +429,7 @@ class KafkaBroker:
             self.stop(timeout=10.0)
 
     def _forget_process(self) -> None:
-        if self._proc is not None:
-            self._proc.wait()
-        self._proc = None
+        self._process = None
         self.pid = None
         atexit.unregister(self._stop_at_exit)
         if self.workdir.exists():
@@ -482,12 +444,11 @@ class KafkaBroker:
             "bootstrap": f"127.0.0.1:{self.port}",
             "lib_dir": str(self.lib_dir) if self.lib_dir else None,
         }
-        self._state_file.write_text(json.dumps(state, indent=2) + "\n")
+        self._state_file.save(state)
 
     def _load_state(self) -> None:
-        try:
-            state: dict[str, Any] = json.loads(self._state_file.read_text())
-        except (OSError, ValueError):
+        state = self._state_file.load()
+        if not state:
             return
         self.pid = state.get("pid")
         self.port = state.get("port")
@@ -495,6 +456,15 @@ class KafkaBroker:
         self.cluster_id = state.get("cluster_id")
         if self.lib_dir is None and state.get("lib_dir"):
             self.lib_dir = Path(state["lib_dir"])
+        if self.pid is not None:
+            # Attached to a broker another process started: the pid counts only while it is
+            # still our JVM (its command line names this workdir), not a reused pid.
+            self._process = Child.attach(
+                self.pid,
+                name="broker",
+                marker=str(self.workdir / "server.properties"),
+                log=self._stdout_file,
+            )
 
 
 def _default_workdir() -> Path:

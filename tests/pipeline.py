@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from usagelog.demo.run import free_port
+from usagelog.process import Child, free_port
+from usagelog.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,11 +42,8 @@ def collector_binary() -> Path:
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    if not wait_until(predicate, timeout, interval):
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Collector:
@@ -78,7 +75,7 @@ class Collector:
             "USAGELOG_COLLECTOR_METRICS_HOST": "127.0.0.1",
         }
         self.configs = ["base", *overlays]
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Child | None = None
         self.starts = 0
 
     @property
@@ -90,16 +87,12 @@ class Collector:
         args = [str(self.binary)]
         for name in self.configs:
             args += ["--config", str(REPO / "collector" / "config" / f"{name}.yaml")]
-        log = (self.workdir / f"collector-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_for(self.healthy, 60, "the collector to report healthy")
+        log = self.workdir / f"collector-{self.starts}.log"
+        self.process = Child.start(args, log=log, name="collector", env=self.env)
+        self.process.wait_until(self.healthy, 60, "the collector to report healthy")
         return self
 
     def healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"collector exited: {self.log()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/", timeout=1) as response:
                 return bool(response.status == 200)
@@ -110,18 +103,12 @@ class Collector:
         return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("collector-*.log")))
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            self.process.stop(timeout=30)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             self.process.kill()
-            self.process.wait()
 
 
 class WorkerProcess:
@@ -162,29 +149,28 @@ class WorkerProcess:
             "USAGELOG_HEALTH_INTERVAL_SECONDS": "2",
             **(extra_env or {}),
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Child | None = None
         self.log_path = workdir / f"worker-{worker_id}.log"
 
     def start(self) -> WorkerProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # Appended: a worker restarted under the same name keeps one log.
+        self.process = Child.start(
+            self.args, log=self.log_path, name=f"worker {self.worker_id}", env=self.env, append=True
+        )
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then its exit status (no SIGKILL: a worker that does not stop fails the test)."""
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self.process.kill()
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.spoolfill import write_spool
-from usagelog.demo.run import free_port
+from usagelog.process import free_port
 
 
 def _cli(

@@ -9,13 +9,13 @@ import datetime as dt
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from usagelog.process import Child, free_port
 
 from .driver import drive, make_users
 
@@ -30,12 +30,6 @@ INSTANCES = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def instrument_command() -> str:
     """The ``opentelemetry-instrument`` script of this Python environment."""
     candidate = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -47,10 +41,13 @@ def instrument_command() -> str:
     return found
 
 
+__all__ = ["INSTANCES", "Instance", "free_port", "run_demo", "start_instances", "stop_instances"]
+
+
 @dataclass
 class Instance:
     port: int
-    process: subprocess.Popen[bytes]
+    process: Child
     log_path: Path
 
 
@@ -86,44 +83,25 @@ def start_instances(
         if per_instance_env:
             env.update(per_instance_env[i])
         log_path = log_dir / f"api-{i + 1}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [instrument_command(), sys.executable, "-m", "usagelog.demo.app", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = Child.start(
+            [instrument_command(), sys.executable, "-m", "usagelog.demo.app", "--port", str(port)],
+            log=log_path,
+            name=f"API instance {i + 1}",
+            env=env,
+        )
         instances.append(Instance(port, process, log_path))
     for instance in instances:
-        _wait_listening(instance)
+        instance.process.wait_listening(instance.port, timeout=60.0)
     return instances
 
 
-def _wait_listening(instance: Instance, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if instance.process.poll() is not None:
-            raise RuntimeError(f"API instance exited early; log:\n{instance.log_path.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", instance.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(
-        f"API instance on port {instance.port} did not start; log:\n{instance.log_path.read_text()[-3000:]}"
-    )
-
-
 def stop_instances(instances: list[Instance], sig: int = signal.SIGTERM) -> None:
+    """Signal them all first, so that they wind down side by side; SIGKILL after 30s."""
     for instance in instances:
-        if instance.process.poll() is None:
+        if instance.process.running():
             instance.process.send_signal(sig)
     for instance in instances:
-        try:
-            instance.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            instance.process.kill()
-            instance.process.wait()
+        instance.process.stop(timeout=30, sig=None)
 
 
 def run_demo(
