@@ -39,6 +39,7 @@ ENV_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
 ENV_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
 ENV_SPOOL_DIR = "USAGELOG_SPOOL_DIR"
 ENV_WORKER_ID = "USAGELOG_WORKER_ID"
+ENV_ARCHIVE_URL = "USAGELOG_ARCHIVE_URL"
 ENV_GRAFANA_DIR = "USAGELOG_GRAFANA_DIR"
 
 
@@ -186,7 +187,18 @@ def _group(group: click.Group, name: str, text: str) -> Callable[[F], click.Grou
     help="kafka://host:port[,host:port]/topic: run as a consumer-group worker",
 )
 @click.option(
-    "--worker-id", envvar=ENV_WORKER_ID, show_envvar=True, help="worker name (default <host>-<pid>)"
+    "--worker-id",
+    envvar=ENV_WORKER_ID,
+    show_envvar=True,
+    help="names the archive staging folder and files (default <host>-<pid>)",
+)
+@click.option(
+    "--archive",
+    metavar="URL",
+    envvar=ENV_ARCHIVE_URL,
+    show_envvar=True,
+    help="archive stored events as files here: a directory or s3://... (default: from the spool "
+    "none, with --from .usagelog/archive; none turns it off)",
 )
 @click.option(
     "--max-idle",
@@ -203,6 +215,8 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
         kafka=bool(source),
         source=source,
         worker_id=_given(ctx, "worker_id"),
+        archiving=True,
+        archive=_given(ctx, "archive"),
     )
     if settings.worker is not None:
         from usagelog.ingest.worker import run_worker
@@ -223,16 +237,21 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
 
     _apply_retention(settings)
     started = time.monotonic()
-    stats = ingest_spool(settings.spool_dir, settings.clickhouse_url, settings.database, progress)
+    stats = ingest_spool(
+        settings.spool_dir, settings.clickhouse_url, settings.database, progress, archive=settings.archive
+    )
     if stats.segments:
         print(file=sys.stderr)
+    for url in stats.archived or []:
+        print(f"usagelog: archived {url}", file=sys.stderr)
     elapsed = time.monotonic() - started
-    columns = ["segments", "events", "stored", "duplicates_skipped", "dead_letters", "seconds"]
+    columns = ["segments", "events", "stored", "duplicates_skipped", "monitored", "dead_letters", "seconds"]
     row = (
         stats.segments,
         stats.events,
         stats.inserted,
         stats.duplicates,
+        stats.monitored,
         stats.dead_letters,
         round(elapsed, 2),
     )
@@ -274,7 +293,20 @@ def replay(
         raise SettingsError("replay needs --since TIME or --offsets P:FIRST-LAST,...")
     assert settings.worker is not None
     _log_to_stderr()
-    totals = replay_range(settings.worker, since=since, until=until, offsets=offsets)
+
+    def progress(totals: dict[str, int], remaining: int) -> None:
+        print(
+            f"\rreplay: {totals['messages']} messages read, {totals['stored']} events stored, "
+            f"{totals['duplicates']} already there, {remaining} messages to go",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        totals = replay_range(settings.worker, since=since, until=until, offsets=offsets, progress=progress)
+    finally:
+        print(file=sys.stderr)  # end the progress line
     print(render(list(totals), [tuple(totals.values())], settings.fmt))
     return 0
 

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from tests.spoolfill import write_spool
+from usagelog.ingest.archive import read_archive
+from usagelog.ingest.errors import StoreError
+from usagelog.ingest.settings import ArchiveSettings
 from usagelog.ingest.spool_ingest import ingest_spool
-from usagelog.ingest.store import connect
+from usagelog.ingest.store import Store, connect
 from usagelog.instrumentation.spool import SpoolWriter
 
 
@@ -63,9 +66,18 @@ def test_crash_between_insert_and_delete_does_not_duplicate(
     assert _counts(chdb_url) == (total, total)
 
 
+def _stored_ids(url: str) -> list[str]:
+    with connect(url) as store:
+        _, rows = store.query("SELECT event_id FROM usagelog.usage_events")
+    return sorted(r[0] for r in rows)
+
+
 @pytest.mark.slow
-def test_ingest_killed_half_way_then_rerun_gives_exact_counts(tmp_path: Path, chdb_url: str) -> None:
+def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
+    tmp_path: Path, chdb_url: str
+) -> None:
     spool = tmp_path / "spool"
+    archive = tmp_path / "archive"
     total = write_spool(spool, segments=40, per_segment=400)
     command = [
         sys.executable,
@@ -76,8 +88,14 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts(tmp_path: Path, ch
         str(spool),
         "--clickhouse",
         chdb_url,
+        "--archive",
+        str(archive),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Each run is its own archive owner (<host>-<pid>): the rerun finalizes what the killed
+    # run staged.
+    env = {**os.environ, "USAGELOG_STATE_DIR": str(tmp_path / "state")}
+    env.pop("USAGELOG_WORKER_ID", None)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
     while len(list(spool.glob("*.seg"))) > 25 and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
@@ -86,10 +104,36 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts(tmp_path: Path, ch
     process.wait()
     remaining = len(list(spool.glob("*.seg")))
     assert 0 < remaining < 40, "the kill should land half-way"
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert list(spool.glob("*.seg")) == []
     assert _counts(chdb_url) == (total, total)
+    assert [r["event_id"] for r in read_archive(str(archive), unique=True)] != []
+    assert sorted(r["event_id"] for r in read_archive(str(archive), unique=True)) == _stored_ids(chdb_url)
+    assert list((tmp_path / "state").rglob("chunk-*")) == []
+
+
+def test_a_failed_store_keeps_the_segments_and_the_archive_ends_with_each_event_once(
+    tmp_path: Path, chdb_url: str, monkeypatch: Any
+) -> None:
+    spool = tmp_path / "spool"
+    total = write_spool(spool, segments=3, per_segment=40)
+    archive = ArchiveSettings(url=str(tmp_path / "archive"), state_dir=str(tmp_path / "state"), owner="t")
+
+    def unreachable(self: Any, rows: Any, table: str = "usage_events") -> tuple[int, int]:
+        raise StoreError("ClickHouse at http://db:8123 did not answer")
+
+    monkeypatch.setattr(Store, "insert_events", unreachable)
+    with pytest.raises(StoreError):
+        ingest_spool(str(spool), chdb_url, "usagelog", archive=archive)
+    monkeypatch.undo()
+    assert len(list(spool.glob("*.seg"))) == 3
+    stats = ingest_spool(str(spool), chdb_url, "usagelog", archive=archive)
+    assert (stats.segments, stats.inserted) == (3, total) and stats.archived
+    assert list(spool.glob("*.seg")) == []
+    archived = read_archive(str(tmp_path / "archive"), unique=True)
+    assert sorted(r["event_id"] for r in archived) == _stored_ids(chdb_url)
+    assert len(archived) == total
 
 
 def test_damaged_frames_are_dead_lettered_and_the_rest_stored(tmp_path: Path, chdb_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -108,15 +109,15 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
         [f"inst-{i // 60}".encode() for i in range(len(payloads))],
     )
     env = {"USAGELOG_BATCH_MAX_MESSAGES": "20"}
-    first = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "a", env).start()
+    often = {**env, "USAGELOG_HEALTH_INTERVAL_SECONDS": "0.2"}
+    first = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "a", often).start()
     other = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "b", env, max_idle=15).start()
     wait_for(
-        lambda: first.log().count("health worker=") >= 1 and "assigned" in first.log(),
+        lambda: max(map(int, re.findall(r"health worker=a .* stored=(\d+)", first.log())), default=0) > 0,
         120,
-        "the first worker to start consuming",
+        "the first worker to store a batch",
     )
-    time.sleep(1.0)
-    first.kill()  # SIGKILL, between or inside batches
+    first.kill()  # SIGKILL, between or inside the batches that follow
     restarted = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "a", env, max_idle=15).start()
     assert other.wait(timeout=300) == 0, other.log()[-3000:]
     assert restarted.wait(timeout=300) == 0, restarted.log()[-3000:]
@@ -141,6 +142,7 @@ def test_replay_restores_what_went_missing_and_is_safe_to_repeat(
     source = f"kafka://{kafka.bootstrap}/{topics['events']}"
     first = _cli("replay", "--from", source, "--since", since, "--clickhouse", url, "--format", "json")
     assert first.returncode == 0, first.stderr
+    assert "replay: 12 messages read, 100 events stored" in first.stderr
     assert json.loads(first.stdout)[0]["stored"] == 100
     assert count_events(url) == (300, 300)
     again = _cli(
@@ -148,6 +150,89 @@ def test_replay_restores_what_went_missing_and_is_safe_to_repeat(
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)[0] == {"messages": 12, "stored": 0, "duplicates": 300, "dead_letters": 0}
+
+
+def test_a_worker_taking_over_a_quiet_committed_topic_reports_no_lag(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(6, 5, instance="quiet")
+    produce(kafka.bootstrap, topics["events"], payloads, [f"k{i}".encode() for i in range(6)])
+    first = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "q1", max_idle=4).start()
+    assert first.wait(timeout=120) == 0, first.log()[-3000:]
+    assert count_events(url) == (30, 30)
+    # Everything is read and committed: the next owner has nothing to read yet, and says so.
+    often = {"USAGELOG_HEALTH_INTERVAL_SECONDS": "0.3"}
+    second = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "q2", often, max_idle=3).start()
+    assert second.wait(timeout=120) == 0, second.log()[-3000:]
+    lags = re.findall(r"health worker=q2 lag=(\d+)", second.log())
+    assert len(lags) >= 3 and set(lags) == {"0"}, lags
+    # Messages that arrive while no worker runs are the lag of the next one, before it has
+    # fetched anything (no position yet: it starts at the committed offsets).
+    produce(kafka.bootstrap, topics["events"], make_payloads(4, 5, instance="later"))
+    from confluent_kafka import TopicPartition
+
+    from usagelog.ingest.settings import load_worker_settings
+    from usagelog.ingest.worker import Worker
+
+    settings = load_worker_settings(
+        source=f"kafka://{kafka.bootstrap}/{topics['events']}",
+        clickhouse=url,
+        worker_id="q3",
+        environ={"USAGELOG_ARCHIVE_URL": "none"},
+    )
+    worker = Worker(settings)
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(3)]
+        worker.consumer.assign(partitions)
+        worker._on_assign(worker.consumer, partitions)
+        worker._update_lag()
+        assert worker.health.lag == 4
+    finally:
+        worker.close()
+
+
+def test_replay_fails_when_kafka_stops_delivering_before_the_end(tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+
+    from tests.pipeline import broker_module
+    from usagelog.ingest.errors import KafkaError
+    from usagelog.ingest.replay import replay
+    from usagelog.ingest.settings import load_worker_settings
+
+    url = "chdb://" + str(tmp_path / "chdb")
+    broker = broker_module().KafkaBroker(tmp_path / "kafka", partitions=1).start()
+    try:
+        broker.create_topics(["stall.events"], partitions=1)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+        for payload in make_payloads(30, 2, instance="stall"):
+            producer.produce("stall.events", value=payload)
+            producer.flush(30)  # one record batch each, so that fetches stay small
+        settings = load_worker_settings(
+            source=f"kafka://{broker.bootstrap}/stall.events",
+            clickhouse=url,
+            environ={
+                "USAGELOG_BATCH_MAX_MESSAGES": "2",
+                # Read ahead as little as librdkafka allows: what is not fetched before the
+                # broker dies cannot be read.
+                "USAGELOG_KAFKA_CONFIG": "message.max.bytes=1000,fetch.max.bytes=1000,"
+                "max.partition.fetch.bytes=1,queued.max.messages.kbytes=1,queued.min.messages=1",
+            },
+        )
+        progress: list[int] = []
+
+        def report(totals: dict[str, int], remaining: int) -> None:
+            if remaining < 30 and broker.is_running():
+                broker.kill()  # once something was read
+            progress.append(remaining)
+
+        with pytest.raises(KafkaError, match="still to replay"):
+            replay(settings, offsets="0:0-", progress=report, stall_seconds=3)
+        assert 0 < progress[-1] < 30, progress
+        stored, _ = count_events(url)
+        assert 0 < stored < 60
+    finally:
+        broker.stop()
 
 
 def test_tail_follows_monitored_events_live(kafka: Any, topics: dict[str, str]) -> None:

@@ -1,11 +1,12 @@
 """Archiving stored usage events as files, Hive-partitioned by hour and cut every ~100 MB.
 
-The Kafka ingest worker hands every batch of decoded rows (:mod:`usagelog.ingest.decode`) to
-:meth:`Archive.stage` *before* inserting it into ClickHouse and committing the Kafka offsets.
-This module reads no environment variables; the worker's settings object passes:
+The ingest pipeline (:mod:`usagelog.ingest.pipeline`) hands every batch of decoded rows to
+:meth:`Archive.stage` *before* inserting it into ClickHouse and before its source lets go of it
+(Kafka offsets committed, spool segments deleted). This module reads no environment variables;
+:func:`open_archive` takes them from :class:`~usagelog.ingest.settings.ArchiveSettings`:
 
 - ``USAGELOG_ARCHIVE_URL`` → ``target``: a local directory or any fsspec URL (``file://``,
-  ``s3://``, ``memory://`` ...). Without it the worker does not archive.
+  ``s3://``, ``memory://`` ...). Without it nothing is archived.
 - ``USAGELOG_ARCHIVE_FORMAT`` → ``fmt``: ``parquet`` (default, zstd) or ``csv``.
 - ``USAGELOG_ARCHIVE_MAX_BYTES`` → ``max_bytes`` (default 104857600) and
   ``USAGELOG_ARCHIVE_MAX_SECONDS`` → ``max_seconds`` (default 3600): :meth:`Archive.maybe_rotate`
@@ -40,8 +41,10 @@ import csv
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +59,12 @@ from fsspec.implementations.local import LocalFileSystem
 from usagelog.instrumentation import event as ev
 
 from .decode import COLUMNS
+from .errors import ArchiveError
+from .settings import ArchiveSettings
+
+__all__ = ["FORMATS", "SCHEMA", "Archive", "ArchiveError", "open_archive", "read_archive"]
+
+_logger = logging.getLogger("usagelog.ingest")
 
 FORMATS = ("parquet", "csv")
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
@@ -83,10 +92,6 @@ SCHEMA = pa.schema([pa.field(c, _TYPES[c], nullable=False) for c in COLUMNS])
 _HOUR_NS = 3600 * 10**9
 _CHUNK = re.compile(r"^chunk-\d{20}-\d{8}-[0-9a-f]{8}-(?P<worker>.+)\.(?:parquet|csv)$")
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-class ArchiveError(RuntimeError):
-    """The archive cannot be used as asked (staging directory busy, archive closed)."""
 
 
 # --- rows, tables and files ----------------------------------------------------------------
@@ -261,6 +266,7 @@ class Archive:
         worker_id: str,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_seconds: float = DEFAULT_MAX_SECONDS,
+        release: Callable[[], None] | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"archive format (USAGELOG_ARCHIVE_FORMAT) {fmt!r}: expected parquet or csv")
@@ -280,6 +286,7 @@ class Archive:
         self._local = isinstance(self._fs, LocalFileSystem)
         self._pending: dict[str, _Pending] = {}
         self._counter = 0
+        self._release = release
         _make_dirs(self.staging_dir)
         self._lock: IO[bytes] | None = open(self.staging_dir / ".lock", "ab")  # noqa: SIM115 (held: the lock)
         try:
@@ -330,6 +337,8 @@ class Archive:
         urls = [self._finalize_pending(part) for part in list(self._pending)]
         self._lock.close()
         self._lock = None
+        if self._release is not None:
+            self._release()
         return urls
 
     def recover(self) -> list[str]:
@@ -408,6 +417,90 @@ class Archive:
                 d.rmdir()
             except OSError:
                 return
+
+
+# --- one owner's archive, and what dead owners left ----------------------------------------
+
+
+class _StagingArea:
+    """``<root>/<owner>``: one process's staging folder, held by an flock on ``<root>/<owner>.lock``
+    for as long as its archive is open. A folder whose lock can be taken belongs to a process
+    that is gone."""
+
+    def __init__(self, root: Path, owner: str) -> None:
+        _make_dirs(root)
+        self.directory = root / owner
+        self._fd: int | None = os.open(root / f"{owner}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise ArchiveError(
+                f"another process with USAGELOG_WORKER_ID={owner} is archiving; give each its own"
+            ) from None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def orphans(root: Path, own: str) -> list[Path]:
+        found = []
+        for lock in root.glob("*.lock"):
+            name = lock.name[: -len(".lock")]
+            if name == own:
+                continue
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
+            found.append(root / name)
+        return found
+
+
+def open_archive(settings: ArchiveSettings) -> Archive | None:
+    """The archive ``settings.owner`` stages into, or None when archiving is off.
+
+    Staging lives in ``<state_dir>/archive-staging/<owner>``, held while the archive is open
+    (:meth:`Archive.close` releases it). Before it is returned, the chunks of every owner that
+    died are finalized into files and their folders removed, and so are the chunks this owner
+    left in an earlier life.
+    """
+    if not settings.enabled:
+        return None
+
+    def build(directory: Path, owner: str, release: Callable[[], None] | None = None) -> Archive:
+        return Archive(
+            settings.url,
+            fmt=settings.fmt,
+            staging_dir=directory,
+            worker_id=owner,
+            max_bytes=settings.max_bytes,
+            max_seconds=settings.max_seconds,
+            release=release,
+        )
+
+    root = Path(settings.state_dir) / "archive-staging"
+    area = _StagingArea(root, settings.owner)
+    try:
+        for orphan in _StagingArea.orphans(root, settings.owner):
+            if orphan.is_dir():
+                left = build(orphan, orphan.name)
+                files = left.recover()
+                left.close()
+                _logger.info("finalized %d archive files left by %s", len(files), orphan.name)
+                shutil.rmtree(orphan, ignore_errors=True)
+            (root / f"{orphan.name}.lock").unlink(missing_ok=True)
+        archive = build(area.directory, settings.owner, area.release)
+        archive.recover()
+    except BaseException:
+        area.release()
+        raise
+    return archive
 
 
 def read_archive(target: str, *, unique: bool = False) -> list[dict[str, Any]]:

@@ -13,6 +13,8 @@ translated where they enter usagelog, so a caller — the ``usagelog`` command, 
     │                     a read-only violation; the message is the engine's own
     ├── KafkaError        Kafka did not answer, lacks the topic asked for, or its client refused
     │                     the configuration
+    ├── ArchiveError      the archive's staging folder is held by another process with the same
+    │                     USAGELOG_WORKER_ID, or the archive was used after it was closed
     └── DashboardError    (usagelog.dashboards.model) a dashboard or alert rule file is missing,
                           unreadable, or asks for something usagelog cannot do offline
 
@@ -30,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = [
+    "ArchiveError",
     "KafkaError",
     "QueryError",
     "SettingsError",
@@ -57,6 +60,10 @@ class QueryError(UsagelogError):
 
 class KafkaError(UsagelogError, RuntimeError):
     """Kafka did not answer, lacks the topic asked for, or refused the client's settings."""
+
+
+class ArchiveError(UsagelogError, RuntimeError):
+    """The archive cannot be used as asked (staging folder busy, archive closed)."""
 
 
 @contextmanager

@@ -1,91 +1,122 @@
-"""One batch of Kafka messages, start to finish: decode, archive, store, dead-letter.
+"""One ingest pipeline for every source: payloads in; events stored, copied, archived; dead letters out.
 
-The order is what makes delivery safe: events are archived (durably staged) and stored, and the
-rollups of the minutes they touch recomputed, before the caller commits the batch's offsets, so
-a worker killed at any point leaves its batch to be read again; storage skips event IDs already
-there and the archive drops repeated IDs when it writes a file, so both end with each event once.
+A source — spool segments (:mod:`usagelog.ingest.spool_ingest`) or Kafka messages
+(:mod:`usagelog.ingest.worker`, :mod:`usagelog.ingest.replay`) — hands over :class:`Item`\\ s:
+an OTLP payload with where it came from, or something the source itself could not read (a
+damaged spool frame). :meth:`Pipeline.process` does the same for both, in this order:
 
-A message that is not OTLP, or a usage event that fails its checksum, becomes a dead letter
-in ``dead_letters`` (and on ``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` when set) with the reason and
-its Kafka coordinates; the rest of the batch goes on.
+1. decode and verify every payload (checksum, numeric ranges);
+2. stage the events in the archive, when one is configured (``USAGELOG_ARCHIVE_URL``);
+3. store the events, skipping event IDs already stored, and copy monitored ones to
+   ``monitored_events``;
+4. store dead letters — payloads that are not OTLP, events that fail their checks, damaged
+   frames — with the reason and the location, and hand them to the source's dead-letter sink
+   (the Kafka dead-letter topic);
+5. recompute the rollups of every minute the payloads touched, duplicates included.
+
+The caller gives up the items' origin (deletes the spool segments, commits the Kafka offsets)
+only after ``process`` returned, so a crash at any point leaves them to be read again; storage
+skips what is there and the archive drops repeated IDs when it writes a file, so both end with
+each event once. A failure of storage raises: the caller must then keep the items.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import rollup
-from .decode import decode_or_dead_letter
+from .decode import dead_letter, decode_or_dead_letter
 from .health import WorkerHealth
-from .settings import WorkerSettings
-from .store import connect
+from .store import Store
 
-_logger = logging.getLogger("usagelog.worker")
+if TYPE_CHECKING:
+    from .archive import Archive
+
+_logger = logging.getLogger("usagelog.ingest")
+
+INSERT_CHUNK = 10_000  # rows per INSERT
+
+
+@dataclass(frozen=True)
+class Item:
+    """One payload from a source. ``damage`` says why the source could not read it (then
+    ``payload`` holds the raw bytes, kept in the dead letter)."""
+
+    source: str  # "spool" or "kafka"
+    location: str  # segment@offset, or topic/partition@offset
+    payload: bytes
+    damage: str = ""
 
 
 @dataclass
-class BatchResult:
-    messages: int = 0
+class Result:
+    items: int = 0
+    events: int = 0
     stored: int = 0
     duplicates: int = 0
     monitored: int = 0
     dead_letters: int = 0
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+    ignored: int = 0  # log records that are not usage events
+
+    def add(self, other: Result) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-class BatchPipeline:
+DeadLetterSink = Callable[[Sequence[dict[str, Any]]], None]
+
+
+class Pipeline:
     def __init__(
         self,
-        settings: WorkerSettings,
-        archive: Any | None,
-        health: WorkerHealth | None,
-        producer: Any | None = None,
+        *,
+        archive: Archive | None = None,
+        health: WorkerHealth | None = None,
+        dead_letter_sink: DeadLetterSink | None = None,
     ) -> None:
-        self.settings = settings
         self.archive = archive
         self.health = health
-        self.producer = producer
+        self.dead_letter_sink = dead_letter_sink
 
-    def process(self, messages: Sequence[Any]) -> BatchResult:
-        """Decode, archive, store and dead-letter ``messages``; raises if storage failed (the caller
-        must then not commit, and the batch will be read again)."""
+    def process(self, items: Iterable[Item], store: Store) -> Result:
+        """Decode, archive, store, copy and dead-letter ``items``; raises if storage failed."""
         started = time.monotonic()
-        result = BatchResult(messages=len(messages))
+        result = Result()
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
-        for message in messages:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            key = (topic, partition)
-            result.offsets[key] = max(result.offsets.get(key, 0), offset + 1)
-            location = f"{topic}/{partition}@{offset}"
-            payload = message.value() or b""
-            decoded, bad = decode_or_dead_letter(payload, "kafka", location)
+        for item in items:
+            result.items += 1
+            if item.damage:
+                letters.append(dead_letter(item.source, item.location, item.damage, item.payload))
+                continue
+            decoded, bad = decode_or_dead_letter(item.payload, item.source, item.location)
             rows.extend(decoded.rows)
             letters.extend(bad)
+            result.ignored += decoded.ignored
+        result.events = len(rows)
         if self.archive is not None and rows:
             self.archive.stage(rows)
+        for start in range(0, len(rows), INSERT_CHUNK):
+            stored, duplicates = store.insert_events(rows[start : start + INSERT_CHUNK])
+            result.stored += stored
+            result.duplicates += duplicates
         monitored = [row for row in rows if row["monitored"]]
-        s = self.settings
-        with connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds) as store:
-            for start in range(0, len(rows), 10000):
-                stored, duplicates = store.insert_events(rows[start : start + 10000])
-                result.stored += stored
-                result.duplicates += duplicates
-            if monitored:
-                result.monitored, _ = store.insert_events(monitored, table="monitored_events")
-            store.insert_dead_letters(letters)
-            # Every minute the batch touched, duplicates included: a redelivered batch whose
-            # first delivery crashed before this point is recomputed now.
-            rollup.refresh(store, rollup.minutes_of(rows))
+        if monitored:
+            result.monitored, _ = store.insert_events(monitored, table="monitored_events")
+        store.insert_dead_letters(letters)
+        # Every minute the payloads touched, duplicates included: a redelivery whose first
+        # delivery crashed before this point is recomputed now.
+        rollup.refresh(store, rollup.minutes_of(rows))
         result.dead_letters = len(letters)
         if letters:
-            self._publish_dead_letters(letters)
             for letter in letters:
                 _logger.warning("dead letter %s: %s", letter["location"], letter["reason"])
+            if self.dead_letter_sink is not None:
+                self.dead_letter_sink(letters)
         if self.health is not None:
             self.health.batch_done(
                 stored=result.stored,
@@ -94,22 +125,3 @@ class BatchPipeline:
                 seconds=time.monotonic() - started,
             )
         return result
-
-    def _publish_dead_letters(self, letters: Sequence[dict[str, Any]]) -> None:
-        if self.producer is None or not self.settings.dead_letter_topic:
-            return
-        for letter in letters:
-            payload = letter["payload"]
-            self.producer.produce(
-                self.settings.dead_letter_topic,
-                value=payload if isinstance(payload, bytes) else str(payload).encode(),
-                headers=[
-                    ("usagelog.reason", letter["reason"].encode()),
-                    ("usagelog.source", letter["location"].encode()),
-                ],
-            )
-        remaining = self.producer.flush(10)
-        if remaining:
-            _logger.error(
-                "%d dead letters not confirmed by Kafka (they are in the dead_letters table)", remaining
-            )

@@ -26,6 +26,7 @@ class Store(Protocol):
     client: Any
     database: str
 
+
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 _LEVELS = ", ".join(str(q) for q in QUANTILES)
 DIMENSIONS = ("service_name", "route", "method", "status_code", "region", "cluster", "service_instance_id")

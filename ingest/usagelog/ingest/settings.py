@@ -30,16 +30,20 @@ The Kafka worker, ``tail`` and ``replay``:
 - ``USAGELOG_BATCH_MAX_MESSAGES`` (default ``1000``): a batch is stored when it has this many Kafka
   messages...
 - ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old
-- ``USAGELOG_ARCHIVE_URL`` (default ``.usagelog/archive``): archive directory or fsspec URL
-  (``s3://...``); ``none`` turns archiving off
+- ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
+
+The archive, written by the Kafka worker and by ``usagelog ingest`` from the spool:
+
+- ``USAGELOG_ARCHIVE_URL`` (``--archive``): archive directory or fsspec URL (``s3://...``);
+  ``none`` turns archiving off. The worker archives to ``.usagelog/archive`` unless told
+  otherwise; ingest from the spool archives only when this is set.
 - ``USAGELOG_ARCHIVE_FORMAT`` (default ``parquet``): ``parquet`` or ``csv``
 - ``USAGELOG_ARCHIVE_MAX_BYTES`` (default ``104857600``): archive files are cut at this size...
 - ``USAGELOG_ARCHIVE_MAX_SECONDS`` (default ``3600``): ...or age
 - ``USAGELOG_STATE_DIR`` (default ``.usagelog/worker``): local state: archive staging, one folder
-  per worker
-- ``USAGELOG_WORKER_ID`` (``--worker-id``; default ``<host>-<pid>``): names this worker's staging
+  per worker or ingest process
+- ``USAGELOG_WORKER_ID`` (``--worker-id``; default ``<host>-<pid>``): names this process's staging
   folder and archive files
-- ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
 
 Library code that opens the store without settings of its own (:func:`usagelog.ingest.store.connect`,
 :mod:`usagelog.analytics`) reads the same variables through the same functions.
@@ -61,6 +65,7 @@ from .errors import KafkaError, SettingsError
 __all__ = [
     "DEFAULT_DATABASE",
     "DEFAULT_WAIT_SECONDS",
+    "ArchiveSettings",
     "KafkaUnavailable",
     "Settings",
     "SettingsError",
@@ -79,6 +84,7 @@ USAGELOG_CLICKHOUSE_URL = "USAGELOG_CLICKHOUSE_URL"
 USAGELOG_CLICKHOUSE_DATABASE = "USAGELOG_CLICKHOUSE_DATABASE"
 USAGELOG_CLICKHOUSE_WAIT_SECONDS = "USAGELOG_CLICKHOUSE_WAIT_SECONDS"
 USAGELOG_WORKER_ID = "USAGELOG_WORKER_ID"
+USAGELOG_ARCHIVE_URL = "USAGELOG_ARCHIVE_URL"
 DEFAULT_DATABASE = "usagelog"
 DEFAULT_WAIT_SECONDS = 60.0
 
@@ -98,6 +104,22 @@ N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """Where and how stored events are archived; ``url`` empty means not at all."""
+
+    url: str = ""
+    fmt: str = "parquet"
+    max_bytes: int = 100 * 1024 * 1024
+    max_seconds: float = 3600.0
+    state_dir: str = ".usagelog/worker"  # staging: <state_dir>/archive-staging/<owner>
+    owner: str = "usagelog"  # names the staging folder and the files (USAGELOG_WORKER_ID)
+
+    @property
+    def enabled(self) -> bool:
+        return self.url.strip().lower() not in ("", "none", "off")
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     brokers: str
     topic: str = "usagelog.events"
@@ -107,11 +129,7 @@ class WorkerSettings:
     kafka_config: Mapping[str, str] = field(default_factory=dict)
     batch_max_messages: int = 1000
     batch_max_seconds: float = 1.0
-    archive_url: str = ".usagelog/archive"
-    archive_format: str = "parquet"
-    archive_max_bytes: int = 100 * 1024 * 1024
-    archive_max_seconds: float = 3600.0
-    state_dir: str = ".usagelog/worker"
+    archive: ArchiveSettings = ArchiveSettings(url=".usagelog/archive")
     worker_id: str = ""
     health_interval: float = 10.0
     clickhouse_url: str = ""
@@ -160,6 +178,8 @@ class Settings:
     retention: Mapping[str, int] = field(default_factory=dict)
     # For the commands that talk to Kafka (ingest --from, replay, tail).
     worker: WorkerSettings | None = None
+    # For ingest from the spool: off unless USAGELOG_ARCHIVE_URL (--archive) is set.
+    archive: ArchiveSettings = ArchiveSettings()
 
 
 # -- ClickHouse URLs -------------------------------------------------------------------------------
@@ -278,12 +298,36 @@ class _Reader:
             for var, default in RETENTION_DAYS.items()
         }
 
+    def worker_id(self, given: str | None, option: str) -> str:
+        name, source = self.pick(given, USAGELOG_WORKER_ID, "", option)
+        if not name:
+            host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+            return f"{host}-{os.getpid()}"
+        if not all(c.isalnum() or c in "._-" for c in name):
+            self.problems.append(f"{source}={name!r}: use letters, digits, '.', '_' and '-'")
+        return name
+
+    def archive(self, given: str | None, option: str, default_url: str, owner: str) -> ArchiveSettings:
+        url, _ = self.pick(given, USAGELOG_ARCHIVE_URL, default_url, option)
+        fmt = self.env.get("USAGELOG_ARCHIVE_FORMAT", "").strip().lower() or ArchiveSettings.fmt
+        if fmt not in ("parquet", "csv"):
+            self.problems.append(f"USAGELOG_ARCHIVE_FORMAT={fmt!r}: expected parquet or csv")
+        defaults = ArchiveSettings
+        return ArchiveSettings(
+            url=url,
+            fmt=fmt,
+            max_bytes=self.positive("USAGELOG_ARCHIVE_MAX_BYTES", defaults.max_bytes, int),
+            max_seconds=self.positive("USAGELOG_ARCHIVE_MAX_SECONDS", defaults.max_seconds, float),
+            state_dir=self.text("USAGELOG_STATE_DIR", defaults.state_dir),
+            owner=owner,
+        )
+
     def worker(
         self,
         source: str | None,
         monitored: bool,
-        worker_id: str | None,
-        worker_id_option: str,
+        name: str,
+        archive: ArchiveSettings,
         clickhouse_url: str,
         database: str,
         wait: float,
@@ -304,20 +348,11 @@ class _Reader:
                     topic = url_topic or topic
         elif not brokers:
             self.problems.append("USAGELOG_KAFKA_BROKERS (or --from kafka://host:port/topic) is required")
-        fmt = env.get("USAGELOG_ARCHIVE_FORMAT", "parquet").strip().lower()
-        if fmt not in ("parquet", "csv"):
-            self.problems.append(f"USAGELOG_ARCHIVE_FORMAT={fmt!r}: expected parquet or csv")
         try:
             kafka_config = _parse_pairs(env.get("USAGELOG_KAFKA_CONFIG", ""))
         except ValueError as exc:
             kafka_config = {}
             self.problems.append(f"USAGELOG_KAFKA_CONFIG: {exc}")
-        name, name_source = self.pick(worker_id, USAGELOG_WORKER_ID, "", worker_id_option)
-        if not name:
-            host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
-            name = f"{host}-{os.getpid()}"
-        elif not all(c.isalnum() or c in "._-" for c in name):
-            self.problems.append(f"{name_source}={name!r}: use letters, digits, '.', '_' and '-'")
         defaults = WorkerSettings
         return WorkerSettings(
             brokers=brokers,
@@ -328,13 +363,7 @@ class _Reader:
             kafka_config=kafka_config,
             batch_max_messages=self.positive("USAGELOG_BATCH_MAX_MESSAGES", defaults.batch_max_messages, int),
             batch_max_seconds=self.positive("USAGELOG_BATCH_MAX_SECONDS", defaults.batch_max_seconds, float),
-            archive_url=self.text("USAGELOG_ARCHIVE_URL", defaults.archive_url),
-            archive_format=fmt,
-            archive_max_bytes=self.positive("USAGELOG_ARCHIVE_MAX_BYTES", defaults.archive_max_bytes, int),
-            archive_max_seconds=self.positive(
-                "USAGELOG_ARCHIVE_MAX_SECONDS", defaults.archive_max_seconds, float
-            ),
-            state_dir=self.text("USAGELOG_STATE_DIR", defaults.state_dir),
+            archive=archive,
             worker_id=name,
             health_interval=self.positive(
                 "USAGELOG_HEALTH_INTERVAL_SECONDS", defaults.health_interval, float
@@ -356,6 +385,8 @@ def load_settings(
     source: str | None = None,
     monitored: bool = False,
     worker_id: str | None = None,
+    archiving: bool = False,
+    archive: str | None = None,
     names: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
@@ -365,14 +396,20 @@ def load_settings(
 
     ``retention`` also reads ``USAGELOG_RETENTION_*``; ``kafka`` builds the worker settings
     (``source`` is ``--from``'s ``kafka://`` URL; with ``monitored`` its topic is the monitored
-    one, as for ``usagelog tail``). Raises :class:`SettingsError` listing every problem, naming
+    one, as for ``usagelog tail``). ``archiving`` (implied by ``kafka``) reads the archive's
+    variables, ``archive`` being ``--archive``. Raises :class:`SettingsError` listing every problem, naming
     arguments as ``names`` says (by default as the CLI's options: ``--clickhouse``, ...).
     """
     # The spool's default is the in-app exporter's; imported here so that `import usagelog.cli`
     # stays free of the instrumentation package.
     from usagelog.instrumentation.config import DEFAULT_SPOOL_DIR, USAGELOG_SPOOL_DIR
 
-    called = {"clickhouse": "--clickhouse", "database": "--database", "worker_id": "--worker-id"}
+    called = {
+        "clickhouse": "--clickhouse",
+        "database": "--database",
+        "worker_id": "--worker-id",
+        "archive": "--archive",
+    }
     called.update(names or {})
     reader = _Reader(environ)
     url, url_source = reader.pick(clickhouse, USAGELOG_CLICKHOUSE_URL, "", called["clickhouse"])
@@ -382,11 +419,17 @@ def load_settings(
     wait = reader.wait_seconds()
     spool_dir, _ = reader.pick(spool, USAGELOG_SPOOL_DIR, DEFAULT_SPOOL_DIR)
     days = reader.retention() if retention else {}
+    archived = ArchiveSettings()
+    if kafka or archiving:
+        name = reader.worker_id(worker_id, called["worker_id"])
+        # The worker archives by default; ingest from the spool only when asked to.
+        default_archive = WorkerSettings.archive.url if kafka else ""
+        archived = reader.archive(archive, called["archive"], default_archive, name)
     worker = None
     if kafka:
-        worker = reader.worker(source, monitored, worker_id, called["worker_id"], url, db, wait)
+        worker = reader.worker(source, monitored, name, archived, url, db, wait)
     reader.done()
-    return Settings(url, db, wait, spool_dir, fmt, days, worker)
+    return Settings(url, db, wait, spool_dir, fmt, days, worker, archived)
 
 
 def load_worker_settings(

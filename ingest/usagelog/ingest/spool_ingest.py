@@ -1,34 +1,38 @@
-"""``usagelog ingest``: move spooled usage events into ClickHouse.
+"""``usagelog ingest``: move spooled usage events into ClickHouse (and the archive, when set).
 
-Segment by segment, oldest first: read every frame, decode, store the events (skipping
-event IDs already stored) and copy monitored ones to ``monitored_events``, store dead letters;
-then, for a group of segments together, recompute the rollups of every minute they touched,
-and only then delete the segments. A crash or kill at any point leaves the segments in place;
-the next run stores what is missing and skips what is there, so the table ends with every
-event exactly once and the rollups with exact counts.
+The spool is a source of :class:`~usagelog.ingest.pipeline.Item`\\ s: every frame of a segment,
+oldest segment first, with ``<segment>@<offset>`` as its location; a damaged frame is an item
+the pipeline turns into a dead letter. Segments are claimed (locked) and handed to the
+:class:`~usagelog.ingest.pipeline.Pipeline` in groups of about :data:`GROUP_BYTES`; a group's
+segments are deleted only after the pipeline stored, archived and dead-lettered all of it. A
+crash or kill at any point leaves them in place; the next run stores what is missing and skips
+what is there, so the table ends with every event exactly once and the rollups with exact
+counts.
 
-Damaged frames, payloads that are not OTLP, and events failing their checksum become dead
-letters (table ``dead_letters``) with the reason and the segment and offset they came from.
+With an archive (``USAGELOG_ARCHIVE_URL``, off by default for the spool), events are staged
+before they are stored and the archive's files are written when the run ends; a run that died
+leaves its staged chunks, which the next run (or worker) finalizes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from usagelog.instrumentation.spool import DamagedFrame, claim_segments, list_segments
 
-from . import rollup
-from .decode import dead_letter, decode_or_dead_letter
+from .archive import open_archive
+from .pipeline import Item, Pipeline, Result
+from .settings import ArchiveSettings
 from .store import Store, connect
 
 # Let other processes (a CLI query, say) have the chDB directory between slices.
 SLICE_SECONDS = 5.0
-# Stored segments are finished (rollups recomputed, files deleted) in groups of about this many
-# events: one rollup recompute per group, and a kill loses at most a group's progress.
-GROUP_EVENTS = 5000
+# Segments go through the pipeline (and are deleted) in groups of about this many payload
+# bytes: one rollup recompute per group, and a kill loses at most a group's progress.
+GROUP_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -37,80 +41,104 @@ class IngestStats:
     events: int = 0
     inserted: int = 0
     duplicates: int = 0
+    monitored: int = 0
     dead_letters: int = 0
     ignored: int = 0
+    archived: list[str] | None = None  # the archive files written, when archiving
 
 
 Progress = Callable[[IngestStats, int], None]
 
 
-def _ingest_segment(store: Store, segment: Any, stats: IngestStats) -> set[int]:
-    """Store one segment's events and dead letters; returns the minutes its events fall in."""
-    rows: list[dict[str, Any]] = []
-    letters: list[dict[str, Any]] = []
+def segment_items(segment: Any) -> Iterator[Item]:
+    """Every frame of a claimed segment as an item, damaged ones included."""
     name = segment.path.name
     for frame in segment.frames():
         location = f"{name}@{frame.offset}"
         if isinstance(frame, DamagedFrame):
-            letters.append(dead_letter("spool", location, frame.reason, frame.raw))
-            continue
-        decoded, bad = decode_or_dead_letter(frame.payload, "spool", location)
-        rows.extend(decoded.rows)
-        letters.extend(bad)
-        stats.ignored += decoded.ignored
-    for start in range(0, len(rows), 10000):
-        inserted, duplicates = store.insert_events(rows[start : start + 10000])
-        stats.inserted += inserted
-        stats.duplicates += duplicates
-    monitored = [row for row in rows if row["monitored"]]
-    if monitored:
-        store.insert_events(monitored, table="monitored_events")
-    store.insert_dead_letters(letters)
-    stats.events += len(rows)
-    stats.dead_letters += len(letters)
-    stats.segments += 1
-    return rollup.minutes_of(rows)
+            yield Item("spool", location, frame.raw, damage=frame.reason)
+        else:
+            yield Item("spool", location, frame.payload)
 
 
-def _finish(store: Store, segments: list[Any], minutes: set[int]) -> None:
-    """Recompute the rollups of the stored segments' minutes, then delete the segments."""
-    rollup.refresh(store, minutes)
-    for segment in segments:
-        segment.delete()
+class _Group:
+    """Claimed segments whose items have not been through the pipeline yet."""
+
+    def __init__(self) -> None:
+        self.segments: list[Any] = []
+        self.items: list[Item] = []
+        self.nbytes = 0
+
+    def add(self, segment: Any) -> None:
+        self.segments.append(segment)
+        for item in segment_items(segment):
+            self.items.append(item)
+            self.nbytes += len(item.payload)
+
+    def finish(self, pipeline: Pipeline, store: Store, stats: IngestStats) -> None:
+        """Through the pipeline, then delete the segments (only then: a failure keeps them)."""
+        if self.segments:
+            _count(stats, pipeline.process(self.items, store))
+            for segment in self.segments:
+                segment.delete()
+            stats.segments += len(self.segments)
+            if pipeline.archive is not None:
+                pipeline.archive.maybe_rotate()
+        self.segments, self.items, self.nbytes = [], [], 0
+
+    def release(self) -> None:
+        for segment in self.segments:
+            segment.release()
 
 
-def ingest_spool(spool_dir: str, url: str, database: str, progress: Progress | None = None) -> IngestStats:
-    """Store every readable spooled segment; returns what was done."""
+def _count(stats: IngestStats, result: Result) -> None:
+    stats.events += result.events
+    stats.inserted += result.stored
+    stats.duplicates += result.duplicates
+    stats.monitored += result.monitored
+    stats.dead_letters += result.dead_letters
+    stats.ignored += result.ignored
+
+
+def ingest_spool(
+    spool_dir: str,
+    url: str,
+    database: str,
+    progress: Progress | None = None,
+    *,
+    archive: ArchiveSettings | None = None,
+) -> IngestStats:
+    """Store every readable spooled segment, archiving too when ``archive`` is enabled."""
     stats = IngestStats()
     total = len(list_segments(spool_dir))
-    while True:
-        handled_in_slice = 0
-        with connect(url, database=database) as store:
-            started = time.monotonic()
-            group: list[Any] = []
-            minutes: set[int] = set()
-            pending_events = 0
-            finished = True
-            try:
-                for segment in claim_segments(spool_dir):
-                    group.append(segment)
-                    before = stats.events
-                    minutes |= _ingest_segment(store, segment, stats)
-                    pending_events += stats.events - before
-                    handled_in_slice += 1
-                    if progress is not None:
+    archiver = open_archive(archive) if archive is not None else None
+    pipeline = Pipeline(archive=archiver)
+    try:
+        while True:
+            handled_in_slice = 0
+            with connect(url, database=database) as store:
+                started = time.monotonic()
+                group = _Group()
+                finished = True
+                try:
+                    for segment in claim_segments(spool_dir):
+                        group.add(segment)
+                        handled_in_slice += 1
+                        if group.nbytes >= GROUP_BYTES:
+                            group.finish(pipeline, store, stats)
+                            if progress is not None:
+                                progress(stats, total)
+                        if time.monotonic() - started > SLICE_SECONDS:
+                            finished = False
+                            break
+                    group.finish(pipeline, store, stats)
+                    if progress is not None and handled_in_slice:
                         progress(stats, total)
-                    if pending_events >= GROUP_EVENTS:
-                        _finish(store, group, minutes)
-                        group, minutes, pending_events = [], set(), 0
-                    if time.monotonic() - started > SLICE_SECONDS:
-                        finished = False
-                        break
-                _finish(store, group, minutes)
-            finally:
-                for segment in group:
-                    segment.release()
-            if finished:
-                return stats
-        if handled_in_slice == 0:
-            return stats
+                finally:
+                    group.release()
+            if finished or handled_in_slice == 0:
+                break
+    finally:
+        if archiver is not None:
+            stats.archived = archiver.close()
+    return stats

@@ -2,7 +2,7 @@
 
 Any number of workers share the topic's partitions (cooperative rebalancing). A worker batches
 messages by count and age (``USAGELOG_BATCH_MAX_MESSAGES``, ``USAGELOG_BATCH_MAX_SECONDS``),
-runs the batch through :class:`~usagelog.ingest.pipeline.BatchPipeline` and commits the offsets
+runs the batch through :class:`~usagelog.ingest.pipeline.Pipeline` and commits the offsets
 only after that succeeded: at-least-once delivery into idempotent storage, so the table ends
 exactly-once. When partitions are taken away in a rebalance, the pending batch is stored and
 committed first; when they are lost (the session expired), it is dropped for the new owner to
@@ -10,74 +10,27 @@ read again. SIGTERM or SIGINT finishes the current batch, commits, finalizes arc
 exits.
 
 Each worker stages archive chunks in ``USAGELOG_STATE_DIR/archive-staging/<worker id>``, locked
-while it runs; at start it finalizes the chunks of any worker that died (its lock is free).
+while it runs; at start it finalizes the chunks of any worker that died (its lock is free), see
+:func:`~usagelog.ingest.archive.open_archive`. Dead letters also go to
+``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` when it is set.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import shutil
 import signal
 import time
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from .archive import open_archive
 from .errors import KafkaError, kafka_errors
 from .health import WorkerHealth, configure_metrics
-from .pipeline import BatchPipeline, BatchResult
+from .pipeline import Item, Pipeline, Result
 from .settings import WorkerSettings
+from .store import connect
 
 _logger = logging.getLogger("usagelog.worker")
-
-
-class _StagingLock:
-    """This worker's archive staging folder, held by an flock for as long as the worker lives."""
-
-    def __init__(self, root: Path, worker_id: str) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.directory = root / worker_id
-        self.directory.mkdir(exist_ok=True)
-        self._fd = os.open(root / f"{worker_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another worker with USAGELOG_WORKER_ID={worker_id} is running") from None
-
-    @staticmethod
-    def orphans(root: Path, own: str) -> list[Path]:
-        """Staging folders of workers that are gone (their lock can be taken)."""
-        found = []
-        for lock in root.glob("*.lock"):
-            name = lock.name[: -len(".lock")]
-            if name == own:
-                continue
-            fd = os.open(lock, os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            finally:
-                os.close(fd)
-            if (root / name).is_dir():
-                found.append(root / name)
-        return found
-
-
-def build_archive(settings: WorkerSettings, staging: Path, worker_id: str) -> Any | None:
-    if settings.archive_url.lower() in ("", "none", "off"):
-        return None
-    from .archive import Archive
-
-    return Archive(
-        settings.archive_url,
-        fmt=settings.archive_format,
-        staging_dir=staging,
-        worker_id=worker_id,
-        max_bytes=settings.archive_max_bytes,
-        max_seconds=settings.archive_max_seconds,
-    )
 
 
 class Worker:
@@ -86,23 +39,20 @@ class Worker:
 
         self.settings = settings
         self.health = WorkerHealth(settings.worker_id, settings.health_interval)
-        root = Path(settings.state_dir) / "archive-staging"
-        self._staging = _StagingLock(root, settings.worker_id)
-        self.archive = build_archive(settings, self._staging.directory, settings.worker_id)
-        if self.archive is not None:
-            for orphan in _StagingLock.orphans(root, settings.worker_id):
-                recovered = build_archive(settings, orphan, orphan.name)
-                if recovered is not None:
-                    files = recovered.recover()
-                    recovered.close()
-                    _logger.info("finalized %d archive files left by worker %s", len(files), orphan.name)
-                shutil.rmtree(orphan, ignore_errors=True)
-                (root / f"{orphan.name}.lock").unlink(missing_ok=True)
-            self.archive.recover()
-        with kafka_errors(settings.brokers):  # a bad USAGELOG_KAFKA_CONFIG shows here
-            self.producer = Producer(settings.producer_config()) if settings.dead_letter_topic else None
-            self.consumer = Consumer(settings.consumer_config())
-        self.pipeline = BatchPipeline(settings, self.archive, self.health, self.producer)
+        self.archive = open_archive(settings.archive)
+        try:
+            with kafka_errors(settings.brokers):  # a bad USAGELOG_KAFKA_CONFIG shows here
+                self.producer = Producer(settings.producer_config()) if settings.dead_letter_topic else None
+                self.consumer = Consumer(settings.consumer_config())
+        except BaseException:
+            if self.archive is not None:
+                self.archive.close()
+            raise
+        self.pipeline = Pipeline(
+            archive=self.archive,
+            health=self.health,
+            dead_letter_sink=self._publish_dead_letters if self.producer is not None else None,
+        )
         self._pending: list[Any] = []
         self._batch_started = 0.0
         self._stop = False
@@ -131,22 +81,26 @@ class Worker:
         )
 
     # -- the loop -------------------------------------------------------------------------------
-    def _flush(self) -> BatchResult | None:
+    def _flush(self) -> Result | None:
         if not self._pending:
             return None
 
         batch, self._pending = self._pending, []
         result = self._process_with_retries(batch)
-        self._commit(result)
+        self._commit(batch)
         if self.archive is not None:
             self.archive.maybe_rotate()
         self._update_lag()
         return result
 
-    def _commit(self, result: BatchResult) -> None:
+    def _commit(self, batch: Sequence[Any]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
-        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(result.offsets.items())]
+        after: dict[tuple[str, int], int] = {}  # next offset to read, per partition
+        for message in batch:
+            key = (message.topic(), message.partition())
+            after[key] = max(after.get(key, 0), message.offset() + 1)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(after.items())]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -157,13 +111,16 @@ class Worker:
             # the batch again and storage skips what is already there. Nothing is lost.
             _logger.warning("offsets not committed (%s); the batch will be read again by its new owner", exc)
 
-    def _process_with_retries(self, batch: list[Any], attempts: int = 5) -> BatchResult:
+    def _process_with_retries(self, batch: Sequence[Any], attempts: int = 5) -> Result:
         """Storage hiccups (a busy chDB directory, a server restart) are retried with backoff;
         if they persist the worker stops without committing, and the batch is read again."""
+        items = [Item("kafka", f"{m.topic()}/{m.partition()}@{m.offset()}", m.value() or b"") for m in batch]
+        s = self.settings
         delay = 1.0
         for attempt in range(1, attempts + 1):
             try:
-                return self.pipeline.process(batch)
+                with connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds) as store:
+                    return self.pipeline.process(items, store)
             except Exception:
                 if attempt == attempts:
                     raise
@@ -174,19 +131,45 @@ class Worker:
                 delay *= 2
         raise AssertionError("unreachable")
 
+    def _publish_dead_letters(self, letters: Sequence[dict[str, Any]]) -> None:
+        assert self.producer is not None
+        for letter in letters:
+            payload = letter["payload"]
+            self.producer.produce(
+                self.settings.dead_letter_topic,
+                value=payload if isinstance(payload, bytes) else str(payload).encode(),
+                headers=[
+                    ("usagelog.reason", letter["reason"].encode()),
+                    ("usagelog.source", letter["location"].encode()),
+                ],
+            )
+        remaining = self.producer.flush(10)
+        if remaining:
+            _logger.error(
+                "%d dead letters not confirmed by Kafka (they are in the dead_letters table)", remaining
+            )
+
     def _update_lag(self) -> None:
+        """Messages on the assigned partitions not yet read. Where the consumer has no position
+        yet (a partition just taken over, nothing fetched), it will start at the group's
+        committed offset, or at the beginning of the partition when there is none."""
         from confluent_kafka import TopicPartition
 
         lag = 0
         try:
             positions = self.consumer.position([TopicPartition(t, p) for t, p in self._assigned])
-            for tp in positions:
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=False)
-                if tp.offset >= 0:
-                    lag += max(0, high - tp.offset)
-                else:
-                    low, _ = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                    lag += max(0, high - low)
+            unknown = [TopicPartition(tp.topic, tp.partition) for tp in positions if tp.offset < 0]
+            starts = {(tp.topic, tp.partition): tp.offset for tp in positions if tp.offset >= 0}
+            if unknown:
+                for tp in self.consumer.committed(unknown, timeout=5):
+                    offset = tp.offset
+                    if offset < 0:  # nothing committed: auto.offset.reset=earliest
+                        offset, _ = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                    starts[(tp.topic, tp.partition)] = offset
+            for (topic, partition), start in starts.items():
+                tp = TopicPartition(topic, partition)
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                lag += max(0, high - start)
         except Exception:
             _logger.debug("lag not available", exc_info=True)
             return
