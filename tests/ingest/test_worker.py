@@ -258,7 +258,12 @@ def test_tail_follows_monitored_events_live(kafka: Any, topics: dict[str, str]) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4)  # let it join and sit at the end of the topic
+    assert tail.stderr is not None
+    said = ""
+    while "following" not in said:  # it says so once it holds the end of every partition
+        line = tail.stderr.readline()
+        assert line, said  # it exited
+        said += line
     produce(kafka.bootstrap, topics["monitored"], make_payloads(1, 14, instance="t", monitor="user:user-3"))
     out, err = tail.communicate(timeout=90)
     lines = [json.loads(line) for line in out.splitlines()]

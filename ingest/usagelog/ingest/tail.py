@@ -2,7 +2,9 @@
 
 Reads ``USAGELOG_KAFKA_MONITORED_TOPIC`` (where the collector routes events flagged by
 ``USAGELOG_MONITOR``) with a throw-away consumer group, from the end unless ``--from-beginning``,
-and prints one line per event (or one JSON object per line with ``--format json``).
+and prints one line per event (or one JSON object per line with ``--format json``). Once it has
+its partitions it says ``tail: following ...`` on stderr: every event published after that line
+is shown.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def tail(
     max_events: int = 0,
     timeout: float = 0.0,
     out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> int:
     """Print monitored events as they arrive; returns how many were printed."""
     from confluent_kafka import Consumer
@@ -56,10 +59,24 @@ def tail(
                 "group.id": f"usagelog-tail-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest" if from_beginning else "latest",
                 "enable.auto.commit": False,
+                "partition.assignment.strategy": "cooperative-sticky",
             }
         )
     )
-    consumer.subscribe([settings.monitored_topic])
+    topic = settings.monitored_topic
+
+    def on_assign(consumer: Any, partitions: list[Any]) -> None:
+        # From the end as it is now, not as it is when the first fetch happens: an event
+        # published after the "following" line cannot be skipped.
+        if not from_beginning:
+            for tp in partitions:
+                _, tp.offset = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        consumer.incremental_assign(partitions)
+        if partitions:
+            start = "the beginning" if from_beginning else "the end"
+            print(f"tail: following {topic} from {start}", file=err, flush=True)
+
+    consumer.subscribe([topic], on_assign=on_assign)
     printed = 0
     deadline = time.monotonic() + timeout if timeout else None
     try:
