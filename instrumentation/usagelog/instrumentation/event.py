@@ -171,8 +171,12 @@ def checksum(fields: Mapping[str, Any]) -> str:
     Missing fields count as empty, so emitter and decoder agree whether or not an
     optional attribute (a body, say) was present on the wire.
     """
-    canonical = "\x1f".join(canonical_value(fields.get(f.column)) for f in CHECKSUM_FIELDS)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return checksum_of([canonical_value(fields.get(f.column)) for f in CHECKSUM_FIELDS])
+
+
+def checksum_of(texts: list[str]) -> str:
+    """The checksum of the fields' texts (:func:`canonical_value`), in checksum order."""
+    return hashlib.sha256("\x1f".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def error_type_of(exc: BaseException) -> str:
