@@ -214,6 +214,14 @@ VARIANTS: dict[str, tuple[str, Callable[[Flask], Probe]]] = {
 LOGGING_VARIANTS = ("usagelog", "usagelog-bodies", "naive")
 
 
+def usagelog_location() -> str | None:
+    """Where this process imported ``usagelog.instrumentation`` from (None if it did not)."""
+    import sys
+
+    module = sys.modules.get("usagelog.instrumentation")
+    return getattr(module, "__file__", None) if module is not None else None
+
+
 def build_variant(variant: str) -> tuple[Flask, Probe]:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
@@ -239,7 +247,12 @@ def create_application(variant: str) -> Callable[..., Iterable[bytes]]:
         if environ.get("PATH_INFO") == STATS_PATH:
             events = probe.flush()
             body = json.dumps(
-                {"pid": os.getpid(), "cpu_ns": time.process_time_ns(), "events": events}
+                {
+                    "pid": os.getpid(),
+                    "cpu_ns": time.process_time_ns(),
+                    "events": events,
+                    "usagelog": usagelog_location(),
+                }
             ).encode()
             start_response(
                 "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]

@@ -19,12 +19,18 @@ differences), which cancels the slow drifts in machine speed that dominate compa
 separate runs on a shared machine. This is repeated over several rounds with fresh processes
 and the median over rounds is reported.
 
+With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base
+HEAD~5``), the usagelog variants also run on that checkout's ``usagelog`` as ``usagelog@base``
+and ``usagelog-bodies@base``, interleaved with the others in the same run, and the table adds
+what the current code costs over the baseline, chunk by chunk.
+
 Exits non-zero when a variant fails to run, a response has an unexpected status, or a usagelog
 variant exported a number of events different from the number of requests it served.
 
     python benchmarks/request_overhead.py              # 3000 requests per method, 3 rounds
     python benchmarks/request_overhead.py --quick      # a few hundred requests, 1 round (CI)
     python benchmarks/request_overhead.py --json > results.json   # table on stderr, JSON on stdout
+    python benchmarks/request_overhead.py --baseline /tmp/base --variants otel,usagelog,usagelog-bodies
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from app_under_test import (  # noqa: E402  (the benchmark folder is not a packa
     STATS_PATH,
     VARIANTS,
     build_variant,
+    usagelog_location,
 )
 
 from usagelog.process import Child  # noqa: E402
@@ -68,17 +75,41 @@ BASELINE = "otel"
 TARGET_US = 15.0
 START_TIMEOUT = 60.0
 REPLY_TIMEOUT = 600.0
+AT_BASELINE = "@base"  # suffix of a variant run on the --baseline checkout's usagelog
+
+
+def _variant(name: str) -> str:
+    """The app_under_test variant behind a benchmark variant name (``usagelog@base`` → ``usagelog``)."""
+    return name.removesuffix(AT_BASELINE)
+
+
+def _label(name: str) -> str:
+    label = VARIANTS[_variant(name)][0]
+    return f"{label} (baseline)" if name.endswith(AT_BASELINE) else label
 
 
 def _paths(n: int) -> list[str]:
     return [ITEM_PATH.format(i % 1000) for i in range(n)]
 
 
-def _child_env() -> dict[str, str]:
-    """The parent's environment without ``USAGELOG_*`` and ``OTEL_*``: every variant runs on defaults."""
+def _child_env(baseline: Path | None) -> dict[str, str]:
+    """The parent's environment without ``USAGELOG_*`` and ``OTEL_*``: every variant runs on defaults.
+    With ``baseline``, ``usagelog`` is imported from that checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    if baseline is not None:
+        paths = [str(baseline / "instrumentation"), str(baseline / "ingest")]
+        env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH", "")] if p])
     return env
+
+
+def _check_origin(name: str, location: str | None, baseline: Path | None) -> None:
+    """The variant's usagelog came from where it should: the baseline checkout or this one."""
+    if location is None or not _variant(name).startswith("usagelog"):
+        return
+    from_baseline = baseline is not None and Path(location).resolve().is_relative_to(baseline.resolve())
+    if from_baseline != name.endswith(AT_BASELINE):
+        raise RuntimeError(f"{name} imported usagelog from {location}")
 
 
 class Worker(Protocol):
@@ -120,7 +151,7 @@ def serve_test_client(variant: str, total_requests: int) -> None:
     """Child side: build the variant, then run the chunks the parent asks for, one JSON reply per line."""
     app, probe = build_variant(variant)
     send = _test_client_sender(app, _paths(total_requests))
-    print("ready", flush=True)
+    print(json.dumps(["ready", usagelog_location()]), flush=True)
     for line in sys.stdin:
         command, *args = line.split()
         if command in METHODS:
@@ -137,8 +168,8 @@ def serve_test_client(variant: str, total_requests: int) -> None:
 
 
 class TestClientWorker:
-    def __init__(self, variant: str, total_requests: int) -> None:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant]
+    def __init__(self, variant: str, total_requests: int, baseline: Path | None) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", _variant(variant)]
         cmd += ["--requests", str(total_requests)]
         self._logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-")  # removed in close()
         # Requests and replies over stdin/stdout; stderr to the log.
@@ -146,17 +177,23 @@ class TestClientWorker:
             cmd,
             log=Path(self._logs.name) / "child.log",
             name=f"test-client child ({variant})",
-            env=_child_env(),
+            env=_child_env(baseline if variant.endswith(AT_BASELINE) else None),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        self._proc = self._child.popen
-        assert self._proc is not None
-        if self._readline() != "ready":
+        assert self._child.popen is not None
+        self._proc: subprocess.Popen[str] = self._child.popen
+        line = self._readline()
+        if not line.startswith('["ready"'):
             output = self._child.log()[-2000:]
             self.close()
             raise RuntimeError(f"test-client child did not start: {output}")
+        try:
+            _check_origin(variant, json.loads(line)[1], baseline)
+        except RuntimeError:
+            self.close()
+            raise
 
     def _readline(self) -> str:
         assert self._proc.stdout is not None
@@ -219,7 +256,7 @@ def proc_cpu_seconds(pid: int) -> float:
 class ServerWorker:
     """gunicorn, one sync worker, serving the variant on a free 127.0.0.1 port."""
 
-    def __init__(self, variant: str, total_requests: int) -> None:
+    def __init__(self, variant: str, total_requests: int, baseline: Path | None) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
@@ -235,13 +272,13 @@ class ServerWorker:
             "--log-level",
             "warning",
         ]
-        cmd += ["--timeout", "300", f"app_under_test:create_application({variant!r})"]
+        cmd += ["--timeout", "300", f"app_under_test:create_application({_variant(variant)!r})"]
         self._logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-")  # removed in close()
         self._child = Child.start(
             cmd,
             log=Path(self._logs.name) / "gunicorn.log",
             name=f"gunicorn ({variant})",
-            env=_child_env(),
+            env=_child_env(baseline if variant.endswith(AT_BASELINE) else None),
             pass_fds=(listener.fileno(),),
         )
         listener.close()
@@ -254,6 +291,11 @@ class ServerWorker:
             self.close()
             raise RuntimeError(f"gunicorn did not start: {output}") from None
         self.pid: int = first["pid"]
+        try:
+            _check_origin(variant, first["usagelog"], baseline)
+        except RuntimeError:
+            self.close()
+            raise
 
     def _stats(self, timeout: float = 30.0) -> dict[str, Any]:
         """Drain the variant's queue, then read the worker's CPU time (see ``create_application``)."""
@@ -287,17 +329,25 @@ class ServerWorker:
 
 
 def run_round(
-    mode: str, variants: list[str], requests: int, warmup: int, chunk: int, failures: list[str]
+    mode: str,
+    variants: list[str],
+    requests: int,
+    warmup: int,
+    chunk: int,
+    failures: list[str],
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Start every variant's process, warm them up, then time chunks in turns. Returns per variant:
     the chunk samples, their medians, the chunk-by-chunk difference to stock OTel and the event count."""
     total = warmup + requests
-    factory: Callable[[str, int], Worker] = TestClientWorker if mode == "test_client" else ServerWorker
+    factory: Callable[[str, int, Path | None], Worker] = (
+        TestClientWorker if mode == "test_client" else ServerWorker
+    )
     workers: dict[str, Worker] = {}
     try:
         for v in variants:
             try:
-                workers[v] = factory(v, total)
+                workers[v] = factory(v, total, baseline)
             except Exception as exc:
                 failures.append(f"{v} ({mode}): {exc}")
         samples: dict[str, dict[str, dict[str, list[float]]]] = {
@@ -340,6 +390,12 @@ def run_round(
                         k: statistics.median(a - b for a, b in zip(s[k], base[k], strict=True))
                         for k in ("wall_us", "cpu_us")
                     }
+                if v + AT_BASELINE in samples:  # this code against the baseline checkout's
+                    before = samples[v + AT_BASELINE][method]
+                    entry[method]["vs_baseline"] = {
+                        k: statistics.median(a - b for a, b in zip(s[k], before[k], strict=True))
+                        for k in ("wall_us", "cpu_us")
+                    }
             result[v] = entry
         return result
     finally:
@@ -359,7 +415,7 @@ def _check(variant: str, mode: str, entry: dict[str, Any]) -> list[str]:
     problems = []
     if entry["bad_responses"]:
         problems.append(f"{variant} ({mode}): {entry['bad_responses']} responses with an unexpected status")
-    if variant in LOGGING_VARIANTS and entry["events"] != entry["sent"]:
+    if _variant(variant) in LOGGING_VARIANTS and entry["events"] != entry["sent"]:
         message = f"{variant} ({mode}): {entry['events']} events exported for {entry['sent']} requests"
         if variant.startswith("usagelog"):
             problems.append(message)
@@ -376,18 +432,32 @@ def summarise(variants: list[str], runs: dict[str, list[dict[str, Any]]]) -> dic
     """Medians over rounds of: per variant and method, µs per request and µs added over stock OTel."""
     median: dict[str, Any] = {}
     added: dict[str, Any] = {}
+    changed: dict[str, Any] = {}
     for v in variants:
         median[v], added[v] = {}, {}
+        if v + AT_BASELINE in variants:
+            changed[v] = {}
         for m in METHODS:
             median[v][m], added[v][m] = {}, {}
+            if v in changed:
+                changed[v][m] = {}
             for mode in MODES:
                 rounds = [r[v] for r in runs[mode] if v in r]
                 for key in ("wall_us", "cpu_us"):
                     name = f"{mode}_{key}"
                     median[v][m][name] = _median([e[m][key] for e in rounds])
                     added[v][m][name] = _median([e[m]["added"][key] for e in rounds if "added" in e[m]])
+                    if v in changed:
+                        changed[v][m][name] = _median(
+                            [e[m]["vs_baseline"][key] for e in rounds if "vs_baseline" in e[m]]
+                        )
     proc_stat = {v: _median([r[v]["proc_stat_cpu_us"] for r in runs["server"] if v in r]) for v in variants}
-    return {"median": median, "added_over_stock_otel": added, "server_proc_stat_cpu_us": proc_stat}
+    return {
+        "median": median,
+        "added_over_stock_otel": added,
+        "added_over_baseline": changed,
+        "server_proc_stat_cpu_us": proc_stat,
+    }
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -408,7 +478,7 @@ def render_table(summary: dict[str, Any]) -> str:
             x, a = median[v][m], added[v][m]
             base = v == BASELINE
             lines.append(
-                f"| {VARIANTS[v][0]} | {m} | {_fmt(x['test_client_wall_us'])} "
+                f"| {_label(v)} | {m} | {_fmt(x['test_client_wall_us'])} "
                 f"| {_fmt(x['test_client_cpu_us'])} | {_fmt(x['server_wall_us'])} "
                 f"| {_fmt(x['server_cpu_us'])} "
                 f"| {'—' if base else _fmt(a['test_client_cpu_us'], True)} "
@@ -433,6 +503,18 @@ def render_added(summary: dict[str, Any]) -> str:
                 for m in METHODS
             ]
             lines.append(f"  {label:33} " + "; ".join(parts))
+    changed = summary.get("added_over_baseline") or {}
+    if changed:
+        lines.append(
+            "CPU µs this code adds per request over the baseline checkout (chunk by chunk; - is faster):"
+        )
+        for v, by_method in changed.items():
+            parts = [
+                f"{m} {_fmt(by_method[m]['test_client_cpu_us'], True)} test client, "
+                f"{_fmt(by_method[m]['server_cpu_us'], True)} server"
+                for m in METHODS
+            ]
+            lines.append(f"  {_label(v):33} " + "; ".join(parts))
     return "\n".join(lines)
 
 
@@ -462,6 +544,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-server", action="store_true", help="skip the gunicorn measurements")
     parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="a checkout of an earlier commit: also run the usagelog variants on its usagelog",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print results as JSON on stdout (the table then goes to stderr)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -481,6 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants: {', '.join(unknown)}")
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline is not None:
+        if not (baseline / "instrumentation" / "usagelog" / "instrumentation").is_dir():
+            parser.error(f"--baseline {args.baseline}: not a usagelog checkout")
+        variants += [v + AT_BASELINE for v in variants if v.startswith("usagelog")]
     out = sys.stderr if args.json else sys.stdout
     modes = ("test_client",) if args.no_server else MODES
 
@@ -494,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes if round_no % 2 else modes[::-1]:
             t0 = time.monotonic()
             try:
-                result = run_round(mode, order, requests, warmup, chunk, failures)
+                result = run_round(mode, order, requests, warmup, chunk, failures, baseline)
             except Exception as exc:
                 failures.append(f"{mode} round {round_no}: {exc}")
                 print(f"round {round_no} {mode} FAILED: {exc}", file=sys.stderr, flush=True)
@@ -525,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
             sum(r[v]["sent"] for mode in MODES for r in runs[mode] if v in r),
         )
         for v in variants
-        if v in LOGGING_VARIANTS
+        if _variant(v) in LOGGING_VARIANTS
     }
     print(
         "\nEvents exported / requests sent, all runs: "
@@ -543,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
-            "variants": {v: VARIANTS[v][0] for v in variants},
+            "variants": {v: _label(v) for v in variants},
+            "baseline": str(baseline) if baseline else None,
             **summary,
             "runs": runs,
             "failures": failures,
