@@ -209,3 +209,33 @@ def count_events(clickhouse: str, table: str = "usage_events") -> tuple[int, int
     with connect(clickhouse) as store:
         _, rows = store.query(f"SELECT count(), uniqExact(event_id) FROM usagelog.{table}")
     return int(rows[0][0]), int(rows[0][1])
+
+
+def serve_demo_with_gunicorn(workdir: Path, env: dict[str, str], workers: int, requests: int) -> None:
+    """The demo API under ``opentelemetry-instrument`` and gunicorn (``workers`` workers, configured
+    by ``env``), sent ``requests`` GETs from four threads, each answered 200; then SIGTERM, which
+    has each worker flush what it holds. gunicorn's log is ``workdir/gunicorn.log``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from usagelog.demo.run import instrument_command
+
+    port = free_port()
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    app = "usagelog.demo.app:create_app()"
+    server = Child.start(
+        [instrument_command(), gunicorn, "-w", str(workers), "-b", f"127.0.0.1:{port}", app],
+        log=workdir / "gunicorn.log",
+        name="gunicorn",
+        env=env,
+    )
+
+    def get(i: int) -> int:
+        return http_get(port, f"/api/items/{i % 20 + 1}")
+
+    try:
+        server.wait_until(lambda: get(0) == 200, 60, "gunicorn to serve")
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(get, range(requests)))
+        assert statuses == [200] * requests, statuses
+    finally:
+        server.stop(timeout=60)

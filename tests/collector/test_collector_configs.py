@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -23,7 +23,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tests.pipeline import collector_binary as build_collector
-from usagelog.demo.run import free_port
+from usagelog.process import Child, ProcessError, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO / "collector"
@@ -154,9 +154,8 @@ def collector_env(tmp_path: Path, tls_files: tuple[Path, Path]) -> dict[str, str
 
 @dataclass
 class RunningCollector:
-    process: subprocess.Popen[bytes]
+    process: Child
     env: Mapping[str, str]
-    log_path: Path
 
     @property
     def otlp_http(self) -> str:
@@ -171,7 +170,16 @@ class RunningCollector:
         return f"http://{self.env['USAGELOG_COLLECTOR_HEALTH_ENDPOINT']}/"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                body = response.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+        assert "Server available" in body, body
+        return bool(response.status == 200)
 
 
 @contextmanager
@@ -179,41 +187,18 @@ def running_collector(
     binary: Path, overlays: tuple[str, ...], env: Mapping[str, str], log_path: Path
 ) -> Iterator[RunningCollector]:
     """Start the collector, wait until its health check reports healthy, stop it afterwards."""
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [str(binary), *config_args(overlays)], env=dict(env), stdout=log_file, stderr=subprocess.STDOUT
-        )
-    collector = RunningCollector(process, env, log_path)
+    process = Child.start([str(binary), *config_args(overlays)], log=log_path, name="collector", env=env)
+    collector = RunningCollector(process, env)
     try:
-        wait_healthy(collector)
+        try:
+            process.wait_until(collector.healthy, START_TIMEOUT_S, "the health check to report healthy")
+        except ProcessError as exc:
+            pytest.fail(str(exc))
         yield collector
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        status = process.stop(timeout=STOP_TIMEOUT_S)
+        if status == -signal.SIGKILL:
             pytest.fail(f"collector ignored SIGTERM for {STOP_TIMEOUT_S}s:\n{collector.log()}")
-
-
-def wait_healthy(collector: RunningCollector) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last_error = ""
-    while time.monotonic() < deadline:
-        if collector.process.poll() is not None:
-            pytest.fail(f"collector exited with {collector.process.returncode}:\n{collector.log()}")
-        try:
-            with urllib.request.urlopen(collector.health_url, timeout=2) as response:
-                body = response.read().decode()
-                if response.status == 200:
-                    assert "Server available" in body, body
-                    return
-                last_error = f"HTTP {response.status}: {body}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            last_error = repr(exc)
-        time.sleep(0.2)
-    pytest.fail(f"health check not healthy after {START_TIMEOUT_S}s ({last_error}):\n{collector.log()}")
 
 
 def post_logs(
@@ -386,4 +371,4 @@ def test_the_otlp_exporter_honours_the_sdks_tls_client_and_compression_variables
         exporter = OtlpExporter(settings, "i-trusted", trusted)
         exporter.transport.send(payload, 5)
         exporter.transport.close()
-        assert collector.process.poll() is None, collector.log()
+        assert collector.process.running(), collector.log()

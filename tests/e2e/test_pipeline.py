@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline import Collector, WorkerProcess, broker_module, count_events, http_get, wait_for
+from tests.pipeline import (
+    Collector,
+    WorkerProcess,
+    broker_module,
+    count_events,
+    serve_demo_with_gunicorn,
+    wait_for,
+)
 from usagelog.demo.driver import User, drive, make_users
 from usagelog.demo.run import INSTANCES, start_instances, stop_instances
 from usagelog.ingest.archive import read_archive
@@ -234,13 +241,8 @@ def test_gunicorn_workers_export_over_grpc_after_fork(
 ) -> None:
     """Pre-forking server + gRPC: each worker opens its own channel after the fork."""
     import os
-    import signal
-    from concurrent.futures import ThreadPoolExecutor
-
-    from usagelog.demo.run import free_port, instrument_command
 
     collector: Collector = stack["collector"].start()
-    port = free_port()
     env = {
         **os.environ,
         "OTEL_SERVICE_NAME": "gunicorn-api",
@@ -253,33 +255,7 @@ def test_gunicorn_workers_export_over_grpc_after_fork(
         "USAGELOG_EXPORTER": "otlp",
         "USAGELOG_SPOOL_DIR": str(stack["spool"]),
     }
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    with (tmp_path / "gunicorn.log").open("wb") as log:
-        server = subprocess.Popen(
-            [
-                instrument_command(),
-                gunicorn,
-                "-w",
-                "2",
-                "-b",
-                f"127.0.0.1:{port}",
-                "usagelog.demo.app:create_app()",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def get(i: int) -> int:
-        return http_get(port, f"/api/items/{i % 20 + 1}")
-
-    try:
-        wait_for(lambda: get(0) == 200, 60, "gunicorn to serve")
-        with ThreadPoolExecutor(4) as pool:
-            assert list(pool.map(get, range(100))) == [200] * 100
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+    serve_demo_with_gunicorn(tmp_path, env, workers=2, requests=100)
     workers = _workers(tmp_path, kafka.bootstrap, topics["events"], stack["url"])
     _finish(workers)
     assert count_events(stack["url"]) == (101, 101)
