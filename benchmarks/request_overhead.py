@@ -92,12 +92,12 @@ def _paths(n: int) -> list[str]:
     return [ITEM_PATH.format(i % 1000) for i in range(n)]
 
 
-def _child_env(baseline: Path | None) -> dict[str, str]:
+def _child_env(variant: str, baseline: Path | None) -> dict[str, str]:
     """The parent's environment without ``USAGELOG_*`` and ``OTEL_*``: every variant runs on defaults.
-    With ``baseline``, ``usagelog`` is imported from that checkout."""
+    A ``@base`` variant imports ``usagelog`` from the ``baseline`` checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
     env["PYTHONUNBUFFERED"] = "1"
-    if baseline is not None:
+    if baseline is not None and variant.endswith(AT_BASELINE):
         paths = [str(baseline / "instrumentation"), str(baseline / "ingest")]
         env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH", "")] if p])
     return env
@@ -177,7 +177,7 @@ class TestClientWorker:
             cmd,
             log=Path(self._logs.name) / "child.log",
             name=f"test-client child ({variant})",
-            env=_child_env(baseline if variant.endswith(AT_BASELINE) else None),
+            env=_child_env(variant, baseline),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -278,7 +278,7 @@ class ServerWorker:
             cmd,
             log=Path(self._logs.name) / "gunicorn.log",
             name=f"gunicorn ({variant})",
-            env=_child_env(baseline if variant.endswith(AT_BASELINE) else None),
+            env=_child_env(variant, baseline),
             pass_fds=(listener.fileno(),),
         )
         listener.close()
