@@ -45,6 +45,24 @@ RESPONSE_BODY = "usagelog.response.body"
 REQUEST_HEADERS = "usagelog.request.headers"
 CLIENT_ABORTED = "usagelog.client_aborted"
 
+# Loss reports: a log record named ``usagelog.loss`` (same resource as the instance's usage
+# events) says that events of that instance were lost or may have been, and which. The in-app
+# side emits them (events dropped at the memory bound, a final flush that failed, the tail a
+# killed process left unwritten, found later through its counter file); ingest stores them in
+# ``losses`` and ``usagelog audit`` reconciles them with the stored sequence.
+LOSS_EVENT_NAME = "usagelog.loss"
+LOSS_REPORT_ID = "usagelog.loss.report_id"  # unique per report: storage keeps one copy
+LOSS_REASON = "usagelog.loss.reason"  # one of LOSS_REASONS
+LOSS_COUNT = "usagelog.loss.count"  # events lost (for "tail": allocated but never handed over)
+LOSS_FIRST_SEQ = "usagelog.loss.first_seq"  # lowest sequence number concerned (0: unknown)
+LOSS_LAST_SEQ = "usagelog.loss.last_seq"  # highest sequence number concerned (0: unknown)
+LOSS_ALLOCATED_SEQ = "usagelog.seq.allocated"  # highest sequence number the instance allocated
+LOSS_DETAIL = "usagelog.loss.detail"  # free text for people (an error message, a file)
+LOSS_DROPPED = "dropped"  # taken from memory past the byte/entry bound while nothing could write
+LOSS_WRITE_FAILED = "write_failed"  # the final flush at exit could not write them anywhere
+LOSS_TAIL = "tail"  # the process died; allocated sequence numbers beyond what it handed over
+LOSS_REASONS = (LOSS_DROPPED, LOSS_WRITE_FAILED, LOSS_TAIL)
+
 # Resource attributes (the emitter's identity).
 SERVICE_NAME = "service.name"
 SERVICE_INSTANCE_ID = "service.instance.id"
