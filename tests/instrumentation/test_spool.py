@@ -142,12 +142,43 @@ def test_fsync_mode_writes_the_same_frames(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cut", [1, 3, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 2])
-def test_torn_frame_at_the_tail_yields_only_the_complete_frames(tmp_path: Path, cut: int) -> None:
+def test_torn_frame_at_the_tail_is_reported_after_the_complete_frames(tmp_path: Path, cut: int) -> None:
     path = tmp_path / "torn.open"
-    write_segment(path, [b"a" * 10, b"b" * 10, b"c" * 10])
+    offsets = write_segment(path, [b"a" * 10, b"b" * 10, b"c" * 10])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - (HEADER_SIZE + 10) + cut])  # keep ``cut`` bytes of the last frame
-    assert payloads_of(path) == [b"a" * 10, b"b" * 10]
+    *good, torn = read_frames(path)
+    assert [f.payload for f in good] == [b"a" * 10, b"b" * 10]  # type: ignore[union-attr]
+    assert isinstance(torn, DamagedFrame)
+    assert torn.offset == offsets[2] and torn.size == cut and torn.reason.startswith("torn frame")
+    missing = HEADER_SIZE + 10 - cut
+    assert (f"({missing} bytes missing)" if cut >= HEADER_SIZE else "bytes missing") in torn.reason
+
+
+def test_a_segment_cut_in_the_middle_reports_the_frame_it_cut_and_how_much_is_missing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cut.seg"
+    offsets = write_segment(path, [b"x" * 100 for _ in range(8)])
+    path.write_bytes(path.read_bytes()[: offsets[5] + 40])
+    frames = list(read_frames(path))
+    assert [f.offset for f in frames if isinstance(f, Frame)] == offsets[:5]
+    (torn,) = [f for f in frames if isinstance(f, DamagedFrame)]
+    assert torn.offset == offsets[5]
+    assert torn.reason == (
+        f"torn frame: the segment ends 40 bytes into a {HEADER_SIZE + 100}-byte frame "
+        f"({HEADER_SIZE + 100 - 40} bytes missing)"
+    )
+
+
+def test_the_instance_is_read_back_from_a_segment_name(tmp_path: Path) -> None:
+    writer = SpoolWriter(tmp_path, "6c1f6f0e-1111.host-a", fsync=False)
+    writer.append(b"x")
+    (open_path,) = tmp_path.iterdir()
+    writer.seal()
+    (sealed,) = tmp_path.iterdir()
+    assert spool.segment_instance(open_path) == spool.segment_instance(sealed) == "6c1f6f0e-1111.host-a"
+    assert spool.segment_instance(tmp_path / "notes.seg") == ""
 
 
 def test_corrupted_payload_byte_in_the_middle_frame_is_reported_and_later_frames_survive(

@@ -8,9 +8,10 @@ Layout of ``USAGELOG_SPOOL_DIR`` (shared safely by many processes):
 - ``<...>.seg``: a sealed segment (renamed from ``.open`` after an fsync), ready for ingest.
 - ``<...>.new``: a segment being created; never read (it is renamed to ``.open`` once locked).
 
-Each frame is ``MAGIC | length (u32 LE) | crc32 (u32 LE) | payload``. A torn frame at the end
-of a segment (a writer killed mid-write) is ignored; a damaged frame elsewhere is reported and
-skipped, so one bad write cannot hide the frames after it. Segments are deleted by the reader
+Each frame is ``MAGIC | length (u32 LE) | crc32 (u32 LE) | payload``. A damaged frame is
+reported (as a :class:`DamagedFrame`, with its offset) and skipped, so one bad write cannot hide
+the frames after it; a torn frame at the end of a segment (a writer killed mid-write, a file
+cut short) is reported the same way, with the bytes missing. Segments are deleted by the reader
 only after their events are stored.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import struct
 import threading
 import time
@@ -163,12 +165,21 @@ class Frame:
     offset: int
     payload: bytes
 
+    @property
+    def size(self) -> int:
+        """Bytes of the segment the frame takes, header included."""
+        return HEADER_SIZE + len(self.payload)
+
 
 @dataclass(frozen=True)
 class DamagedFrame:
+    """Bytes of a segment that are not a valid frame: ``size`` bytes from ``offset``; ``raw``
+    holds what may be kept of them (the payload part of a frame whose checksum is wrong)."""
+
     offset: int
     reason: str
     raw: bytes
+    size: int = 0
 
 
 class ClaimedSegment:
@@ -207,6 +218,16 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+_SEGMENT_NAME = re.compile(r"^\d{13}-(?P<instance>.*)-\d+-\d{6}$")
+
+
+def segment_instance(path: str | os.PathLike[str]) -> str:
+    """The instance ID a segment's name carries (as the writer made it safe for file names),
+    or empty when the name is not a writer's."""
+    match = _SEGMENT_NAME.match(Path(path).stem)
+    return match.group("instance") if match else ""
+
+
 def list_segments(directory: str | os.PathLike[str]) -> list[Path]:
     """Sealed and ``.open`` segments, oldest first (names start with their creation time)."""
     base = Path(directory)
@@ -240,28 +261,39 @@ def has_claimable(directory: str | os.PathLike[str]) -> bool:
 
 def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
     """Frames of a segment, in order. Damage never hides a good frame: whenever a header or
-    checksum is wrong, reading resumes at the next frame marker."""
+    checksum is wrong, reading resumes at the next frame marker. Nothing is skipped silently:
+    the frames and damaged frames yielded cover every byte of the file, in order, a torn frame
+    at the end (a writer killed mid-write, a truncated file) included."""
     data = Path(path).read_bytes()
     pos, end = 0, len(data)
     while pos < end:
         if end - pos < HEADER_SIZE:
-            return  # torn header at the tail: the writer died mid-write
+            yield _torn_or_garbage(data, pos)
+            return
         magic, length, crc = _HEADER.unpack_from(data, pos)
         if magic != MAGIC or length > MAX_FRAME:
             nxt = data.find(MAGIC, pos + 1)
-            yield DamagedFrame(pos, "bad frame header", data[pos : nxt if nxt >= 0 else end])
-            if nxt < 0:
-                return
-            pos = nxt
+            stop = nxt if nxt >= 0 else end
+            yield DamagedFrame(pos, "bad frame header", data[pos:stop], stop - pos)
+            pos = stop
             continue
         body_start = pos + HEADER_SIZE
         body_end = body_start + length
         if body_end > end:
             nxt = data.find(MAGIC, pos + 1)
             if nxt < 0:
-                return  # torn payload at the tail
+                # The segment ends inside this frame: the rest of it was never written, or
+                # was cut off. Its events are lost; say where and how much.
+                yield DamagedFrame(
+                    pos,
+                    f"torn frame: the segment ends {end - pos} bytes into a {HEADER_SIZE + length}-byte "
+                    f"frame ({body_end - end} bytes missing)",
+                    data[pos:end],
+                    end - pos,
+                )
+                return
             # Another frame follows, so this is a damaged length, not a torn write.
-            yield DamagedFrame(pos, "bad frame length", data[pos:nxt])
+            yield DamagedFrame(pos, "bad frame length", data[pos:nxt], nxt - pos)
             pos = nxt
             continue
         payload = data[body_start:body_end]
@@ -273,6 +305,23 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
         nxt = data.find(MAGIC, pos + 1)
         stop = nxt if 0 <= nxt < body_end else body_end
         yield DamagedFrame(
-            pos, "frame checksum mismatch", data[body_start:stop] if stop > body_start else b""
+            pos,
+            "frame checksum mismatch",
+            data[body_start:stop] if stop > body_start else b"",
+            stop - pos,
         )
         pos = stop
+
+
+def _torn_or_garbage(data: bytes, pos: int) -> DamagedFrame:
+    """The last bytes of a segment, too few for a frame header: the start of a frame whose
+    writer stopped (a prefix of the marker), or garbage."""
+    rest = data[pos:]
+    if MAGIC.startswith(rest[: len(MAGIC)]):
+        reason = (
+            f"torn frame: the segment ends {len(rest)} bytes into a frame header "
+            f"(at least {HEADER_SIZE - len(rest)} bytes missing)"
+        )
+    else:
+        reason = "bad frame header"
+    return DamagedFrame(pos, reason, rest, len(rest))
