@@ -17,7 +17,7 @@ from usagelog.demo import history
 from usagelog.ingest import rollup
 from usagelog.ingest.retention import RetentionError, apply_retention, current_ttl, retention_days
 from usagelog.ingest.spool_ingest import ingest_spool
-from usagelog.ingest.store import Store, connect
+from usagelog.ingest.store import Store, connect, migrations
 from usagelog.instrumentation.spool import SpoolWriter
 
 DIMS = ", ".join(rollup.DIMENSIONS)
@@ -151,7 +151,7 @@ def test_the_rollup_migration_builds_rollups_for_events_stored_before_it(chdb_ur
         store.migrate(upto=3)
         history.load_events(store, events)
         applied = store.migrate()
-        assert [name.split("_")[0] for name in applied] == ["004", "005", "006"]
+        assert [name.split("_")[0] for name in applied] == [f"{v:03d}" for v, _, _ in migrations() if v > 3]
         assert_rollups_exact(store)
         _, [(consumers,)] = store.query("SELECT uniqExact(user_id) FROM usagelog.consumers")
         _, [(users,)] = store.query("SELECT uniqExact(user_id) FROM usagelog.usage_events")

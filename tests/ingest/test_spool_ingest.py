@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.spoolfill import write_spool
+from tests.spoolfill import make_payloads, write_spool
 from usagelog.ingest.archive import read_archive
 from usagelog.ingest.errors import StoreError
 from usagelog.ingest.settings import ArchiveSettings
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import Store, connect
-from usagelog.instrumentation.spool import SpoolWriter
+from usagelog.instrumentation.spool import SpoolWriter, read_frames
 
 
 def _counts(url: str) -> tuple[int, int]:
@@ -155,3 +155,60 @@ def test_damaged_frames_are_dead_lettered_and_the_rest_stored(tmp_path: Path, ch
     assert reasons[0] == "frame checksum mismatch"
     assert reasons[1].startswith("not an OTLP logs payload")
     assert all(r[0] == "spool" and "@" in r[2] for r in rows)
+
+
+def _one_segment(spool: Path, instance: str, batches: int, per_batch: int, suffix: str = ".seg") -> Path:
+    """One segment of ``batches`` frames (``per_batch`` events each), renamed to ``suffix``."""
+    writer = SpoolWriter(spool, instance, segment_bytes=1 << 40, segment_seconds=1e9, fsync=False)
+    for payload in make_payloads(batches, per_batch, instance):
+        writer.append(payload)
+    writer.seal()
+    (path,) = spool.glob(f"*-{instance}-*.seg")
+    return path.rename(path.with_suffix(suffix))
+
+
+def test_a_sealed_segment_cut_mid_frame_is_a_dead_letter_with_its_location(
+    tmp_path: Path, chdb_url: str
+) -> None:
+    """Eight frames of 100 events, the file cut 40 bytes into the sixth frame: the five whole
+    frames are stored, the cut one is a dead letter saying where and how many bytes are missing,
+    attributed to the instance, and the spool's other segments are read as usual."""
+    spool = tmp_path / "spool"
+    segment = _one_segment(spool, "cut-instance", batches=8, per_batch=100)
+    offsets = [f.offset for f in read_frames(segment)]
+    frame_size = offsets[6] - offsets[5]
+    segment.write_bytes(segment.read_bytes()[: offsets[5] + 40])
+    write_spool(spool, segments=2, per_segment=50, instance="intact")
+    stats = ingest_spool(str(spool), chdb_url, "usagelog")
+    assert (stats.inserted, stats.dead_letters) == (500 + 100, 1)
+    assert list(spool.iterdir()) == []
+    with connect(chdb_url) as store:
+        _, rows = store.query(
+            "SELECT source, location, reason, service_instance_id FROM usagelog.dead_letters"
+        )
+    assert rows == [
+        (
+            "spool",
+            f"{segment.name}@{offsets[5]}",
+            f"torn frame: the segment ends 40 bytes into a {frame_size}-byte frame "
+            f"({frame_size - 40} bytes missing)",
+            "cut-instance",
+        )
+    ]
+
+
+def test_the_torn_tail_of_a_dead_writers_open_segment_is_a_dead_letter(tmp_path: Path, chdb_url: str) -> None:
+    """A writer killed mid-write leaves its ``.open`` segment ending inside a frame: the frames
+    before are stored and the torn one is reported, not dropped quietly."""
+    spool = tmp_path / "spool"
+    segment = _one_segment(spool, "killed", batches=3, per_batch=20, suffix=".open")
+    data = segment.read_bytes()
+    segment.write_bytes(data[: len(data) - 7])
+    stats = ingest_spool(str(spool), chdb_url, "usagelog")
+    assert (stats.inserted, stats.dead_letters) == (40, 1)
+    with connect(chdb_url) as store:
+        _, [(location, reason, instance)] = store.query(
+            "SELECT location, reason, service_instance_id FROM usagelog.dead_letters"
+        )
+    assert location.startswith(segment.name + "@") and instance == "killed"
+    assert reason.startswith("torn frame") and reason.endswith("(7 bytes missing)")

@@ -1,10 +1,11 @@
 """Decoding OTLP log payloads into ``usage_events`` rows, for the spool and for Kafka alike.
 
 A payload is one ``ExportLogsServiceRequest`` (the spool's frames and the collector's
-``otlp_proto`` Kafka messages are both that). Log records that are not usage events are
-ignored. A usage event whose checksum does not match, or that lacks its ID, is rejected
-with a reason; a payload that is not OTLP at all raises :class:`DecodeError`. Callers
-dead-letter both and carry on.
+``otlp_proto`` Kafka messages are both that). Usage events become ``usage_events`` rows; loss
+reports (records named ``usagelog.loss``) become ``losses`` rows; other log records are
+ignored. A usage event whose checksum does not match, or that lacks its ID, and a loss report
+with a count or sequence number that is not a number, are rejected with a reason; a payload
+that is not OTLP at all raises :class:`DecodeError`. Callers dead-letter both and carry on.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Decoded:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     ignored: int = 0
+    losses: list[dict[str, Any]] = field(default_factory=list)  # ``losses`` rows, without location
 
 
 def _value(v: AnyValue) -> Any:
@@ -129,6 +131,9 @@ def decode_payload(payload: bytes) -> Decoded:
         }
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
+                if record.event_name == ev.LOSS_EVENT_NAME:
+                    _loss(record, identity, result)
+                    continue
                 if record.event_name != ev.EVENT_NAME:
                     result.ignored += 1
                     continue
@@ -150,6 +155,54 @@ def decode_payload(payload: bytes) -> Decoded:
                 else:
                     result.rows.append(row)
     return result
+
+
+LOSS_COLUMNS: tuple[str, ...] = (
+    "report_id", "reported_at", "service_name", "service_instance_id", "host_name", "reason", "count",
+    "first_seq", "last_seq", "allocated_seq", "detail", "location",
+)  # fmt: skip
+_LOSS_NUMBERS = (
+    ("count", ev.LOSS_COUNT),
+    ("first_seq", ev.LOSS_FIRST_SEQ),
+    ("last_seq", ev.LOSS_LAST_SEQ),
+    ("allocated_seq", ev.LOSS_ALLOCATED_SEQ),
+)
+
+
+def _loss(record: Any, identity: dict[str, Any], result: Decoded) -> None:
+    """A ``losses`` row for one ``usagelog.loss`` record, or a rejection saying why not."""
+    attrs = {kv.key: _value(kv.value) for kv in record.attributes}
+    row: dict[str, Any] = {
+        "reported_at": record.time_unix_nano or record.observed_time_unix_nano,
+        "service_name": _as_text(identity.get("service_name")),
+        "service_instance_id": _as_text(identity.get("service_instance_id")),
+        "host_name": _as_text(identity.get("host_name")),
+        "reason": _as_text(attrs.get(ev.LOSS_REASON)),
+        "detail": _as_text(attrs.get(ev.LOSS_DETAIL)),
+    }
+    problem = ""
+    for column, attribute in _LOSS_NUMBERS:
+        try:
+            row[column] = int(attrs.get(attribute) or 0)
+        except (TypeError, ValueError, OverflowError):
+            problem = f"loss report with a non-numeric {attribute} ({attrs.get(attribute)!r})"
+            row[column] = 0
+        else:
+            if not 0 <= row[column] < 2**64:
+                problem = f"loss report with {attribute} out of range ({row[column]})"
+    if not 0 <= row["reported_at"] < 2**63:
+        problem = "loss report with a timestamp out of range"
+    # A report without its ID still says something was lost: keep it, under an ID derived from
+    # its content, so that a redelivery folds into the same row.
+    report_id = _as_text(attrs.get(ev.LOSS_REPORT_ID))
+    row["report_id"] = report_id or "derived:" + ev.checksum_of(
+        [str(row[c]) for c in LOSS_COLUMNS if c not in ("report_id", "location")]
+    )
+    if problem:
+        # Dead-lettered with the instance, so audit still counts it against the instance.
+        result.rejected.append(Rejected(problem, "", row))
+    else:
+        result.losses.append(row)
 
 
 def _check(row: dict[str, Any]) -> str:

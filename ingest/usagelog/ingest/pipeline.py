@@ -8,10 +8,11 @@ damaged spool frame). :meth:`Pipeline.process` does the same for both, in this o
 1. decode and verify every payload (checksum, numeric ranges);
 2. stage the events in the archive, when one is configured (``USAGELOG_ARCHIVE_URL``);
 3. store the events, skipping event IDs already stored, and copy monitored ones to
-   ``monitored_events``;
+   ``monitored_events``; store the loss reports (``usagelog.loss`` records) in ``losses``,
+   one row per report ID however often it is delivered;
 4. store dead letters — payloads that are not OTLP, events that fail their checks, damaged
-   frames — with the reason and the location, and hand them to the source's dead-letter sink
-   (the Kafka dead-letter topic);
+   or torn frames — with the reason, the location and the instance when known, and hand them
+   to the source's dead-letter sink (the Kafka dead-letter topic);
 5. recompute the rollups of every minute the payloads touched, duplicates included.
 
 The caller gives up the items' origin (deletes the spool segments, commits the Kafka offsets)
@@ -44,12 +45,14 @@ INSERT_CHUNK = 10_000  # rows per INSERT
 @dataclass(frozen=True)
 class Item:
     """One payload from a source. ``damage`` says why the source could not read it (then
-    ``payload`` holds the raw bytes, kept in the dead letter)."""
+    ``payload`` holds the raw bytes, kept in the dead letter, and ``instance`` the instance it
+    came from when the source knows it)."""
 
     source: str  # "spool" or "kafka"
     location: str  # segment@offset, or topic/partition@offset
     payload: bytes
     damage: str = ""
+    instance: str = ""
 
 
 @dataclass
@@ -60,7 +63,8 @@ class Result:
     duplicates: int = 0
     monitored: int = 0
     dead_letters: int = 0
-    ignored: int = 0  # log records that are not usage events
+    ignored: int = 0  # log records that are neither usage events nor loss reports
+    losses: int = 0  # loss reports read (redeliveries included)
 
     def add(self, other: Result) -> None:
         for name in self.__dataclass_fields__:
@@ -88,14 +92,24 @@ class Pipeline:
         result = Result()
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
+        losses: list[dict[str, Any]] = []
         for item in items:
             result.items += 1
             if item.damage:
-                letters.append(dead_letter(item.source, item.location, item.damage, item.payload))
+                letters.append(
+                    dead_letter(
+                        item.source,
+                        item.location,
+                        item.damage,
+                        item.payload,
+                        service_instance_id=item.instance,
+                    )
+                )
                 continue
             decoded, bad = decode_or_dead_letter(item.payload, item.source, item.location)
             rows.extend(decoded.rows)
             letters.extend(bad)
+            losses.extend({**loss, "location": item.location} for loss in decoded.losses)
             result.ignored += decoded.ignored
         result.events = len(rows)
         if self.archive is not None and rows:
@@ -107,11 +121,21 @@ class Pipeline:
         monitored = [row for row in rows if row["monitored"]]
         if monitored:
             result.monitored, _ = store.insert_events(monitored, table="monitored_events")
+        store.insert_losses(losses)
+        result.losses = len(losses)
         store.insert_dead_letters(letters)
         # Every minute the payloads touched, duplicates included: a redelivery whose first
         # delivery crashed before this point is recomputed now.
         rollup.refresh(store, rollup.minutes_of(rows))
         result.dead_letters = len(letters)
+        for loss in losses:
+            _logger.warning(
+                "loss report from instance %s: %s events %s (%s)",
+                loss["service_instance_id"],
+                loss["count"],
+                loss["reason"],
+                loss["location"],
+            )
         if letters:
             for letter in letters:
                 _logger.warning("dead letter %s: %s", letter["location"], letter["reason"])

@@ -1,13 +1,13 @@
 """``usagelog ingest``: move spooled usage events into ClickHouse (and the archive, when set).
 
 The spool is a source of :class:`~usagelog.ingest.pipeline.Item`\\ s: every frame of a segment,
-oldest segment first, with ``<segment>@<offset>`` as its location; a damaged frame is an item
-the pipeline turns into a dead letter. Segments are claimed (locked) and handed to the
-:class:`~usagelog.ingest.pipeline.Pipeline` in groups of about :data:`GROUP_BYTES`; a group's
-segments are deleted only after the pipeline stored, archived and dead-lettered all of it. A
-crash or kill at any point leaves them in place; the next run stores what is missing and skips
-what is there, so the table ends with every event exactly once and the rollups with exact
-counts.
+oldest segment first, with ``<segment>@<offset>`` as its location; a damaged or torn frame is an
+item the pipeline turns into a dead letter, which ``usagelog audit`` reports as loss. Segments
+are claimed (locked) and handed to the :class:`~usagelog.ingest.pipeline.Pipeline` in groups of
+about :data:`GROUP_BYTES`; a group's segments are deleted only after the pipeline stored,
+archived and dead-lettered all of it. A crash or kill at any point leaves them in place; the
+next run stores what is missing and skips what is there, so the table ends with every event
+exactly once and the rollups with exact counts.
 
 With an archive (``USAGELOG_ARCHIVE_URL``, off by default for the spool), events are staged
 before they are stored and the archive's files are written when the run ends; a run that died
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from usagelog.instrumentation.spool import DamagedFrame, claim_segments, list_segments
+from usagelog.instrumentation.spool import DamagedFrame, claim_segments, list_segments, segment_instance
 
 from .archive import open_archive
 from .pipeline import Item, Pipeline, Result
@@ -44,6 +44,7 @@ class IngestStats:
     monitored: int = 0
     dead_letters: int = 0
     ignored: int = 0
+    losses: int = 0  # loss reports read
     archived: list[str] | None = None  # the archive files written, when archiving
 
 
@@ -51,12 +52,15 @@ Progress = Callable[[IngestStats, int], None]
 
 
 def segment_items(segment: Any) -> Iterator[Item]:
-    """Every frame of a claimed segment as an item, damaged ones included."""
+    """Every frame of a claimed segment as an item, damaged ones included (a torn frame at the
+    end too: a sealed segment cut short, or the ``.open`` segment of a writer that died), each
+    attributed to the instance the segment's name carries."""
     name = segment.path.name
+    instance = segment_instance(segment.path)
     for frame in segment.frames():
         location = f"{name}@{frame.offset}"
         if isinstance(frame, DamagedFrame):
-            yield Item("spool", location, frame.raw, damage=frame.reason)
+            yield Item("spool", location, frame.raw, damage=frame.reason, instance=instance)
         else:
             yield Item("spool", location, frame.payload)
 
@@ -98,6 +102,7 @@ def _count(stats: IngestStats, result: Result) -> None:
     stats.monitored += result.monitored
     stats.dead_letters += result.dead_letters
     stats.ignored += result.ignored
+    stats.losses += result.losses
 
 
 def ingest_spool(

@@ -24,7 +24,7 @@ from typing import Any
 
 from usagelog.wait import wait_until
 
-from .decode import COLUMNS
+from .decode import COLUMNS, LOSS_COLUMNS
 from .errors import QueryError, StoreError, UsagelogError
 from .settings import (
     DEFAULT_DATABASE,
@@ -297,6 +297,16 @@ class Store:
                 column_names=list(COLUMNS),
             )
         return len(fresh), len(rows) - len(fresh)
+
+    def insert_losses(self, losses: Sequence[dict[str, Any]]) -> None:
+        """Loss reports; a report stored before folds into one row by its ID (read with FINAL)."""
+        if not losses:
+            return
+        self.client.insert(
+            f"{self.database}.losses",
+            [[loss[c] for c in LOSS_COLUMNS] for loss in losses],
+            column_names=list(LOSS_COLUMNS),
+        )
 
     def insert_dead_letters(self, letters: Sequence[dict[str, Any]]) -> None:
         if not letters:
