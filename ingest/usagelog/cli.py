@@ -15,7 +15,8 @@ the settings module, which names it in any problem; click only hands over what w
 
 Exit status: 0 on success, 1 when the operation failed (one line on stderr: any
 :class:`~usagelog.ingest.errors.UsagelogError`), 2 on bad usage or settings, 130 on Ctrl-C.
-``alerts check`` also exits 1 when a rule fires, ``audit --strict`` when an instance has a problem.
+``alerts check`` also exits 1 when a rule fires, ``audit`` when it finds any loss (``--exit-zero``
+reports without failing).
 """
 
 from __future__ import annotations
@@ -453,19 +454,58 @@ def query(ctx: click.Context, /, sql: str, **_: Any) -> int:
     return 0
 
 
-@_command(cli, "audit", "per instance: events, sequence gaps, duplicates, checksums")
+AUDIT_HELP = """Per instance: events stored and events lost, and where.
+
+\b
+Lost events are found four ways:
+- gaps: sequence numbers missing between 1 and the highest stored;
+- tail loss: the highest sequence number the instance reported allocating,
+  above the highest stored (what a killed process never handed over);
+- loss reports: events the instance counted as dropped or unwritable (table losses);
+- dead letters: damaged or torn spool frames (segment@offset), undecodable
+  messages, events failing their checksum.
+
+\b
+Printed per instance: lost, gaps, tail_lost, reported_lost, dead_letters,
+duplicates, checksum_failures and the first missing ranges; then the loss
+reports and dead letters found. --format json gives the same per instance,
+with the ranges, reports and dead letters as lists.
+
+Exit status 1 when anything is lost, dead-lettered, stored twice or fails its checksum (so cron
+or CI can run it as is); --exit-zero reports without failing.
+"""
+
+
+@cli.command("audit", help=AUDIT_HELP, short_help="per instance: events lost and where; exit 1 on any loss")
 @_common
-@click.option("--strict", is_flag=True, help="exit 1 if any instance has a problem")
+@click.option("--exit-zero", is_flag=True, help="exit 0 even when a loss is found (report only)")
+@click.option("--strict", is_flag=True, help="exit 1 on any loss (the default; kept for older scripts)")
 @click.pass_context
-def audit(ctx: click.Context, /, strict: bool, **_: Any) -> int:
+def audit(ctx: click.Context, /, exit_zero: bool, strict: bool, **_: Any) -> int:
+    from usagelog.ingest.audit import COLUMNS, details, summary, to_json
+
+    if exit_zero and strict:
+        raise SettingsError("--strict and --exit-zero contradict each other")
     settings = _settings(ctx)
     with _connect(settings) as store:
-        columns, rows = queries.audit(store)
-    print(render(columns, rows, settings.fmt))
-    bad = sum(
-        1 for row in rows if any(row[columns.index(c)] for c in ("gaps", "duplicates", "checksum_failures"))
-    )
-    return 1 if bad and strict else 0
+        instances = queries.audit_instances(store)
+    if settings.fmt == "json":
+        print(to_json(instances))
+    else:
+        print(render(COLUMNS, [i.row() for i in instances], settings.fmt))
+    if settings.fmt == "table":
+        for i in instances:
+            if i.reports or i.dead_letter_list:
+                print(f"\n{details(i)}")
+            if i.reports:
+                print(f"loss reports ({i.reports_count}):")
+                print(render(list(i.reports[0]), [tuple(r.values()) for r in i.reports], max_width=60))
+            if i.dead_letter_list:
+                letters = i.dead_letter_list
+                print(f"dead letters ({i.dead_letters}):")
+                print(render(list(letters[0]), [tuple(d.values()) for d in letters], max_width=110))
+    print(f"usagelog: {summary(instances)}", file=sys.stderr)
+    return 1 if any(not i.ok for i in instances) and not exit_zero else 0
 
 
 # Groups take the common options too, so `usagelog dashboards --format json list` works as well.

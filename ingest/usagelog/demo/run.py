@@ -109,6 +109,8 @@ def run_demo(
 ) -> int:
     """Run the demo; events land in ``url`` (the CLI passes the default embedded store)."""
     from usagelog.ingest import queries
+    from usagelog.ingest.audit import COLUMNS as AUDIT_COLUMNS
+    from usagelog.ingest.audit import summary
     from usagelog.ingest.output import render
     from usagelog.ingest.spool_ingest import ingest_spool
     from usagelog.ingest.store import connect
@@ -167,15 +169,17 @@ def run_demo(
             "\n",
         )
         print("== audit")
-        columns, rows = queries.audit(store)
-        print(render(columns, rows, fmt))
+        audited = queries.audit_instances(store)
+        print(render(AUDIT_COLUMNS, [i.row() for i in audited], fmt))
+        print(summary(audited))
         # Last, the picture of it all: the overview dashboard, as `usagelog report` writes it.
         # Until the end of this minute: the time filter counts whole seconds, and the last
         # requests were made in the second that is ending now.
         report = write_report(store, base, since, until="now/m")
     print(f"\nusagelog demo: overview dashboard written to {report}", flush=True)
     expected = sum(len(u.sent) for u in people)
-    ok = stats.inserted == expected
+    # The demo's own proof: every request stored, and audit finds nothing lost.
+    ok = stats.inserted == expected and all(i.ok for i in audited)
     print(
         f"usagelog demo: {stats.inserted} of {expected} requests stored"
         f"{'' if ok else ' -- MISMATCH'}. Next: open {report.name}; usagelog timeline alice; "

@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usagelog.instrumentation.event import CHECKSUM_FIELDS
 
 from .store import Store
+
+if TYPE_CHECKING:
+    from .audit import InstanceAudit
 
 TIMELINE_COLUMNS = (
     "formatDateTime(timestamp, '%Y-%m-%d %H:%i:%S.%f', 'UTC') AS time",
@@ -196,34 +199,19 @@ def _checksum_sql(prefix: str = "") -> str:
 
 
 def audit(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Per instance: events stored, sequence gaps, duplicates and checksum failures.
+    """Per instance: events stored, events lost and where, dead letters, duplicates and checksum
+    failures (:mod:`usagelog.ingest.audit` says how each is found); one row per instance."""
+    from . import audit as audit_module
 
-    ``gaps`` counts sequence numbers missing between 1 and the highest one seen;
-    ``duplicates`` counts stored copies beyond the first of an event ID, plus sequence numbers
-    used by more than one event; ``checksum_failures`` recomputes every stored row's checksum
-    and adds the events dead-lettered for a bad one.
-    """
-    db = store.database
-    sql = f"""
-    SELECT
-        e.service_instance_id AS instance,
-        any(e.service_name) AS service,
-        any(e.host_name) AS host,
-        any(e.region) AS region,
-        count() AS events,
-        max(e.seq) AS max_seq,
-        toInt64(max(e.seq)) - toInt64(uniqExact(e.seq)) AS gaps,
-        (count() - uniqExact(e.event_id)) + (uniqExact(e.event_id) - uniqExact(e.seq)) AS duplicates,
-        countIf(e.checksum != {_checksum_sql("e.")}) + any(ifNull(d.bad, 0)) AS checksum_failures
-    FROM {db}.usage_events AS e
-    LEFT JOIN (
-        SELECT service_instance_id, count() AS bad FROM {db}.dead_letters
-        WHERE reason LIKE 'checksum%' GROUP BY service_instance_id
-    ) AS d ON d.service_instance_id = e.service_instance_id
-    GROUP BY e.service_instance_id
-    ORDER BY service, instance
-    """
-    return store.query(sql)
+    instances = audit_instances(store)
+    return list(audit_module.COLUMNS), [i.row() for i in instances]
+
+
+def audit_instances(store: Store) -> list[InstanceAudit]:
+    """The audit of every instance, with the missing ranges, loss reports and dead letters."""
+    from . import audit as audit_module
+
+    return audit_module.audit(store, _checksum_sql("e."))
 
 
 def error_rates(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
