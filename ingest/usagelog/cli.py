@@ -246,7 +246,10 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
     for url in stats.archived or []:
         print(f"usagelog: archived {url}", file=sys.stderr)
     elapsed = time.monotonic() - started
-    columns = ["segments", "events", "stored", "duplicates_skipped", "monitored", "dead_letters", "seconds"]
+    columns = [
+        "segments", "events", "stored", "duplicates_skipped", "monitored", "dead_letters", "loss_reports",
+        "seconds",
+    ]  # fmt: skip
     row = (
         stats.segments,
         stats.events,
@@ -254,6 +257,7 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
         stats.duplicates,
         stats.monitored,
         stats.dead_letters,
+        stats.losses,
         round(elapsed, 2),
     )
     print(render(columns, [row], settings.fmt))

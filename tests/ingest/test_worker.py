@@ -149,7 +149,13 @@ def test_replay_restores_what_went_missing_and_is_safe_to_repeat(
         "replay", "--from", source, "--offsets", "0:0-,1:0-,2:0-", "--clickhouse", url, "--format", "json"
     )
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)[0] == {"messages": 12, "stored": 0, "duplicates": 300, "dead_letters": 0}
+    assert json.loads(again.stdout)[0] == {
+        "messages": 12,
+        "stored": 0,
+        "duplicates": 300,
+        "dead_letters": 0,
+        "loss_reports": 0,
+    }
 
 
 def test_a_worker_taking_over_a_quiet_committed_topic_reports_no_lag(

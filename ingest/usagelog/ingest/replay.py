@@ -77,7 +77,7 @@ def replay(
             position = {p: starts[p] for p in starts if starts[p] < ends[p]}
             consumer.assign([TopicPartition(topic, p, position[p]) for p in sorted(position)])
             pipeline = Pipeline()
-            totals = {"messages": 0, "stored": 0, "duplicates": 0, "dead_letters": 0}
+            totals = {"messages": 0, "stored": 0, "duplicates": 0, "dead_letters": 0, "loss_reports": 0}
             last_read = time.monotonic()
             while position:
                 items = []
@@ -102,6 +102,7 @@ def replay(
                     totals["stored"] += result.stored
                     totals["duplicates"] += result.duplicates
                     totals["dead_letters"] += result.dead_letters
+                    totals["loss_reports"] += result.losses
                 # A partition is done once the consumer is past its end, whether or not the
                 # last offsets held messages (transaction markers, compaction).
                 for tp in consumer.position([TopicPartition(topic, p) for p in position]):
