@@ -19,16 +19,16 @@ payloads = st.lists(st.binary(max_size=64).filter(lambda p: MAGIC not in p), min
 
 @dataclass(frozen=True)
 class Damage:
-    kind: str  # "truncate", "flip", "zero", "garbage"
-    start: int  # fraction of the file, in 1/1000
-    length: int  # bytes
+    kind: str  # "truncate" (cut the file), "flip", "zero" (bytes changed in place), "insert" (bytes added)
+    start: int  # where, in thousandths of the file
+    length: int  # bytes changed or inserted
     byte: int
 
 
 damages = st.builds(
     Damage,
-    kind=st.sampled_from(["truncate", "flip", "zero", "garbage"]),
-    start=st.integers(0, 999),
+    kind=st.sampled_from(["truncate", "flip", "zero", "insert"]),
+    start=st.integers(0, 1000),
     length=st.integers(1, 40),
     byte=st.integers(1, 255),
 )
@@ -43,32 +43,44 @@ def _segment(frames: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
     return data, spans
 
 
-def _damage(data: bytes, damage: Damage) -> tuple[bytes, int, int]:
-    """The damaged file and the byte range [low, high) of the original that changed (a
-    truncation changes everything from the cut on; empty when no byte changed)."""
-    start = damage.start * len(data) // 1000
+def _damage(
+    data: bytes, spans: list[tuple[int, int]], frames: list[bytes], damage: Damage
+) -> tuple[bytes, dict[int, bytes], bool]:
+    """The damaged file, the frames it still holds intact (by their offset in it), and whether
+    any frame was damaged or anything else added (then the reader must report damage)."""
+    at = damage.start * len(data) // 1000
+    if damage.kind == "insert":
+        # Bytes a failed or interleaved write could leave, e.g. a frame's start.
+        extra = bytes((damage.byte + 31 * i) % 256 for i in range(damage.length))
+        intact = {
+            s + (len(extra) if s >= at else 0): p
+            for (s, e), p in zip(spans, frames, strict=True)
+            if e <= at or s >= at
+        }
+        return data[:at] + extra + data[at:], intact, True
     if damage.kind == "truncate":
-        return data[:start], start, len(data)
-    end = min(len(data), start + damage.length)
-    changed = bytearray(data)
-    for i in range(start, end):
-        if damage.kind == "flip":
-            changed[i] ^= damage.byte
-        elif damage.kind == "zero":
-            changed[i] = 0
-        else:
-            changed[i] = (changed[i] + damage.byte) % 256
-    differ = [i for i in range(start, end) if changed[i] != data[i]]  # zeroing a zero changes nothing
-    return bytes(changed), (differ[0] if differ else 0), (differ[-1] + 1 if differ else 0)
+        # A cut exactly between frames leaves a valid, shorter segment: the reader cannot tell
+        # (the frames cut off show in the instance's sequence, as gaps or tail loss in audit).
+        # A cut inside a frame must be reported.
+        intact = {s: p for (s, e), p in zip(spans, frames, strict=True) if e <= at}
+        return data[:at], intact, all(s != at for s, _ in spans) and at < len(data)
+    buffer = bytearray(data)
+    for i in range(at, min(len(data), at + damage.length)):
+        buffer[i] = buffer[i] ^ damage.byte if damage.kind == "flip" else 0
+    damaged = bytes(buffer)
+    changed = [i for i in range(len(data)) if damaged[i] != data[i]]  # zeroing a zero changes nothing
+    low, high = (changed[0], changed[-1] + 1) if changed else (0, 0)
+    intact = {s: p for (s, e), p in zip(spans, frames, strict=True) if e <= low or s >= high}
+    return damaged, intact, bool(changed)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frames=payloads, damage=damages)
 def test_every_intact_frame_is_read_and_every_damaged_byte_reported(
     tmp_path: Path, frames: list[bytes], damage: Damage
 ) -> None:
     original, spans = _segment(frames)
-    damaged, low, high = _damage(original, damage)
+    damaged, intact, reported = _damage(original, spans, frames, damage)
     path = tmp_path / "segment.seg"
     path.write_bytes(damaged)
     read = list(read_frames(path))
@@ -82,15 +94,12 @@ def test_every_intact_frame_is_read_and_every_damaged_byte_reported(
     assert position == len(damaged)
 
     good = {f.offset: f.payload for f in read if isinstance(f, Frame)}
-    for (start, end), payload in zip(spans, frames, strict=True):
-        if end <= low or start >= high:  # a frame the damage did not touch
-            assert good.get(start) == payload, (start, read)
-    # Every frame read is one that was written, where it was written, or an empty one: zeroed
-    # length and checksum fields make a valid empty frame (the CRC-32 of nothing is 0), which
-    # carries no events.
-    written = {(s, p) for (s, _), p in zip(spans, frames, strict=True)}
-    assert all(p == b"" for o, p in good.items() if (o, p) not in written), read
-    # Any frame the damage reached is reported.
-    touched = [(s, e) for s, e in spans if s < high and e > low and s < len(damaged)]
-    if touched:
+    for offset, payload in intact.items():
+        assert good.get(offset) == payload, (offset, read)
+    # Every other frame read is empty: zeroed length and checksum fields make a valid empty
+    # frame (the CRC-32 of nothing is 0), which carries no events.
+    assert all(payload == b"" for offset, payload in good.items() if offset not in intact), read
+    if reported:
         assert any(isinstance(f, DamagedFrame) for f in read), read
+    else:
+        assert good == intact and len(read) == len(intact)  # nothing damaged: only frames
