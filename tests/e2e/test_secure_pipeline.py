@@ -9,7 +9,9 @@ The secured broker is this module's own (not the session's plaintext one).
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,18 @@ def test_events_cross_the_secured_pipeline_and_a_refused_app_spools_until_its_to
             max_idle=8,
         ).start()
         assert worker.wait(timeout=180) == 0, worker.log()[-3000:]
+
+        # `usagelog tail` logs in the same way (the monitored copy of the admin requests).
+        tail = subprocess.run(
+            [sys.executable, "-m", "usagelog.cli", "tail", "--from-beginning", "--max-events", "1",
+             "--timeout", "60", "--format", "json", "--from", f"kafka://{secure_kafka.bootstrap}/{topics['monitored']}"],
+            env={**os.environ, **_worker_env(secure_kafka, USERS["worker"])},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert tail.returncode == 0 and '"path": "/admin/' in tail.stdout, tail.stderr[-2000:]
     finally:
         collector.stop()
     sent = sum(len(u.sent) for u in users) + 1  # + the request that woke the fixed app
