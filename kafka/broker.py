@@ -170,6 +170,7 @@ class KafkaBroker:
                 )
         self.scram_users = dict(scram_users or {})
         self.secured = bool(self.scram_users)
+        self._new_admin_password: str | None = None  # until client.properties holds one
         self.workdir = Path(workdir).resolve()
         self.partitions = partitions
         self.heap = heap
@@ -414,9 +415,11 @@ class KafkaBroker:
                 admin_user=ADMIN_USER,
                 admin_password=self._admin_password(),
             )
-        path = self.workdir / "server.properties"
-        path.write_text(text)
-        path.chmod(0o600)  # holds the broker's SCRAM password when secured
+        # 0600 from the start: it holds the broker's SCRAM password when secured.
+        fd = os.open(self.workdir / "server.properties", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an earlier version left it readable
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
 
     def _admin_password(self) -> str:
         """The broker's own SCRAM password, kept in client.properties (made on first use)."""
@@ -427,7 +430,7 @@ class KafkaBroker:
                     return match.group(1)
         except OSError:
             pass
-        if not hasattr(self, "_new_admin_password"):
+        if self._new_admin_password is None:
             self._new_admin_password = secrets.token_urlsafe(24)
         return self._new_admin_password
 
