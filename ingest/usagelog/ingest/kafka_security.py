@@ -1,6 +1,7 @@
 """How the Kafka worker, ``usagelog tail`` and ``usagelog replay`` authenticate to Kafka and
-encrypt the connection: TLS and SASL from ``USAGELOG_KAFKA_*`` variables, the same names the
-collector's ``kafka-sasl.yaml`` overlay reads (each process with its own user).
+encrypt the connection: TLS and SASL from ``USAGELOG_KAFKA_*`` variables (each process with its
+own user). The collector's ``kafka-sasl.yaml`` overlay reads the same ``_SASL_USERNAME``,
+``_SASL_PASSWORD``, ``_SASL_MECHANISM`` and ``_CA_FILE``, always with SASL_SSL.
 
 - ``USAGELOG_KAFKA_SECURITY_PROTOCOL`` (default ``SASL_SSL`` when a SASL user is set, else
   ``PLAINTEXT``): ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``
