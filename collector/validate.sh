@@ -27,6 +27,8 @@ combinations=(
     "monitored auth"
     "tls"
     "monitored clickhouse auth tls"
+    "monitored kafka-sasl"
+    "monitored clickhouse auth tls kafka-sasl"
 )
 
 binary="${USAGELOG_COLLECTOR_BIN:-}"
@@ -50,6 +52,8 @@ export USAGELOG_COLLECTOR_STORAGE_DIR="${USAGELOG_COLLECTOR_STORAGE_DIR:-${work_
 export USAGELOG_KAFKA_BROKERS="${USAGELOG_KAFKA_BROKERS:-localhost:9092}"
 export USAGELOG_COLLECTOR_CLICKHOUSE_ENDPOINT="${USAGELOG_COLLECTOR_CLICKHOUSE_ENDPOINT:-tcp://localhost:9000}"
 export USAGELOG_COLLECTOR_TOKEN="${USAGELOG_COLLECTOR_TOKEN:-validate-placeholder-token}"
+export USAGELOG_KAFKA_SASL_USERNAME="${USAGELOG_KAFKA_SASL_USERNAME:-validate-placeholder-user}"
+export USAGELOG_KAFKA_SASL_PASSWORD="${USAGELOG_KAFKA_SASL_PASSWORD:-validate-placeholder-password}"
 
 failed=0
 for combination in "${combinations[@]}"; do

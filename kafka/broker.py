@@ -15,6 +15,8 @@ As a library::
 As a command (the broker keeps running after ``start`` returns)::
 
     python kafka/broker.py [--workdir DIR] start      # prints 127.0.0.1:<port>
+    python kafka/broker.py start --scram-user collector=SECRET --scram-user worker=SECRET2
+                                                      # SASL_SSL (SCRAM-SHA-512) instead of PLAINTEXT
     python kafka/broker.py [--workdir DIR] create-topics [--partitions N] NAME...
     python kafka/broker.py [--workdir DIR] stop
 
@@ -27,6 +29,13 @@ Environment:
 Everything the broker writes stays in the working directory: ``server.properties`` (from
 ``kafka/config/server.properties``), ``state.json`` (pid, ports, cluster id), ``data/`` and
 ``logs/server.log``.
+
+Secured (``scram_users``): the client listener speaks SASL_SSL only, authenticating with
+SCRAM-SHA-512 the users given (added to the metadata log when the storage is formatted) over
+TLS with a throw-away CA made with ``openssl`` in ``<workdir>/tls/`` (``ca.crt`` is what clients
+trust: :attr:`KafkaBroker.ca_file`). The broker's own SCRAM user and its random password are in
+``<workdir>/client.properties`` (mode 0600), which :meth:`KafkaBroker.client_config` and the
+Kafka tools use for administration.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ import atexit
 import base64
 import contextlib
 import os
+import re
+import secrets
 import shutil
 import string
 import subprocess
@@ -43,9 +54,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 try:
     from usagelog.process import Child, ProcessError, StateFile, free_port, listening, tail
@@ -62,6 +74,12 @@ CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
 SERVER_MAIN = "kafka.Kafka"
 STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
+# The broker's own SCRAM user when secured (inter-broker traffic, topic administration).
+ADMIN_USER = "usagelog-broker"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+# SCRAM names and passwords go into --add-scram 'SCRAM-SHA-512=[name=..,password=..]' and a
+# JAAS line: keep to characters that need no quoting there.
+_SCRAM_TEXT = re.compile(r"^[A-Za-z0-9._@+-]+$")
 TOPIC_TOOL_MAIN = "org.apache.kafka.tools.TopicCommand"
 
 # Printed by KafkaRaftServer once the broker is unfenced and serving clients.
@@ -122,6 +140,9 @@ class KafkaBroker:
         lib_dir: a directory of Kafka jars; default: what ``fetch.sh`` resolves.
         use_python_client: use ``confluent_kafka`` for readiness and topic creation; default:
             whether it is importable (``False`` uses the log line and ``TopicCommand``).
+        scram_users: ``{name: password}``; when given, the client listener is SASL_SSL
+            (SCRAM-SHA-512 over TLS) instead of PLAINTEXT. Users are added when the storage is
+            formatted (the first start on a ``workdir``); later starts keep the first set.
 
     Ports are picked free at the first start and kept in ``state.json`` for :meth:`restart`
     and later starts on the same ``workdir``, so clients reconnect to the same address.
@@ -137,9 +158,19 @@ class KafkaBroker:
         startup_timeout: float = 120.0,
         lib_dir: str | os.PathLike[str] | None = None,
         use_python_client: bool | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions}")
+        for name, password in (scram_users or {}).items():
+            if name == ADMIN_USER or not _SCRAM_TEXT.match(name) or not _SCRAM_TEXT.match(password):
+                raise ValueError(
+                    f"SCRAM user {name!r}: names and passwords take letters, digits and ._@+- "
+                    f"(and {ADMIN_USER!r} is the broker's own)"
+                )
+        self.scram_users = dict(scram_users or {})
+        self.secured = bool(self.scram_users)
+        self._new_admin_password: str | None = None  # until client.properties holds one
         self.workdir = Path(workdir).resolve()
         self.partitions = partitions
         self.heap = heap
@@ -174,6 +205,42 @@ class KafkaBroker:
         return StateFile(self.workdir / "state.json")
 
     @property
+    def tls_dir(self) -> Path:
+        return self.workdir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate (PEM) clients of a secured broker trust."""
+        return self.tls_dir / "ca.crt"
+
+    @property
+    def _client_properties(self) -> Path:
+        return self.workdir / "client.properties"
+
+    @property
+    def security_protocol(self) -> str:
+        """``SASL_SSL`` for a broker started with ``scram_users``, else ``PLAINTEXT``."""
+        return "SASL_SSL" if self.secured else "PLAINTEXT"
+
+    def client_config(self, username: str | None = None, password: str | None = None) -> dict[str, Any]:
+        """librdkafka (confluent_kafka) settings to reach this broker: the bootstrap address
+        and, when secured, SASL_SSL as ``username`` (default: the broker's own admin user)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.secured:
+            if username is None:
+                username, password = ADMIN_USER, self._admin_password()
+            config.update(
+                {
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": SCRAM_MECHANISM,
+                    "sasl.username": username,
+                    "sasl.password": password or "",
+                    "ssl.ca.location": str(self.ca_file),
+                }
+            )
+        return config
+
+    @property
     def bootstrap(self) -> str:
         """``127.0.0.1:<port>`` for ``bootstrap.servers``."""
         if self.port is None:
@@ -203,6 +270,9 @@ class KafkaBroker:
             while self.controller_port == self.port:
                 self.controller_port = free_port()
             self.cluster_id = _cluster_id()
+        if self.secured:
+            self._make_tls_files()
+            self._write_client_properties()
         self._write_config()
         if not formatted:
             self._format_storage()
@@ -285,7 +355,7 @@ class KafkaBroker:
             self._create_topics_tool(names, count)
 
     def _create_topics_admin(self, names: list[str], count: int) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(self.client_config())
         futures = admin.create_topics(
             [NewTopic(n, num_partitions=count, replication_factor=1) for n in names],
             operation_timeout=30,
@@ -319,6 +389,7 @@ class KafkaBroker:
                 TOPIC_TOOL_MAIN,
                 [
                     *("--bootstrap-server", self.bootstrap, "--create", "--if-not-exists"),
+                    *(("--command-config", str(self._client_properties)) if self.secured else ()),
                     *("--topic", name, "--partitions", str(count), "--replication-factor", "1"),
                 ],
             )
@@ -335,14 +406,90 @@ class KafkaBroker:
             "data_dir": self.data_dir,
             "partitions": self.partitions,
         }
-        (self.workdir / "server.properties").write_text(template.substitute(values))
+        text = template.substitute(values)
+        if self.secured:
+            secured = string.Template((CONFIG_DIR / "sasl_ssl.properties").read_text())
+            text += "\n" + secured.substitute(
+                values,
+                tls_dir=self.tls_dir,
+                admin_user=ADMIN_USER,
+                admin_password=self._admin_password(),
+            )
+        # 0600 from the start: it holds the broker's SCRAM password when secured.
+        fd = os.open(self.workdir / "server.properties", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an earlier version left it readable
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+
+    def _admin_password(self) -> str:
+        """The broker's own SCRAM password, kept in client.properties (made on first use)."""
+        try:
+            for line in self._client_properties.read_text().splitlines():
+                match = re.search(r'password="([^"]+)"', line)
+                if match:
+                    return match.group(1)
+        except OSError:
+            pass
+        if self._new_admin_password is None:
+            self._new_admin_password = secrets.token_urlsafe(24)
+        return self._new_admin_password
+
+    def _write_client_properties(self) -> None:
+        """Settings for Kafka's Java tools (``--command-config``) as the broker's admin user."""
+        text = (
+            "security.protocol=SASL_SSL\n"
+            f"sasl.mechanism={SCRAM_MECHANISM}\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{ADMIN_USER}" password="{self._admin_password()}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={self.ca_file}\n"
+        )
+        fd = os.open(self._client_properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+
+    def _make_tls_files(self) -> None:
+        """A throw-away CA and a certificate for 127.0.0.1/localhost it signed, once per workdir."""
+        broker_pem = self.tls_dir / "broker.pem"
+        if broker_pem.is_file() and self.ca_file.is_file():
+            return
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise BrokerError("openssl not found: a broker with scram_users needs it for its certificate")
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        self.tls_dir.chmod(0o700)
+        d = self.tls_dir
+        (d / "broker.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        ca, ca_key = str(d / "ca.crt"), str(d / "ca.key")
+        key, csr, crt = str(d / "broker.key"), str(d / "broker.csr"), str(d / "broker.crt")
+        ca_extensions = ["-addext", "basicConstraints=critical,CA:TRUE"]
+        ca_extensions += ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+             "-subj", "/CN=usagelog test Kafka CA", *ca_extensions, "-keyout", ca_key, "-out", ca],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "30",
+             "-extfile", str(d / "broker.ext"), "-out", crt],
+        ]  # fmt: skip
+        for step in steps:
+            result = subprocess.run([openssl, *step], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise BrokerError(f"openssl {step[0]} failed:\n{result.stderr}")
+        # Kafka's PEM keystore: the (PKCS#8, unencrypted) key followed by its certificate.
+        broker_pem.write_text((d / "broker.key").read_text() + (d / "broker.crt").read_text())
+        broker_pem.chmod(0o600)
 
     def _format_storage(self) -> None:
         assert self.cluster_id is not None
         config = str(self.workdir / "server.properties")
+        scram: list[str] = []
+        if self.secured:
+            users = {ADMIN_USER: self._admin_password(), **self.scram_users}
+            for name, password in users.items():
+                scram += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
         result = self._run_tool(
             STORAGE_TOOL_MAIN,
-            ["format", "--cluster-id", self.cluster_id, "--config", config, "--standalone"],
+            ["format", "--cluster-id", self.cluster_id, "--config", config, "--standalone", *scram],
         )
         if result.returncode != 0:
             raise BrokerError(f"formatting {self.data_dir} failed:\n{result.stdout}")
@@ -390,7 +537,7 @@ class KafkaBroker:
     def _answers_metadata(self, log_offset: int) -> bool:
         if self.use_python_client:
             # log_level 0: connection errors while polling are expected, keep stderr quiet.
-            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            admin = AdminClient({**self.client_config(), "log_level": 0})
             try:
                 return bool(admin.list_topics(timeout=2).brokers)
             except KafkaException:
@@ -442,6 +589,7 @@ class KafkaBroker:
             "controller_port": self.controller_port,
             "cluster_id": self.cluster_id,
             "bootstrap": f"127.0.0.1:{self.port}",
+            "security_protocol": self.security_protocol,
             "lib_dir": str(self.lib_dir) if self.lib_dir else None,
         }
         self._state_file.save(state)
@@ -454,6 +602,8 @@ class KafkaBroker:
         self.port = state.get("port")
         self.controller_port = state.get("controller_port")
         self.cluster_id = state.get("cluster_id")
+        # A broker secured at its first start stays secured (its users are in the metadata log).
+        self.secured = self.secured or state.get("security_protocol") == "SASL_SSL"
         if self.lib_dir is None and state.get("lib_dir"):
             self.lib_dir = Path(state["lib_dir"])
         if self.pid is not None:
@@ -486,6 +636,13 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("start", help="start in the background; print the bootstrap")
     start.add_argument("--partitions", type=int, default=3, help="num.partitions (default 3)")
     start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (120)")
+    start.add_argument(
+        "--scram-user",
+        action="append",
+        default=[],
+        metavar="NAME=PASSWORD",
+        help="serve SASL_SSL (SCRAM-SHA-512 over TLS) instead of PLAINTEXT, with this user (repeatable)",
+    )
     commands.add_parser("stop", help="stop the broker started in --workdir")
     create = commands.add_parser("create-topics", help="create topics on the running broker")
     create.add_argument("--partitions", type=int, default=3, help="partitions (default 3)")
@@ -494,9 +651,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "start":
-            broker = KafkaBroker(args.workdir, partitions=args.partitions, startup_timeout=args.timeout)
+            users = dict(item.partition("=")[::2] for item in args.scram_user)
+            broker = KafkaBroker(
+                args.workdir, partitions=args.partitions, startup_timeout=args.timeout, scram_users=users
+            )
             broker.start(detach=True)
             print(broker.bootstrap)
+            if broker.secured:
+                print(f"SASL_SSL (SCRAM-SHA-512); CA certificate {broker.ca_file}", file=sys.stderr)
         elif args.command == "stop":
             KafkaBroker(args.workdir).stop()
         else:
@@ -504,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             if not broker.is_running():
                 raise BrokerError(f"no broker running in {args.workdir}; run `start` first")
             broker.create_topics(args.names, partitions=args.partitions)
-    except BrokerError as exc:
+    except (BrokerError, ValueError) as exc:
         print(f"broker.py: {exc}", file=sys.stderr)
         return 1
     return 0

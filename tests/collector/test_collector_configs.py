@@ -44,6 +44,8 @@ COMBINATIONS: list[tuple[str, ...]] = [
     ("monitored", "auth"),
     ("tls",),
     ("monitored", "clickhouse", "auth", "tls"),
+    ("monitored", "kafka-sasl"),
+    ("monitored", "clickhouse", "auth", "tls", "kafka-sasl"),
 ]
 
 TOKEN = "test-token-0123456789"
@@ -140,6 +142,8 @@ def collector_env(tmp_path: Path, tls_files: tuple[Path, Path]) -> dict[str, str
             "USAGELOG_COLLECTOR_STORAGE_DIR": str(tmp_path / "storage"),
             "USAGELOG_COLLECTOR_CLICKHOUSE_ENDPOINT": "tcp://localhost:1",
             "USAGELOG_COLLECTOR_TOKEN": TOKEN,
+            "USAGELOG_KAFKA_SASL_USERNAME": "collector",
+            "USAGELOG_KAFKA_SASL_PASSWORD": "collector-password",
             "USAGELOG_COLLECTOR_TLS_CERT_FILE": str(cert),
             "USAGELOG_COLLECTOR_TLS_KEY_FILE": str(key),
             "USAGELOG_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",

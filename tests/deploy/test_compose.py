@@ -277,14 +277,3 @@ def test_grafana_mounts_the_provisioning_and_sets_every_variable_it_reads(servic
         wanted |= set(re.findall(r"\$\{([A-Z0-9_]+)\}", path.read_text()))
     missing = sorted(wanted - set(env))
     assert not missing, f"Grafana's provisioning reads variables compose does not set: {missing}"
-
-
-def test_clickhouse_creates_the_read_only_user_grafana_connects_as(services: Services) -> None:
-    clickhouse = services["clickhouse"]
-    mounts = [v.split(":")[:2] for v in clickhouse.get("volumes") or []]
-    initdb = next(DEPLOY / source for source, target in mounts if target == "/docker-entrypoint-initdb.d")
-    script = "\n".join(p.read_text() for p in sorted(initdb.iterdir()))
-    user = services["grafana"]["environment"]["USAGELOG_GRAFANA_CLICKHOUSE_USER"]
-    assert f"CREATE USER IF NOT EXISTS {user}" in script
-    assert "readonly = 2" in script and f"GRANT SELECT ON usagelog.* TO {user}" in script
-    assert "GRAFANA_CLICKHOUSE_PASSWORD" in clickhouse["environment"]

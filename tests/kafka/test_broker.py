@@ -281,3 +281,41 @@ def test_cli_starts_detached_creates_topics_and_stops(tmp_path: Path) -> None:
     missing = cli("create-topics", "late")
     assert missing.returncode == 1
     assert "no broker running" in missing.stderr
+
+
+def test_cli_with_scram_users_serves_sasl_ssl_only_and_administers_itself(tmp_path: Path) -> None:
+    """`start --scram-user NAME=PASSWORD`: the client port speaks SASL_SSL (SCRAM-SHA-512) with
+    the broker's own CA; topics are still created, by the CLI and through Kafka's own tools."""
+    workdir = tmp_path / "secure"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(BROKER_SCRIPT), "--workdir", str(workdir), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    started = cli("start", "--scram-user", "app=app-secret-1")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "SASL_SSL" in started.stderr
+        assert cli("create-topics", "--partitions", "2", "secure-cli").returncode == 0
+        attached = KafkaBroker(workdir, use_python_client=False)
+        assert attached.security_protocol == "SASL_SSL" and attached.ca_file.is_file()
+        attached.create_topics(["secure-tool"], partitions=1)  # TopicCommand --command-config
+
+        def deliver(config: dict[str, Any], topic: str) -> str:
+            errors: list[str] = []
+            producer = Producer({**config, "message.timeout.ms": 4000, "log_level": 0})
+            producer.produce(topic, b"x", on_delivery=lambda err, _msg: errors.append(str(err or "")))
+            producer.flush(10)
+            return errors[0] if errors else "no delivery report"
+
+        for topic in ("secure-cli", "secure-tool"):
+            assert deliver(attached.client_config("app", "app-secret-1"), topic) == ""
+        # Refusals (plaintext, a wrong password, no CA): tests/e2e/test_secure_pipeline.py.
+        assert "app-secret-1" not in (workdir / "state.json").read_text()
+    finally:
+        assert cli("stop").returncode == 0

@@ -25,8 +25,11 @@ The Kafka worker, ``tail`` and ``replay``:
 - ``USAGELOG_KAFKA_GROUP`` (default ``usagelog-ingest``): consumer group of the workers
 - ``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` (default ``usagelog.deadletter``): also send dead letters
   here (empty: table only)
-- ``USAGELOG_KAFKA_CONFIG`` (default empty): extra librdkafka settings, ``key=value,...`` (e.g.
-  SASL/TLS)
+- ``USAGELOG_KAFKA_SECURITY_PROTOCOL``, ``USAGELOG_KAFKA_SASL_MECHANISM``,
+  ``USAGELOG_KAFKA_SASL_USERNAME``, ``USAGELOG_KAFKA_SASL_PASSWORD`` (or ``..._PASSWORD_FILE``),
+  ``USAGELOG_KAFKA_CA_FILE``: TLS and SASL login (:mod:`usagelog.ingest.kafka_security`)
+- ``USAGELOG_KAFKA_CONFIG`` (default empty): extra librdkafka settings, ``key=value,...``,
+  applied last
 - ``USAGELOG_BATCH_MAX_MESSAGES`` (default ``1000``): a batch is stored when it has this many Kafka
   messages...
 - ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old
@@ -61,6 +64,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from .errors import KafkaError, SettingsError
+from .kafka_security import KafkaSecurity, read_kafka_security
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -126,7 +130,11 @@ class WorkerSettings:
     monitored_topic: str = "usagelog.monitored"
     group: str = "usagelog-ingest"
     dead_letter_topic: str = "usagelog.deadletter"
-    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    # TLS and SASL (USAGELOG_KAFKA_SECURITY_PROTOCOL, _SASL_*, _CA_FILE); the password is kept
+    # out of the repr.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # USAGELOG_KAFKA_CONFIG may hold a password too (sasl.password=...): no repr either.
+    kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     batch_max_messages: int = 1000
     batch_max_seconds: float = 1.0
     archive: ArchiveSettings = ArchiveSettings(url=".usagelog/archive")
@@ -151,6 +159,7 @@ class WorkerSettings:
             "reconnect.backoff.max.ms": 10000,
             "client.id": f"usagelog-{self.worker_id}",
         }
+        config.update(self.security.librdkafka())
         config.update(self.kafka_config)
         config.update(overrides)
         return config
@@ -161,6 +170,7 @@ class WorkerSettings:
             "acks": "all",
             "enable.idempotence": True,
         }
+        config.update(self.security.librdkafka())
         config.update({k: v for k, v in self.kafka_config.items() if not k.startswith(("group.", "auto."))})
         return config
 
@@ -353,9 +363,11 @@ class _Reader:
         except ValueError as exc:
             kafka_config = {}
             self.problems.append(f"USAGELOG_KAFKA_CONFIG: {exc}")
+        security = read_kafka_security(env, self.problems)
         defaults = WorkerSettings
         return WorkerSettings(
             brokers=brokers,
+            security=security,
             topic=topic.strip() or defaults.topic,
             monitored_topic=monitored_topic,
             group=self.text("USAGELOG_KAFKA_GROUP", defaults.group),
@@ -471,11 +483,12 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
 
 def _parse_pairs(raw: str) -> dict[str, str]:
     pairs = {}
-    for item in raw.split(","):
+    for number, item in enumerate(raw.split(","), 1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"expected key=value, got {item!r}")
+            # Not the item itself: it may be a password written with the wrong separator.
+            raise ValueError(f"item {number} is not key=value")
         pairs[key.strip()] = value.strip()
     return pairs

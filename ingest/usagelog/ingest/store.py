@@ -237,6 +237,12 @@ class Store:
     def migrate(self, upto: int | None = None) -> list[str]:
         """Apply migrations not applied yet (up to version ``upto``); returns their names."""
         db = self.database
+        wanted = {version for version, _, _ in migrations() if upto is None or version <= upto}
+        if wanted <= self._applied_versions():
+            # Nothing to do, learned by reading alone: a read-only user (the CLI's and Grafana's,
+            # readonly = 2, deploy/clickhouse/users.sql) opens the store too, and ClickHouse
+            # refuses even CREATE ... IF NOT EXISTS to it.
+            return []
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         self.client.command(
             f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
@@ -259,6 +265,16 @@ class Store:
             self.client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
         return applied
+
+    def _applied_versions(self) -> set[int]:
+        _, rows = self.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
+            {"db": self.database},
+        )
+        if not rows[0][0]:
+            return set()
+        _, rows = self.query(f"SELECT version FROM {self.database}.schema_migrations")
+        return {int(row[0]) for row in rows}
 
     def schema_version(self) -> int:
         rows = self.client.query(f"SELECT max(version) FROM {self.database}.schema_migrations").result_rows

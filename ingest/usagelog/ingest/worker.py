@@ -238,6 +238,12 @@ def run_worker(settings: WorkerSettings, *, max_idle_seconds: float = 0.0) -> in
     worker = Worker(settings)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
-    _logger.info("worker %s consuming %s from %s", settings.worker_id, settings.topic, settings.brokers)
+    _logger.info(
+        "worker %s consuming %s from %s (%s)",
+        settings.worker_id,
+        settings.topic,
+        settings.brokers,
+        settings.security.describe(),
+    )
     worker.run(max_idle_seconds=max_idle_seconds)
     return 0
