@@ -47,6 +47,7 @@ VALID_ENV = [
     ("USAGELOG_FLUSH_INTERVAL_MS", "50", "flush_interval_ms", 50),
     ("USAGELOG_MAX_QUEUE", "7", "max_queue", 7),
     ("USAGELOG_MAX_QUEUE_BYTES", "1048576", "max_queue_bytes", 1048576),
+    ("USAGELOG_JOURNAL", "true", "journal", True),
     ("USAGELOG_SPOOL_SEGMENT_BYTES", "4096", "spool_segment_bytes", 4096),
     ("USAGELOG_SPOOL_SEGMENT_SECONDS", "0.25", "spool_segment_seconds", 0.25),
     ("USAGELOG_SPOOL_FSYNC", "no", "spool_fsync", False),

@@ -339,3 +339,43 @@ def test_a_write_that_fails_part_way_leaves_no_half_frame(
     frames = list(spool.read_frames(segment))
     assert all(isinstance(f, Frame) for f in frames), frames
     assert [f.payload for f in frames] == [b"before", b"after"]  # type: ignore[union-attr]
+
+
+# -- hole 3: the journal (USAGELOG_JOURNAL) ----------------------------------------------------------
+
+
+def test_with_the_journal_a_killed_process_loses_no_recorded_event(tmp_path: Path) -> None:
+    script = _KILLED_APP.replace('exporter="spool",', 'exporter="spool", journal=True,')
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert list(tmp_path.glob("*.journal"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert reap_orphans(tmp_path) == 1
+    assert list(tmp_path.glob("*.journal")) == []
+    payloads = spooled_payloads(tmp_path)
+    assert sorted(set(seqs(payloads))) == list(range(1, 43))  # all recorded; 43..45 never finished
+    ((_, tail),) = loss_records(payloads)
+    assert (tail[ev.LOSS_COUNT], tail[ev.LOSS_ALLOCATED_SEQ]) == (15, 45)
+    assert "journal" in tail[ev.LOSS_DETAIL]
+
+
+def test_journal_files_are_rotated_deleted_once_written_and_removed_at_a_clean_exit(tmp_path: Path) -> None:
+    runtime = Runtime(
+        Settings(exporter="spool", spool_dir=str(tmp_path), journal=True, flush_interval_ms=60_000)
+    )
+    journal = runtime.recorder.journal
+    assert journal is not None
+    journal.rotate_bytes = 2000
+    for _ in range(3):
+        for _ in range(20):
+            runtime.record(Exchange(None, runtime.next_seq()))
+        runtime.flush()
+    assert len(list(tmp_path.glob("*.journal"))) <= 2
+    runtime.shutdown()
+    assert list(tmp_path.glob("*.journal")) == []
+    assert sorted(seqs(spooled_payloads(tmp_path))) == list(range(1, 61))

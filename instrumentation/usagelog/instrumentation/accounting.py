@@ -82,6 +82,11 @@ class LossAccount:
         )
 
     @property
+    def low(self) -> int:
+        """Every sequence number below this one is written, dropped or failed."""
+        return self._low
+
+    @property
     def cells(self) -> memoryview:
         return self.counters.cells
 

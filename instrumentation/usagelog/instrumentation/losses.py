@@ -14,7 +14,8 @@ Reports come from two places:
 - :func:`reap_orphans`: the counter file (:mod:`usagelog.instrumentation.counters`) of a process
   that died, or exited with events it could not write, becomes reports written as a sealed
   spool segment. Every process using a spool directory calls it when it starts and every
-  :data:`REAP_SECONDS` after; ``usagelog ingest --from spool`` calls it before ingesting.
+  :data:`REAP_SECONDS` after; ``usagelog ingest --from spool`` calls it before ingesting. Journal
+  files the instance left (``USAGELOG_JOURNAL``) become sealed segments at the same time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from . import counters as c
 from . import event as ev
 from .builder import resource_message, set_value
 from .identity import AttrValue
-from .spool import SpoolWriter
+from .journal import orphan_journals
+from .spool import SEALED_SUFFIX, SpoolWriter
 
 _logger = logging.getLogger("usagelog")
 
@@ -91,7 +93,7 @@ def encode_reports(resource: Mapping[str, AttrValue], reports: list[LossReport],
     return payload
 
 
-def orphan_reports(snapshot: c.Snapshot) -> list[LossReport]:
+def orphan_reports(snapshot: c.Snapshot, journals: int = 0) -> list[LossReport]:
     """What the counter file of an instance that is gone says was lost, or may have been.
 
     - ``dropped``: drops not reported yet (the process died before it could);
@@ -136,7 +138,12 @@ def orphan_reports(snapshot: c.Snapshot) -> list[LossReport]:
             first,
             allocated if unhanded else 0,
             allocated,
-            f"process {snapshot[c.SLOT_PID]} ended; its counters file {snapshot.path.name}",
+            f"process {snapshot[c.SLOT_PID]} ended; its counters file {snapshot.path.name}"
+            + (
+                f"; {journals} journal files kept as spool segments (some of these may be stored)"
+                if journals
+                else ""
+            ),
         )
         reports.append(report.with_id(instance, allocated))
     return reports
@@ -158,10 +165,14 @@ def reap_orphans(spool_dir: str | os.PathLike[str]) -> int:
             if snapshot is None:  # not a counter file (or torn at creation): nothing to say
                 orphan.delete()
                 continue
-            reports = orphan_reports(snapshot)
+            resource = snapshot.info.get("resource", {})
+            instance = str(resource.get(ev.SERVICE_INSTANCE_ID, "")) or "unknown"
+            # Its journal (USAGELOG_JOURNAL) holds every event it answered: a segment like any other.
+            journals = orphan_journals(spool_dir, instance, snapshot[c.SLOT_PID])
+            for journal in journals:
+                os.replace(journal, journal.with_suffix(SEALED_SUFFIX))
+            reports = orphan_reports(snapshot, len(journals))
             if reports:
-                resource = snapshot.info.get("resource", {})
-                instance = str(resource.get(ev.SERVICE_INSTANCE_ID, "")) or "unknown"
                 writer = SpoolWriter(spool_dir, f"loss-{instance}", fsync=True)
                 writer.append(encode_reports(resource, reports))
                 writer.seal()

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from .accounting import LossAccount
 from .exchange import Exchange
 from .exporters import EventExporter
+from .journal import Journal
 from .losses import encode_reports
 
 _logger = logging.getLogger("usagelog")
@@ -81,6 +82,7 @@ class Recorder:
         self.max_queue_bytes = max_queue_bytes
         self.account = account if account is not None else LossAccount()
         self.housekeeping = housekeeping
+        self.journal: Journal | None = None  # USAGELOG_JOURNAL: set by the runtime
         self.exported = 0
         self.failed_batches = 0
         self.build_errors = 0
@@ -115,6 +117,12 @@ class Recorder:
 
     # -- request path --------------------------------------------------------------------
     def record(self, exchange: Exchange) -> None:
+        journal = self.journal
+        if journal is not None:
+            try:
+                journal.write(exchange)
+            except Exception as exc:  # never into the user's request; the event still goes on
+                self.account.throttle.warn("journal", "usagelog: could not write the journal (%s)", exc)
         queue = self._queue
         size = estimated_size(exchange)
         queue.append(exchange)
@@ -256,6 +264,8 @@ class Recorder:
             if len(queue) <= BATCH_MAX:  # recount what the request threads added, while it is cheap
                 self.queued_bytes = sum(estimated_size(x) for x in tuple(queue))
             self._report_drops()
+            if self.journal is not None:
+                self.journal.settle(self.account.low)
             return total
 
     def _report_drops(self) -> None:

@@ -40,6 +40,7 @@ from .counters import Counters
 from .exchange import Exchange
 from .exporters import EventExporter, MemoryExporter, SpoolExporter
 from .identity import Identity, Sequence
+from .journal import Journal
 from .losses import REAP_SECONDS, reap_orphans
 from .recorder import Recorder
 from .spool import SpoolWriter
@@ -93,6 +94,7 @@ class Runtime:
             account=self.account,
             housekeeping=self._housekeeping,
         )
+        self.recorder.journal = self._new_journal()
         os.register_at_fork(after_in_child=_weak_hook(self._after_fork))
 
     # -- loss accounting ---------------------------------------------------------------------
@@ -111,6 +113,22 @@ class Runtime:
                 exc,
             )
             return Counters.in_memory()
+
+    def _new_journal(self) -> Journal | None:
+        if not (self.keeps_counters and self.settings.journal):
+            return None
+        try:
+            return Journal(
+                self.settings.spool_dir, self.instance_id, self.builder.encode_batch, self._allocated
+            )
+        except OSError as exc:
+            _logger.warning(
+                "usagelog: cannot write a journal in %s (%s); going on without", self.settings.spool_dir, exc
+            )
+            return None
+
+    def _allocated(self) -> int:
+        return self.sequence.last
 
     def _reap(self) -> None:
         self._next_reap = time.monotonic() + REAP_SECONDS
@@ -161,6 +179,9 @@ class Runtime:
             self.sequence = Sequence(self.account.cells)
             self.builder.set_identity(self.identity)
             self.exporter.after_fork(self.identity.instance_id)
+            if self.recorder.journal is not None:
+                self.recorder.journal.abandon_after_fork()
+            self.recorder.journal = self._new_journal()
         except Exception:
             _logger.exception("usagelog: could not reset after fork")
 
@@ -178,6 +199,9 @@ class Runtime:
         if in_flight_timeout > 0:
             self.wait_in_flight(in_flight_timeout)
         self.recorder.shutdown()
+        if self.recorder.journal is not None:
+            self.recorder.journal.close(remove=self.account.complete())
+            self.recorder.journal = None
         self.account.close()
 
     def _exit(self) -> None:
