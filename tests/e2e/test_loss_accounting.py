@@ -175,10 +175,13 @@ def test_a_sigkill_under_load_leaves_a_tail_report_with_what_was_never_written(t
     assert resource[ev.PROCESS_PID] == instance.process.pid
     assert len(answered) <= allocated
     assert len(seqs) == len(set(seqs)) and max(seqs) <= allocated
-    assert len(seqs) + tail[ev.LOSS_COUNT] == allocated  # emitted == stored + counted loss
-    if tail[ev.LOSS_COUNT]:
-        assert set(range(1, tail[ev.LOSS_FIRST_SEQ])) <= set(seqs)
-        assert tail[ev.LOSS_LAST_SEQ] == allocated
+    # Emitted == stored + lost, and every lost number is in the report's range. The report's
+    # count may exceed the loss by the last batch written in the instant before the kill, before
+    # the process counted it (audit takes the exact loss from what was stored).
+    missing = set(range(1, allocated + 1)) - set(seqs)
+    assert len(missing) <= tail[ev.LOSS_COUNT]
+    if missing:
+        assert tail[ev.LOSS_FIRST_SEQ] <= min(missing) and max(missing) <= tail[ev.LOSS_LAST_SEQ] == allocated
     # usagelog ingest reaps by itself too: on the copy taken before reaping, the same result.
     started = time.monotonic()
     summary = ingest(kept, tmp_path)

@@ -5,7 +5,9 @@ daemon thread wakes every ``USAGELOG_FLUSH_INTERVAL_MS`` (or sooner when a batch
 has the batch encoded and hands it to the exporter. If the thread falls behind by more than
 ``USAGELOG_MAX_QUEUE`` events, or the queue holds more than ``USAGELOG_MAX_QUEUE_BYTES``
 (estimated: bodies, headers, strings), the request thread that notices writes a batch of the
-backlog itself: slower for that one request, but memory stays bounded.
+backlog itself: slower for that one request, but memory stays bounded. The request path does
+not size exchanges: the background thread samples their average size and turns the byte bound
+into a number of events, so the check is one comparison.
 
 Nothing leaves memory before it is written: a batch the exporter refuses goes back to the
 queue (or stays first in line). Only when the queue is over its byte bound and nothing can be
@@ -102,8 +104,9 @@ class Recorder:
         self._queue: deque[Exchange] = deque()
         # Encoded batches the exporter has not accepted yet: (payload, events, their seqs, bytes).
         self._unsent: deque[tuple[bytes, int, list[int], int]] = deque()
-        self.queued_bytes = 0
         self.unsent_bytes = 0
+        self._average = float(EXCHANGE_OVERHEAD)  # bytes per queued exchange, sampled
+        self._limit, self._wake_at = self._limits()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +116,20 @@ class Recorder:
 
     @property
     def held_bytes(self) -> int:
-        return self.queued_bytes + self.unsent_bytes
+        """Estimated bytes held in memory: the queue at its sampled average size, and the
+        encoded batches not accepted yet."""
+        return int(len(self._queue) * self._average) + self.unsent_bytes
+
+    def _limits(self) -> tuple[int, int]:
+        """(events beyond which request threads write or drop, events that wake the thread)."""
+        limit = max(1, min(self.max_queue, int(self.max_queue_bytes / self._average)))
+        return limit, min(BATCH_WAKE, limit)
+
+    def _sample(self, exchanges: Sequence[Exchange]) -> None:
+        """Update the average size from ``exchanges`` (the background thread, off the request path)."""
+        if exchanges:
+            self._average = max(1.0, sum(estimated_size(x) for x in exchanges) / len(exchanges))
+            self._limit, self._wake_at = self._limits()
 
     # -- request path --------------------------------------------------------------------
     def record(self, exchange: Exchange) -> None:
@@ -124,18 +140,14 @@ class Recorder:
             except Exception as exc:  # never into the user's request; the event still goes on
                 self.account.throttle.warn("journal", "usagelog: could not write the journal (%s)", exc)
         queue = self._queue
-        size = estimated_size(exchange)
         queue.append(exchange)
-        # Sizes are worked out before the read-modify-write, which then has no call in it (no
-        # thread switch in practice); the background thread recounts whenever the queue is short.
-        self.queued_bytes += size
         self.recorded = next(self._recorded)  # count.__next__ is atomic under the GIL
         if self._thread is None:  # first event in this process (a fork resets it)
             self._start_thread()
         n = len(queue)
-        if n >= BATCH_WAKE or self.queued_bytes > self.max_queue_bytes:
+        if n >= self._wake_at:
             self._wake.set()
-            if n > self.max_queue or self.queued_bytes > self.max_queue_bytes:
+            if n > self._limit:
                 try:
                     self._relieve()
                 except Exception:  # never into the user's request
@@ -159,8 +171,6 @@ class Recorder:
                 victim = queue.pop()
             except IndexError:
                 break
-            size = estimated_size(victim)
-            self.queued_bytes -= size
             self.account.dropped(victim.seq, self._last_error)
 
     _last_error = "no write attempted yet"
@@ -197,8 +207,6 @@ class Recorder:
         except BaseException:
             queue.extendleft(reversed(batch))
             raise
-        nbytes = sum(estimated_size(x) for x in batch)
-        self.queued_bytes -= nbytes
         self.exported += count
         self.account.written([x.seq for x in batch])
 
@@ -219,6 +227,11 @@ class Recorder:
                 _logger.debug("usagelog: housekeeping failed", exc_info=True)
             self._wake.wait(self.flush_interval)
             self._wake.clear()
+            try:
+                # The newest exchanges, as the byte bound applies to what is coming in.
+                self._sample(tuple(self._queue)[-64:])
+            except Exception:
+                _logger.debug("usagelog: could not sample exchange sizes", exc_info=True)
             try:
                 self.flush()
                 self.exporter.tick()
@@ -245,8 +258,10 @@ class Recorder:
                 if not self._unsent:
                     batch = [queue.popleft() for _ in range(min(len(queue), BATCH_MAX))]
                     nbytes = sum(estimated_size(x) for x in batch)
+                    if batch:
+                        self._average = max(1.0, nbytes / len(batch))
+                        self._limit, self._wake_at = self._limits()
                     payload, count = self.encode(batch, self._build_failed)
-                    self.queued_bytes -= nbytes
                     self._unsent.append((payload, count, [x.seq for x in batch], nbytes))
                     self.unsent_bytes += nbytes
                 payload, count, seqs, nbytes = self._unsent[0]
@@ -261,8 +276,6 @@ class Recorder:
                 self.account.written(seqs)
                 self.exported += count
                 total += count
-            if len(queue) <= BATCH_MAX:  # recount what the request threads added, while it is cheap
-                self.queued_bytes = sum(estimated_size(x) for x in tuple(queue))
             self._report_drops()
             if self.journal is not None:
                 self.journal.settle(self.account.low)
@@ -298,7 +311,7 @@ class Recorder:
         seqs += [x.seq for x in self._queue]
         self._unsent.clear()
         self._queue.clear()
-        self.queued_bytes = self.unsent_bytes = 0
+        self.unsent_bytes = 0
         detail = f"final flush failed: {type(exc).__name__}: {exc}"
         self.account.failed(seqs, detail)
         where = self.account.counters.path or "memory only (no counters file)"
