@@ -187,3 +187,68 @@ def test_a_sigkill_under_load_leaves_a_tail_report_with_what_was_never_written(t
     summary = ingest(kept, tmp_path)
     assert summary["stored"] == len(seqs), (summary, time.monotonic() - started)
     assert list(kept.glob("*" + counters.SUFFIX)) == []
+
+
+def test_a_killed_gunicorn_worker_is_reported_by_the_worker_that_replaces_it(tmp_path: Path) -> None:
+    from usagelog.demo.run import instrument_command
+    from usagelog.process import Child, free_port
+
+    spool = tmp_path / "spool"
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "gunicorn-api",
+        "OTEL_PYTHON_DISTRO": "usagelog",
+        "OTEL_PYTHON_CONFIGURATOR": "usagelog",
+        "USAGELOG_EXPORTER": "spool",
+        "USAGELOG_SPOOL_DIR": str(spool),
+    }
+    port = free_port()
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    server = Child.start(
+        [
+            instrument_command(),
+            gunicorn,
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "usagelog.demo.app:create_app()",
+        ],
+        log=tmp_path / "gunicorn.log",
+        name="gunicorn",
+        env=env,
+    )
+    try:
+        server.wait_until(lambda: http_get(port, "/api/items") == 200, 60, "gunicorn to serve")
+        assert hammer(port, 200).count(200) == 200
+
+        def worker_files() -> dict[int, Path]:
+            files = {int(p.stem.rsplit("-", 1)[1]): p for p in spool.glob("*" + counters.SUFFIX)}
+            return {pid: path for pid, path in files.items() if pid != server.pid}
+
+        wait_for(lambda: len(worker_files()) == 2, 30, "a counter file per worker")
+        victim, victim_file = sorted(worker_files().items())[0]
+        os.kill(victim, signal.SIGKILL)
+        # gunicorn starts a new worker; on its first request it reaps the one that was killed.
+        wait_for(lambda: http_get(port, "/api/items") == 200 and not victim_file.exists(), 60, "the reaping")
+    finally:
+        server.stop(timeout=60)
+    assert list(spool.glob("*" + counters.SUFFIX)) == []  # the others exited cleanly
+    seqs_by_pid: dict[int, int] = {}
+    for segment in list_segments(spool):
+        for frame in read_frames(segment):
+            assert isinstance(frame, Frame)
+            for resource_logs in ExportLogsServiceRequest.FromString(frame.payload).resource_logs:
+                resource = {kv.key: _value(kv.value) for kv in resource_logs.resource.attributes}
+                for scope_logs in resource_logs.scope_logs:
+                    for record in scope_logs.log_records:
+                        if record.event_name == ev.EVENT_NAME:
+                            pid = resource[ev.PROCESS_PID]
+                            seqs_by_pid[pid] = seqs_by_pid.get(pid, 0) + 1
+    _, losses = spooled(spool)
+    ((resource, tail),) = losses
+    assert resource[ev.PROCESS_PID] == victim and tail[ev.LOSS_REASON] == ev.LOSS_TAIL
+    stored = seqs_by_pid.get(victim, 0)  # killed right after the load: maybe before its first flush
+    assert stored + tail[ev.LOSS_COUNT] >= tail[ev.LOSS_ALLOCATED_SEQ] >= stored
+    assert tail[ev.LOSS_ALLOCATED_SEQ] > 0
+    assert "gunicorn" not in str(resource.get(ev.SERVICE_INSTANCE_ID, ""))
