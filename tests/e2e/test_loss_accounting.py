@@ -252,3 +252,52 @@ def test_a_killed_gunicorn_worker_is_reported_by_the_worker_that_replaces_it(tmp
     assert stored + tail[ev.LOSS_COUNT] >= tail[ev.LOSS_ALLOCATED_SEQ] >= stored
     assert tail[ev.LOSS_ALLOCATED_SEQ] > 0
     assert "gunicorn" not in str(resource.get(ev.SERVICE_INSTANCE_ID, ""))
+
+
+def test_a_disk_full_for_ever_then_sigterm_counts_what_the_final_flush_could_not_write(
+    tmp_path: Path,
+) -> None:
+    from usagelog.demo.run import instrument_command
+    from usagelog.process import Child, free_port
+
+    # A file size limit plays the full disk: writes past 32 KiB fail (part way, then EFBIG). It
+    # holds for the API's log file too, so few enough requests that their log lines fit.
+    spool = tmp_path / "spool"
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "full-disk-api",
+        "OTEL_PYTHON_DISTRO": "usagelog",
+        "OTEL_PYTHON_CONFIGURATOR": "usagelog",
+        "USAGELOG_EXPORTER": "spool",
+        "USAGELOG_SPOOL_DIR": str(spool),
+        "USAGELOG_SPOOL_SEGMENT_SECONDS": "3600",  # one segment, full for ever
+    }
+    port = free_port()
+    command = [instrument_command(), sys.executable, "-m", "usagelog.demo.app", "--port", str(port)]
+    api = Child.start(
+        ["prlimit", "--fsize=32768", *command],
+        log=tmp_path / "api.log",
+        name="API on a full disk",
+        env=env,
+    )
+    try:
+        api.wait_listening(port, timeout=60)
+        # A first batch fits, then writes fail part way: the half frames must not stay.
+        assert [http_get(port, "/api/items") for _ in range(20)] == [200] * 20
+        wait_for(lambda: any(p.stat().st_size for p in spool.glob("*.open")), 30, "a first batch written")
+        assert hammer(port, 280).count(200) == 280
+    finally:
+        api.stop(timeout=60)  # SIGTERM: the final flush fails
+    log = (tmp_path / "api.log").read_text()
+    assert "final flush failed" in log and "could not be written anywhere" in log, log[-3000:]
+    (counter_file,) = spool.glob("*" + counters.SUFFIX)  # left for audit
+    assert reap_orphans(spool) == 1 and not counter_file.exists()
+    seqs, losses = spooled(spool)  # asserts that no frame is damaged: no half frame was left
+    reports = {attrs[ev.LOSS_REASON]: attrs for _, attrs in losses}
+    failed = reports[ev.LOSS_WRITE_FAILED]
+    assert failed[ev.LOSS_COUNT] > 0 and len(seqs) >= 20
+    assert f"{failed[ev.LOSS_COUNT]} events" in log
+    assert len(seqs) == len(set(seqs))
+    assert len(seqs) + failed[ev.LOSS_COUNT] + reports[ev.LOSS_TAIL][ev.LOSS_COUNT] == 300
+    assert reports[ev.LOSS_TAIL][ev.LOSS_ALLOCATED_SEQ] == 300
+    assert ingest(spool, tmp_path)["dead_letters"] == 0

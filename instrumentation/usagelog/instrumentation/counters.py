@@ -20,6 +20,7 @@ detail text), in a file of :data:`FILE_SIZE` bytes.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import mmap
@@ -92,7 +93,10 @@ class Counters:
         fd = os.open(new_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, FILE_SIZE)
+            # Written, not ftruncate'd: a sparse page written through the mapping on a full disk
+            # would kill the process with SIGBUS.
+            if os.write(fd, bytes(FILE_SIZE)) != FILE_SIZE:
+                raise OSError(errno.ENOSPC, "no room for the counters file")
             buffer = mmap.mmap(fd, FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             counters = cls(buffer, path=path, fd=fd)
             cells = counters.cells
