@@ -122,7 +122,8 @@ def test_over_the_byte_bound_with_nothing_writable_the_newest_are_dropped_counte
     caplog.set_level(logging.DEBUG, logger="usagelog")
     for exchange in exchanges(1, 3000):
         recorder.record(exchange)
-    assert recorder.held_bytes <= bound + 4 * size  # an estimate, kept without locks
+    # An estimate (the queue at the sampled average size of an exchange), so within a few percent.
+    assert recorder.held_bytes <= bound * 1.05
     dropped = account.cells[c.SLOT_DROPPED]
     assert dropped > 2000
     disk.healed = True

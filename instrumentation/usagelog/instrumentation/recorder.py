@@ -122,7 +122,8 @@ class Recorder:
 
     def _limits(self) -> tuple[int, int]:
         """(events beyond which request threads write or drop, events that wake the thread)."""
-        limit = max(1, min(self.max_queue, int(self.max_queue_bytes / self._average)))
+        room = max(0, self.max_queue_bytes - self.unsent_bytes)  # encoded batches count too
+        limit = max(1, min(self.max_queue, int(room / self._average)))
         return limit, min(BATCH_WAKE, limit)
 
     def _sample(self, exchanges: Sequence[Exchange]) -> None:
@@ -260,10 +261,10 @@ class Recorder:
                     nbytes = sum(estimated_size(x) for x in batch)
                     if batch:
                         self._average = max(1.0, nbytes / len(batch))
-                        self._limit, self._wake_at = self._limits()
                     payload, count = self.encode(batch, self._build_failed)
                     self._unsent.append((payload, count, [x.seq for x in batch], nbytes))
                     self.unsent_bytes += nbytes
+                    self._limit, self._wake_at = self._limits()
                 payload, count, seqs, nbytes = self._unsent[0]
                 if count:
                     try:
@@ -273,6 +274,7 @@ class Recorder:
                         raise
                 self._unsent.popleft()
                 self.unsent_bytes -= nbytes
+                self._limit, self._wake_at = self._limits()
                 self.account.written(seqs)
                 self.exported += count
                 total += count
