@@ -380,3 +380,13 @@ def test_journal_files_are_rotated_deleted_once_written_and_removed_at_a_clean_e
     runtime.shutdown()
     assert list(tmp_path.glob("*.journal")) == []
     assert sorted(seqs(spooled_payloads(tmp_path))) == list(range(1, 61))
+
+
+def test_a_counter_file_left_half_created_is_removed_once_stale(tmp_path: Path) -> None:
+    stale = tmp_path / ("dead-9" + c.NEW_SUFFIX)
+    stale.write_bytes(b"")
+    os.utime(stale, (0, 0))
+    fresh = tmp_path / ("being-made-1" + c.NEW_SUFFIX)
+    fresh.write_bytes(b"")
+    assert reap_orphans(tmp_path) == 0
+    assert not stale.exists() and fresh.exists()

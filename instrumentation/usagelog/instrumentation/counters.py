@@ -220,6 +220,32 @@ class OrphanFile:
             self._fd = -1
 
 
+def remove_stale_new_files(directory: str | os.PathLike[str], older_than: float = 60.0) -> int:
+    """Delete counter files a process was killed while creating (unlocked, older than
+    ``older_than`` seconds: a live creator locks its file right after creating it)."""
+    removed = 0
+    try:
+        paths = [p for p in Path(directory).iterdir() if p.name.endswith(NEW_SUFFIX)]
+    except OSError:
+        return 0
+    for path in paths:
+        try:
+            if time.time() - path.stat().st_mtime < older_than:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def claim_orphans(directory: str | os.PathLike[str]) -> Iterator[OrphanFile]:
     """Counter files in ``directory`` nobody holds the lock of (their owner died or exited
     leaving something to report), each locked for the caller. Files being created (their

@@ -159,6 +159,7 @@ def reap_orphans(spool_dir: str | os.PathLike[str]) -> int:
     are left alone. Never raises for one bad file: it is logged and kept.
     """
     reaped = 0
+    c.remove_stale_new_files(spool_dir)
     for orphan in c.claim_orphans(spool_dir):
         try:
             snapshot = orphan.snapshot()
