@@ -130,9 +130,6 @@ class Counters:
         view[INFO_OFFSET + _INFO_LEN.size : INFO_OFFSET + _INFO_LEN.size + len(data)] = data
         _INFO_LEN.pack_into(view, INFO_OFFSET, len(data))
 
-    def values(self) -> dict[int, int]:
-        return {slot: self.cells[slot] for slot in range(SLOTS)}
-
     def close(self, *, remove: bool) -> None:
         """Release the file; ``remove`` deletes it first (a clean exit with nothing lost)."""
         if self._fd < 0:
