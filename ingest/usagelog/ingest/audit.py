@@ -8,7 +8,10 @@ sequence; what the sequence alone cannot show, the instance and the readers repo
   (``usagelog.seq.allocated`` on its loss reports) above the highest stored — the events a
   killed process never handed over, which leave no gap;
 - **reported loss**: the counts of its loss reports (``losses``: dropped at the memory bound,
-  a final flush that could not write, a tail) — events lost before they had anywhere to go;
+  a final flush that could not write) — events lost before they had anywhere to go. A ``tail``
+  report's count is what the dying process knew (an upper bound: a batch written just before
+  the kill may not have been counted yet), so it adds only its allocated sequence number; the
+  exact tail loss is that number minus the highest stored;
 - **dead letters**: what ingest read but could not store — damaged or torn spool frames (with
   their segment and offset), payloads that are not OTLP, events failing their checksum.
 
@@ -104,7 +107,8 @@ def audit(store: Store, checksum_sql: str) -> list[InstanceAudit]:
 
     _, rows = store.query(
         f"""
-        SELECT service_instance_id, any(service_name), any(host_name), sum(count), count(), max(allocated_seq)
+        SELECT service_instance_id, any(service_name), any(host_name), sumIf(count, reason != 'tail'), count(),
+               max(allocated_seq)
         FROM {db}.losses FINAL GROUP BY service_instance_id
         """
     )

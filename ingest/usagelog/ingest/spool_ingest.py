@@ -12,6 +12,9 @@ exactly once and the rollups with exact counts.
 With an archive (``USAGELOG_ARCHIVE_URL``, off by default for the spool), events are staged
 before they are stored and the archive's files are written when the run ends; a run that died
 leaves its staged chunks, which the next run (or worker) finalizes.
+
+Before reading, :func:`~usagelog.instrumentation.losses.reap_orphans` turns the counter files
+that API processes which are gone left in the spool into loss reports (``usagelog.loss``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from usagelog.instrumentation.losses import reap_orphans
 from usagelog.instrumentation.spool import DamagedFrame, claim_segments, list_segments, segment_instance
 
 from .archive import open_archive
@@ -113,8 +117,13 @@ def ingest_spool(
     *,
     archive: ArchiveSettings | None = None,
 ) -> IngestStats:
-    """Store every readable spooled segment, archiving too when ``archive`` is enabled."""
+    """Store every readable spooled segment, archiving too when ``archive`` is enabled.
+
+    First the counter files of API processes that are gone become loss reports (a sealed
+    segment each), so they are stored with the rest.
+    """
     stats = IngestStats()
+    reap_orphans(spool_dir)
     total = len(list_segments(spool_dir))
     archiver = open_archive(archive) if archive is not None else None
     pipeline = Pipeline(archive=archiver)

@@ -41,6 +41,14 @@ USAGELOG_FLUSH_INTERVAL_MS = "USAGELOG_FLUSH_INTERVAL_MS"
 """How often the background thread encodes and writes queued events (default 200 ms)."""
 USAGELOG_MAX_QUEUE = "USAGELOG_MAX_QUEUE"
 """Events held in memory before a request thread writes the backlog itself (default 20000)."""
+USAGELOG_MAX_QUEUE_BYTES = "USAGELOG_MAX_QUEUE_BYTES"
+"""Estimated bytes of events held in memory (default 64 MiB): beyond it a request thread writes
+the backlog itself, and if nothing can be written the newest events are dropped, counted and
+reported as lost (never silently)."""
+USAGELOG_JOURNAL = "USAGELOG_JOURNAL"
+"""``false`` (default) | ``true``: the request thread writes each event to a per-instance journal
+in the spool directory (the page cache) before it returns, so a process kill loses no answered
+request; costs an encoding and a ``write`` per request (see ``docs/inapp-loss.md``)."""
 USAGELOG_SPOOL_SEGMENT_BYTES = "USAGELOG_SPOOL_SEGMENT_BYTES"
 """A spool segment is sealed (made ready for ingest) at this size (default 8 MiB)."""
 USAGELOG_SPOOL_SEGMENT_SECONDS = "USAGELOG_SPOOL_SEGMENT_SECONDS"
@@ -59,6 +67,8 @@ ALL_VARIABLES = (
     USAGELOG_MONITOR,
     USAGELOG_FLUSH_INTERVAL_MS,
     USAGELOG_MAX_QUEUE,
+    USAGELOG_MAX_QUEUE_BYTES,
+    USAGELOG_JOURNAL,
     USAGELOG_SPOOL_SEGMENT_BYTES,
     USAGELOG_SPOOL_SEGMENT_SECONDS,
     USAGELOG_SPOOL_FSYNC,
@@ -89,6 +99,8 @@ class Settings:
     monitor: tuple[str, ...] = ()
     flush_interval_ms: int = 200
     max_queue: int = 20000
+    max_queue_bytes: int = 64 * 1024 * 1024
+    journal: bool = False
     spool_segment_bytes: int = 8 * 1024 * 1024
     spool_segment_seconds: float = 5.0
     spool_fsync: bool = True
@@ -165,6 +177,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     USAGELOG_MONITOR: ("monitor", _parse_monitor),
     USAGELOG_FLUSH_INTERVAL_MS: ("flush_interval_ms", _parse_positive_int),
     USAGELOG_MAX_QUEUE: ("max_queue", _parse_positive_int),
+    USAGELOG_MAX_QUEUE_BYTES: ("max_queue_bytes", _parse_positive_int),
+    USAGELOG_JOURNAL: ("journal", _parse_bool),
     USAGELOG_SPOOL_SEGMENT_BYTES: ("spool_segment_bytes", _parse_positive_int),
     USAGELOG_SPOOL_SEGMENT_SECONDS: ("spool_segment_seconds", _parse_positive_float),
     USAGELOG_SPOOL_FSYNC: ("spool_fsync", _parse_bool),

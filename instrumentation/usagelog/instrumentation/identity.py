@@ -90,14 +90,25 @@ class Identity:
 
 
 class Sequence:
-    """Per-instance request numbers: 1, 2, 3, ... in request start order, no gaps."""
+    """Per-instance request numbers: 1, 2, 3, ... in request start order, no gaps.
 
-    def __init__(self) -> None:
+    Each number taken is also stored in ``cells[1]`` (the allocated slot of the instance's
+    counters, a memory-mapped file: see :mod:`usagelog.instrumentation.counters`), where a
+    process kill cannot erase it. Two threads storing at once may leave the lower of their two
+    numbers there until the next request; audit takes the highest number stored as well.
+    """
+
+    def __init__(self, cells: memoryview | None = None) -> None:
         self._next = itertools.count(1)
         self.last = 0
+        self.cells = cells if cells is not None else memoryview(bytearray(16)).cast("Q")
 
     def next(self) -> int:
         # itertools.count.__next__ is atomic under the GIL: no lock on the request path.
         seq = next(self._next)
         self.last = seq
+        try:
+            self.cells[1] = seq
+        except ValueError:  # the counters were closed at exit; a request still came in
+            pass
         return seq

@@ -5,10 +5,19 @@ the builder (event IDs, the resource) and the exporter (spool segment names) are
 the recorder that carries captured exchanges from the request threads to the background
 thread. Capture talks to the runtime only as a :class:`~usagelog.instrumentation.capture.Sink`.
 
+Loss accounting: when the runtime builds its own exporter (``spool`` or ``otlp``), the instance
+keeps its counters in a memory-mapped file in ``USAGELOG_SPOOL_DIR``
+(:mod:`usagelog.instrumentation.counters`): the sequence numbers allocated, written, dropped and
+failed. At start, and every 30 s from the background thread, counter files left by processes
+that are gone are turned into loss reports (:func:`usagelog.instrumentation.losses.reap_orphans`).
+If the file cannot be created (the directory is not writable), the counters stay in memory and
+the background thread tries again every second.
+
 At exit (``atexit``, or SIGTERM when the app has no handler of its own) requests in flight get
-up to 3 s to finish, then the queue is flushed and the current spool segment sealed. After
-``fork`` the child is a new instance: new identity and sequence, a fresh spool segment (the
-hooks hold the runtime through a weak reference).
+up to 3 s to finish, then the queue is flushed and the current spool segment sealed; the counter
+file is deleted if every allocated event was written (or reported lost), else kept for the
+reaper. After ``fork`` the child is a new instance: new identity and sequence, its own counter
+file, a fresh spool segment (the hooks hold the runtime through a weak reference).
 """
 
 from __future__ import annotations
@@ -24,11 +33,15 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from .accounting import LossAccount
 from .builder import EventBuilder
 from .config import Settings, load_settings
+from .counters import Counters
 from .exchange import Exchange
 from .exporters import EventExporter, MemoryExporter, SpoolExporter
 from .identity import Identity, Sequence
+from .journal import Journal
+from .losses import REAP_SECONDS, reap_orphans
 from .recorder import Recorder
 from .spool import SpoolWriter
 from .userid import UserResolver
@@ -60,8 +73,15 @@ class Runtime:
         self.body_limit = settings.body_max_bytes
         self.header_keys = tuple(self.resolver.header_keys)
         self.identity = Identity.of_process()
-        self.sequence = Sequence()
+        # Counters (and reaping) in the spool directory only when exporting through it.
+        self.keeps_counters = exporter is None and settings.enabled
+        self._counters_retry_at = 0.0
+        self._next_reap = 0.0
+        self.account = LossAccount(self._new_counters(), self.identity.attributes)
+        self.sequence = Sequence(self.account.cells)
         self.builder = EventBuilder(settings, self.resolver, self.identity, VERSION)
+        if self.keeps_counters:
+            self._reap()  # before the exporter looks for spooled segments to replay
         self.exporter = (
             exporter if exporter is not None else build_exporter(settings, self.identity.instance_id)
         )
@@ -70,8 +90,72 @@ class Runtime:
             self.exporter,
             flush_interval_ms=settings.flush_interval_ms,
             max_queue=settings.max_queue,
+            max_queue_bytes=settings.max_queue_bytes,
+            account=self.account,
+            housekeeping=self._housekeeping,
         )
+        self.recorder.journal = self._new_journal()
         os.register_at_fork(after_in_child=_weak_hook(self._after_fork))
+
+    # -- loss accounting ---------------------------------------------------------------------
+    def _new_counters(self) -> Counters:
+        if not self.keeps_counters:
+            return Counters.in_memory()
+        try:
+            return Counters.create(
+                self.settings.spool_dir, self.instance_id, {"resource": self.identity.attributes}
+            )
+        except OSError as exc:
+            self._counters_retry_at = time.monotonic() + 1.0
+            _logger.warning(
+                "usagelog: cannot keep the loss counters in %s (%s); keeping them in memory and retrying",
+                self.settings.spool_dir,
+                exc,
+            )
+            return Counters.in_memory()
+
+    def _new_journal(self) -> Journal | None:
+        if not (self.keeps_counters and self.settings.journal):
+            return None
+        try:
+            return Journal(
+                self.settings.spool_dir, self.instance_id, self.builder.encode_batch, self._allocated
+            )
+        except OSError as exc:
+            _logger.warning(
+                "usagelog: cannot write a journal in %s (%s); going on without", self.settings.spool_dir, exc
+            )
+            return None
+
+    def _allocated(self) -> int:
+        return self.sequence.last
+
+    def _reap(self) -> None:
+        self._next_reap = time.monotonic() + REAP_SECONDS
+        try:
+            reap_orphans(self.settings.spool_dir)
+        except Exception:
+            _logger.debug("usagelog: could not reap orphaned counter files", exc_info=True)
+
+    def _housekeeping(self) -> None:
+        """Called by the recorder's background thread on every wake-up."""
+        if not self.keeps_counters:
+            return
+        now = time.monotonic()
+        if not self.account.counters.durable and now >= self._counters_retry_at:
+            self._counters_retry_at = now + 1.0
+            try:
+                counters = Counters.create(
+                    self.settings.spool_dir, self.instance_id, {"resource": self.identity.attributes}
+                )
+            except OSError:
+                pass
+            else:
+                self.account.attach(counters)
+                self.sequence.cells = counters.cells
+                _logger.warning("usagelog: loss counters now kept in %s", counters.path)
+        if now >= self._next_reap:
+            self._reap()
 
     @property
     def instance_id(self) -> str:
@@ -87,10 +171,17 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------------
     def _after_fork(self) -> None:
         try:
+            self.account.counters.abandon_after_fork()
             self.identity = self.identity.after_fork()
-            self.sequence = Sequence()
+            self._next_reap = 0.0  # a worker replacing a killed one reports it at once
+            self.account = LossAccount(self._new_counters(), self.identity.attributes)
+            self.recorder.account = self.account
+            self.sequence = Sequence(self.account.cells)
             self.builder.set_identity(self.identity)
             self.exporter.after_fork(self.identity.instance_id)
+            if self.recorder.journal is not None:
+                self.recorder.journal.abandon_after_fork()
+            self.recorder.journal = self._new_journal()
         except Exception:
             _logger.exception("usagelog: could not reset after fork")
 
@@ -108,6 +199,10 @@ class Runtime:
         if in_flight_timeout > 0:
             self.wait_in_flight(in_flight_timeout)
         self.recorder.shutdown()
+        if self.recorder.journal is not None:
+            self.recorder.journal.close(remove=self.account.complete())
+            self.recorder.journal = None
+        self.account.close()
 
     def _exit(self) -> None:
         self.shutdown(SHUTDOWN_WAIT_SECONDS)

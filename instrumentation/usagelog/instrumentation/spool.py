@@ -8,10 +8,11 @@ Layout of ``USAGELOG_SPOOL_DIR`` (shared safely by many processes):
 - ``<...>.seg``: a sealed segment (renamed from ``.open`` after an fsync), ready for ingest.
 - ``<...>.new``: a segment being created; never read (it is renamed to ``.open`` once locked).
 
-Each frame is ``MAGIC | length (u32 LE) | crc32 (u32 LE) | payload``. A damaged frame is
-reported (as a :class:`DamagedFrame`, with its offset) and skipped, so one bad write cannot hide
-the frames after it; a torn frame at the end of a segment (a writer killed mid-write, a file
-cut short) is reported the same way, with the bytes missing. Segments are deleted by the reader
+Each frame is ``MAGIC | length (u32 LE) | crc32 (u32 LE) | payload``. A write that fails part
+way (a full disk) is cut back to the frame's start. A damaged frame is reported (as a
+:class:`DamagedFrame`, with its offset) and skipped, so one bad write cannot hide the frames after
+it; a torn frame at the end of a segment (a writer killed mid-write, a file cut short) is reported
+the same way, with the bytes missing. Segments are deleted by the reader
 only after their events are stored.
 """
 
@@ -108,14 +109,40 @@ class SpoolWriter:
         assert self._fd is not None
         frame = encode_frame(payload)
         view = memoryview(frame)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except BaseException:
+            self._undo_partial_write()
+            raise
         self._size += len(frame)
         if self._size >= self.segment_bytes:
             self.seal()
+
+    def _undo_partial_write(self) -> None:
+        """A write failed (a full disk writes part of a frame, then fails): cut the segment back
+        to where the frame started, so no half frame sits before the frames written later (the
+        reader would take it for damage). If even that fails, the segment is closed as it is,
+        the half frame at its end (which readers take for a torn tail), and the next append
+        starts a new segment."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+            return
+        except OSError:
+            pass
+        fd, path = self._fd, self._path
+        self._fd = self._path = None
+        try:
+            if path is not None:
+                os.rename(path, path.with_suffix(SEALED_SUFFIX))
+        except OSError:
+            pass  # left ``.open``: claimable once this process has let go of it
+        finally:
+            os.close(fd)
 
     def maybe_seal(self) -> None:
         """Seal the current segment if it is non-empty and older than the age limit."""
