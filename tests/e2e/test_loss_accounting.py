@@ -67,6 +67,20 @@ def ingest(spool: Path, tmp_path: Path) -> dict[str, Any]:
     return summary
 
 
+def audit(tmp_path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """``usagelog audit --format json`` on the store :func:`ingest` filled: exit code, instances."""
+    url = "chdb://" + str(tmp_path / "chdb")
+    result = subprocess.run(
+        [sys.executable, "-m", "usagelog.cli", "audit", "--clickhouse", url, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    instances: list[dict[str, Any]] = json.loads(result.stdout)
+    return result.returncode, instances
+
+
 def hammer(port: int, requests: int, threads: int = 4) -> list[int]:
     """GET /api/items ``requests`` times from ``threads`` threads; the statuses."""
     statuses: list[int] = []
@@ -187,6 +201,13 @@ def test_a_sigkill_under_load_leaves_a_tail_report_with_what_was_never_written(t
     summary = ingest(kept, tmp_path)
     assert summary["stored"] == len(seqs), (summary, time.monotonic() - started)
     assert list(kept.glob("*" + counters.SUFFIX)) == []
+    # Audit proves it: the exact loss, at the tail, and a non-zero exit when there is any.
+    code, instances = audit(tmp_path)
+    (found,) = [i for i in instances if i["instance"] == resource[ev.SERVICE_INSTANCE_ID]]
+    assert found["allocated_seq"] == allocated
+    assert found["lost"] == len(missing)
+    assert found["gaps"] + found["tail_lost"] == len(missing)
+    assert code == (1 if missing else 0)
 
 
 def test_a_killed_gunicorn_worker_is_reported_by_the_worker_that_replaces_it(tmp_path: Path) -> None:
