@@ -32,8 +32,7 @@ _KEY_CHAR = r'(?:[^"\\\r\n]|\\+u[0-9a-fA-F]{4}|\\+(?!u[0-9a-fA-F]{4})[^"\\\r\n])
 _JSON_KEY = re.compile(rf'(\\*)"({_KEY_CHAR}{{1,256}})\\*"\s*:\s*')
 _QUOTE_OR_BRACKET = re.compile(r'(\\*)"|[{}\[\]]')
 _QUOTE = re.compile(r'(\\*)"')
-_FLAT_OBJECT = re.compile(r"\{[^{}]*(?:\}|\Z)")
-_XML_TAG = re.compile(r"<([A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)((?:\s[^<>]*?)?)(/?)>")
+_XML_TAG = re.compile(r"<([A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)((?:\s[^<>]*?)?)(/?)(>|\Z)")
 _XML_ATTR = re.compile(r"""([A-Za-z_][\w.\-:]*)(\s*=\s*)("[^"<]*"?|'[^'<]*'?)""")
 _PAIR = re.compile(r"""(?<![\w.%\-])([\w.%\-]{1,128})(\s*=\s*)("[^"]*"?|'[^']*'?|[^&\s;]*)""")
 _COLON = re.compile(r"(?<![\w.\-])([\w.\-]{1,128})([ \t]*:[ \t]*)([^\r\n,]*)")
@@ -129,33 +128,63 @@ def _string_value(text: str, start: int, level: int) -> str | None:
     return decode_key(text[start + len(delimiter) : max(end - len(delimiter), start + len(delimiter))])
 
 
+def _object_bounds(text: str, inside: int, level: int) -> tuple[int, int]:
+    """Start and end of the JSON-like object (at escape ``level``) that position ``inside`` is
+    in: its braces, or the text's ends when it was cut off. Strings at ``level`` are skipped
+    (their quotes toggle the same way read backwards as forwards)."""
+    depth, in_string, start = 0, False, 0
+    for match in reversed(list(_QUOTE_OR_BRACKET.finditer(text, 0, inside))):
+        token = match.group(0)
+        if token[-1] == '"':
+            if _quote_level(len(match.group(1))) == level:
+                in_string = not in_string
+        elif not in_string:
+            depth += 1 if token in "}]" else -1
+            if depth < 0:
+                start = match.start()
+                break
+    depth, in_string, end = 0, False, len(text)
+    for match in _QUOTE_OR_BRACKET.finditer(text, inside):
+        token = match.group(0)
+        if token[-1] == '"':
+            if _quote_level(len(match.group(1))) == level:
+                in_string = not in_string
+        elif not in_string:
+            depth += 1 if token in "[{" else -1
+            if depth < 0:
+                end = match.end()
+                break
+    return start, end
+
+
 def redact_named_pairs(text: str, is_secret: IsSecret) -> str:
-    """In flat JSON-like objects whose name member names a secret (``{"name": "password",
-    "value": "x"}``), replace the value members."""
-
-    def flat(obj: re.Match[str]) -> str:
-        body = obj.group(0)
-        keys = [(decode_key(m.group(2)).lower(), len(m.group(1)), m.end()) for m in _JSON_KEY.finditer(body)]
-        named = False
-        for key, run, end in keys:
-            if key in NAME_KEYS:
-                value = _string_value(body, end, _quote_level(run))
-                if value and is_secret(value):
-                    named = True
-        if not named:
-            return body
-        out: list[str] = []
-        pos = 0
-        for key, run, end in keys:
-            if key in VALUE_KEYS and end >= pos:
-                level = _quote_level(run)
-                out.append(body[pos:end])
-                out.append(_placeholder(level))
-                pos = max(end_of_value(body, end, level), end)
-        out.append(body[pos:])
-        return "".join(out)
-
-    return _FLAT_OBJECT.sub(flat, text)
+    """In JSON-like objects whose name member names a secret (``{"name": "password", "value":
+    "x"}``, in either order, whatever the value holds), replace the value members."""
+    spans: list[tuple[int, int, int]] = []
+    for match in _JSON_KEY.finditer(text):
+        if decode_key(match.group(2)).lower() not in NAME_KEYS:
+            continue
+        level = _quote_level(len(match.group(1)))
+        value = _string_value(text, match.end(), level)
+        if not value or not is_secret(value):
+            continue
+        start, end = _object_bounds(text, match.start(), level)
+        for member in _JSON_KEY.finditer(text, start, end):
+            if decode_key(member.group(2)).lower() in VALUE_KEYS:
+                member_level = _quote_level(len(member.group(1)))
+                spans.append((member.end(), end_of_value(text, member.end(), member_level), member_level))
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    for start, end, level in sorted(spans):
+        if start < pos:
+            continue
+        out.append(text[pos:start])
+        out.append(_placeholder(level))
+        pos = max(end, start)
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def redact_xml(text: str, is_secret: IsSecret) -> str:
@@ -185,7 +214,7 @@ def redact_xml(text: str, is_secret: IsSecret) -> str:
         if not hide_content and new_attrs == attrs:
             continue
         out.append(text[pos : tag.start()])
-        out.append(f"<{qname}{new_attrs}{self_closing}>")
+        out.append(f"<{qname}{new_attrs}{self_closing}{tag.group(4)}")
         pos = tag.end()
         if hide_content and not self_closing:
             close = re.compile(rf"</{re.escape(qname)}\s*>").search(text, pos)
