@@ -200,3 +200,13 @@ def test_unreachable_jwks_means_no_verified_user_and_no_exception(keys: dict[str
     resolver = UserResolver(["jwt:sub"], JwtVerifier(jwks="http://127.0.0.1:9/none.json"))
     header = {"HTTP_AUTHORIZATION": "Bearer " + keys["ec"].token({"sub": "alice"}, kid="k1")}
     assert resolver.identify(header, None, 200) == ("", "alice")
+
+
+def test_key_files_hold_a_pem_or_a_secret_without_its_trailing_newline(
+    keys: dict[str, Signer], tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret\n")
+    assert JwtVerifier(key_file=str(secret)).verify(hs_token({"sub": "a"}, b"s3cret")) == {"sub": "a"}
+    verifier = JwtVerifier(key_file=str(keys["ec"].public))
+    assert verifier.verify(keys["ec"].token({"sub": "e"})) == {"sub": "e"}

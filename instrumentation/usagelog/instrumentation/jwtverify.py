@@ -246,7 +246,8 @@ class JwtVerifier:
             self.keys += parse_key(key)
         if key_file:
             with open(key_file, encoding="utf-8") as f:
-                self.keys += parse_key(f.read())
+                # A secret written with `echo` ends with a newline that is not part of it.
+                self.keys += parse_key(f.read().rstrip("\r\n"))
         self.jwks_source = jwks
         self._jwks: list[Key] = []
         self._jwks_loaded_at = float("-inf")
