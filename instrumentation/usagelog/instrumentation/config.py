@@ -60,7 +60,8 @@ to have done so). Set: the key JWTs must be signed with, an HS256/384/512 shared
 public key (RSA for RS256/384/512, EC P-256 for ES256); a token that does not verify (or has
 expired) gives no user ID, only a claimed one."""
 USAGELOG_JWT_KEY_FILE = "USAGELOG_JWT_KEY_FILE"
-"""A file holding the ``USAGELOG_JWT_KEY`` value (a PEM file, or a secret), read at start."""
+"""A file holding the ``USAGELOG_JWT_KEY`` value (a PEM file, or a secret: its trailing newline is
+ignored), read at start."""
 USAGELOG_JWT_JWKS = "USAGELOG_JWT_JWKS"
 """A JWKS (JSON Web Key Set) to verify JWTs with, as a file path or an ``http(s)://`` URL: read
 by the background thread (never on the request path), cached an hour, re-read at most once a
