@@ -29,9 +29,11 @@ VALUE_KEYS = frozenset({"value", "val", "values", "data", "content", "text"})
 # an escape (``\u0077``, ``\n``) at any escape level. Runs of backslashes are consumed whole,
 # so the pattern cannot backtrack exponentially.
 _KEY_CHAR = r'(?:[^"\\\r\n]|\\+u[0-9a-fA-F]{4}|\\+(?!u[0-9a-fA-F]{4})[^"\\\r\n])'
-_JSON_KEY = re.compile(rf'(\\*)"({_KEY_CHAR}{{1,256}})\\*"\s*:\s*')
-_QUOTE_OR_BRACKET = re.compile(r'(\\*)"|[{}\[\]]')
-_QUOTE = re.compile(r'(\\*)"')
+# Backslash runs before a quote are bounded (escape levels beyond five do not occur), so a long run
+# without a quote costs linear time, not quadratic, whatever USAGELOG_BODY_MAX_BYTES is.
+_JSON_KEY = re.compile(rf'(\\{{0,31}})"({_KEY_CHAR}{{1,256}})\\{{0,31}}"\s*:\s*')
+_QUOTE_OR_BRACKET = re.compile(r'(\\{0,63})"|[{}\[\]]')
+_QUOTE = re.compile(r'(\\{0,63})"')
 _XML_TAG = re.compile(r"<([A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)((?:\s[^<>]*?)?)(/?)(>|\Z)")
 _XML_ATTR = re.compile(r"""([A-Za-z_][\w.\-:]*)(\s*=\s*)("[^"<]*"?|'[^'<]*'?)""")
 _PAIR = re.compile(r"""(?<![\w.%\-])([\w.%\-]{1,128})(\s*=\s*)("[^"]*"?|'[^']*'?|[^&\s;]*)""")
@@ -128,61 +130,67 @@ def _string_value(text: str, start: int, level: int) -> str | None:
     return decode_key(text[start + len(delimiter) : max(end - len(delimiter), start + len(delimiter))])
 
 
-def _object_bounds(text: str, inside: int, level: int) -> tuple[int, int]:
-    """Start and end of the JSON-like object (at escape ``level``) that position ``inside`` is
-    in: its braces, or the text's ends when it was cut off. Strings at ``level`` are skipped
-    (their quotes toggle the same way read backwards as forwards)."""
-    depth, in_string, start = 0, False, 0
-    for match in reversed(list(_QUOTE_OR_BRACKET.finditer(text, 0, inside))):
+def _enclosing_objects(text: str, positions: list[int], level: int) -> list[tuple[int, int]]:
+    """For each position (ascending), the start and end of the innermost JSON-like object at
+    escape ``level`` holding it (the text's ends where it was cut off), in one pass: strings at
+    ``level`` are skipped, brackets are matched with a stack."""
+    starts: list[int] = []
+    ends: list[int] = []
+    stack: list[tuple[int, list[int]]] = []  # open brackets: (start, the positions directly inside)
+    outside: list[int] = []  # positions in no object
+    in_string = False
+    i = 0
+
+    def take(before: int) -> None:
+        nonlocal i
+        while i < len(positions) and positions[i] < before:
+            starts.append(stack[-1][0] if stack else 0)
+            ends.append(len(text))
+            (stack[-1][1] if stack else outside).append(i)
+            i += 1
+
+    for match in _QUOTE_OR_BRACKET.finditer(text):
+        take(match.start())
         token = match.group(0)
         if token[-1] == '"':
             if _quote_level(len(match.group(1))) == level:
                 in_string = not in_string
         elif not in_string:
-            depth += 1 if token in "}]" else -1
-            if depth < 0:
-                start = match.start()
-                break
-    depth, in_string, end = 0, False, len(text)
-    for match in _QUOTE_OR_BRACKET.finditer(text, inside):
-        token = match.group(0)
-        if token[-1] == '"':
-            if _quote_level(len(match.group(1))) == level:
-                in_string = not in_string
-        elif not in_string:
-            depth += 1 if token in "[{" else -1
-            if depth < 0:
-                end = match.end()
-                break
-    return start, end
+            if token in "[{":
+                stack.append((match.start(), []))
+            elif stack:
+                for k in stack.pop()[1]:
+                    ends[k] = match.end()
+    take(len(text) + 1)
+    return list(zip(starts, ends, strict=True))
 
 
 def redact_named_pairs(text: str, is_secret: IsSecret) -> str:
     """In JSON-like objects whose name member names a secret (``{"name": "password", "value":
     "x"}``, in either order, whatever the value holds), replace the value members."""
-    spans: list[tuple[int, int, int]] = []
+    named: dict[int, list[int]] = {}  # escape level -> positions of name members naming a secret
     for match in _JSON_KEY.finditer(text):
         if decode_key(match.group(2)).lower() not in NAME_KEYS:
             continue
         level = _quote_level(len(match.group(1)))
         value = _string_value(text, match.end(), level)
-        if not value or not is_secret(value):
-            continue
-        start, end = _object_bounds(text, match.start(), level)
-        for member in _JSON_KEY.finditer(text, start, end):
-            if decode_key(member.group(2)).lower() in VALUE_KEYS:
-                member_level = _quote_level(len(member.group(1)))
-                spans.append((member.end(), end_of_value(text, member.end(), member_level), member_level))
-    if not spans:
+        if value and is_secret(value):
+            named.setdefault(level, []).append(match.start())
+    if not named:
         return text
+    objects = sorted({b for level, found in named.items() for b in _enclosing_objects(text, found, level)})
     out: list[str] = []
     pos = 0
-    for start, end, level in sorted(spans):
-        if start < pos:
-            continue
-        out.append(text[pos:start])
-        out.append(_placeholder(level))
-        pos = max(end, start)
+    for start, end in objects:
+        for member in _JSON_KEY.finditer(text, max(start, pos), end):
+            if member.start() < pos or decode_key(member.group(2)).lower() not in VALUE_KEYS:
+                continue
+            level = _quote_level(len(member.group(1)))
+            out.append(text[pos : member.end()])
+            out.append(_placeholder(level))
+            pos = max(end_of_value(text, member.end(), level), member.end())
+    if not out:
+        return text
     out.append(text[pos:])
     return "".join(out)
 
