@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import sys
+import threading
 import tracemalloc
 from typing import Any
 
@@ -457,6 +458,32 @@ def test_token_cache_accounts_and_evicts_oldest_first() -> None:
     assert len(cache) == 3 and cache.bytes == TokenCache.cost("x" * 10) * 3
     assert cache.get(keys[0]) is None and cache.get(keys[4]) == ("x" * 10, True)
     assert TokenCache.key("jwt:sub", "Bearer a") != TokenCache.key("jwt:uid", "Bearer a")
+
+
+def test_token_cache_stays_consistent_when_two_threads_fill_it() -> None:
+    """A request thread may build a backlog batch while the background thread builds another."""
+    cache = TokenCache(max_bytes=TokenCache.cost("u") * 8)
+    errors: list[BaseException] = []
+
+    def fill(offset: int) -> None:
+        try:
+            for n in range(20_000):
+                cache.put(TokenCache.key("basic", f"Basic {offset + n}"), ("u", True))
+        except BaseException as exc:  # a race shows up as KeyError or RuntimeError here
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up at once
+    try:
+        threads = [threading.Thread(target=fill, args=(k * 1_000_000,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(cache) == 8 and cache.bytes == TokenCache.cost("u") * 8
 
 
 # -- properties: never raises, never returns part of a secret ---------------------------------------

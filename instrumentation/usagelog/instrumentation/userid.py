@@ -18,7 +18,7 @@ header values kept for that purpose (never stored).
 
 An ID read from the request's headers (``jwt``, ``basic``, ``header``) is only *claimed* when
 the app answered 401: the app did not accept the credential, so the event has no user ID and
-the claim goes to ``usagelog.user.id_claimed`` (column ``user_id_claimed``) instead; a JWT
+the claim goes to ``usagelog.user_id_claimed`` (column ``user_id_claimed``) instead; a JWT
 whose signature cannot be verified is claimed the same way. A 403 keeps the user ID: the app
 authenticated the caller and refused the operation, and who was refused is what an audit
 wants. ``g``/``callable`` values come from the app's own code and are never merely claimed.
@@ -36,6 +36,7 @@ import hashlib
 import importlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -60,6 +61,9 @@ class TokenCache:
         self.max_bytes = max_bytes
         self.bytes = 0  # accounted size of what is held
         self._entries: dict[bytes, tuple[str, bool]] = {}
+        # Events are usually built by the background thread, but a request thread may build a
+        # backlog batch at the same time (see Recorder): evictions must not interleave.
+        self._lock = threading.Lock()
 
     @staticmethod
     def key(source: str, authorization: str) -> bytes:
@@ -75,15 +79,16 @@ class TokenCache:
         return self._entries.get(key)
 
     def put(self, key: bytes, value: tuple[str, bool]) -> None:
-        if key in self._entries:
-            return
         cost = self.cost(value[0])
-        entries = self._entries
-        while entries and self.bytes + cost > self.max_bytes:
-            # Oldest first (dicts keep insertion order).
-            self.bytes -= self.cost(entries.pop(next(iter(entries)))[0])
-        entries[key] = value
-        self.bytes += cost
+        with self._lock:
+            entries = self._entries
+            if key in entries:
+                return
+            while entries and self.bytes + cost > self.max_bytes:
+                # Oldest first (dicts keep insertion order).
+                self.bytes -= self.cost(entries.pop(next(iter(entries)))[0])
+            entries[key] = value
+            self.bytes += cost
 
     def __len__(self) -> int:
         return len(self._entries)
