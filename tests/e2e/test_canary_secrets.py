@@ -1,8 +1,11 @@
 """Canary secrets sent in an Authorization header, a cookie, a JSON password field and an
-api_key query parameter appear nowhere in the spool or in ClickHouse, even with bodies captured."""
+api_key query parameter appear nowhere in the spool or in ClickHouse, even with bodies captured;
+nor do those in shapes a name list alone misses: Basic credentials without a colon, a
+``;``-separated query, an XML body, JSON held in a JSON string, a name/value pair and an ``X-Key``."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 from pathlib import Path
@@ -54,9 +57,41 @@ def test_canaries_reach_no_sink(tmp_path: Path) -> None:
             _send(port, "GET", f"/api/items?limit=2&api_key={CANARY}-query", {}),
             _send(port, "GET", "/api/items", {"X-Api-Key": f"{CANARY}-header"}),
         ]
+        basic_key = base64.b64encode(f"sk_live_{CANARY}-basic".encode()).decode()
+        shapes = [
+            _send(port, "GET", "/api/items", {"Authorization": f"Basic {basic_key}"}),
+            _send(port, "GET", f"/api/items?limit=2;password={CANARY}-semicolon", {}),
+            _send(
+                port,
+                "POST",
+                "/api/login",
+                {"Content-Type": "application/xml"},
+                f"<login><user>u</user><password>{CANARY}-xml</password></login>".encode(),
+            ),
+            _send(
+                port,
+                "POST",
+                "/api/login",
+                {"Content-Type": "application/json"},
+                json.dumps(
+                    {"username": "u", "password": "p", "data": json.dumps({"api_key": f"{CANARY}-nested"})}
+                ).encode(),
+            ),
+            _send(
+                port,
+                "POST",
+                "/api/items",
+                {"Content-Type": "application/json"},
+                json.dumps(
+                    {"name": "x", "params": [{"name": "password", "value": f"{CANARY}-pair"}]}
+                ).encode(),
+            ),
+            _send(port, "GET", "/api/items", {"X-Key": f"{CANARY}-xkey"}),
+        ]
     finally:
         stop_instances(instances)
     assert statuses == [401, 200, 200, 200, 200, 200]
+    assert all(status < 500 for status in shapes), shapes
 
     spooled = b"".join(p.read_bytes() for p in spool.iterdir())
     assert spooled and CANARY.encode() not in spooled
@@ -64,7 +99,7 @@ def test_canaries_reach_no_sink(tmp_path: Path) -> None:
 
     url = "chdb://" + str(tmp_path / "chdb")
     stats = ingest_spool(str(spool), url, "usagelog")
-    assert stats.inserted == 6
+    assert stats.inserted == 12
     with connect(url) as store:
         _, rows = store.query("SELECT * FROM usagelog.usage_events")
         _, dead = store.query("SELECT * FROM usagelog.dead_letters")

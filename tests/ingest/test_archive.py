@@ -61,6 +61,7 @@ def make_row(n: int, ts: int = T0, **changes: Any) -> dict[str, Any]:
         "monitored": n % 2 == 0,
         "checksum": f"{n:016x}",
         "observed_timestamp": ts + 5_000_001,
+        "user_id_claimed": "",
         "attributes": {"deployment.environment": "production", "http.flavor": "1.1"},
     }
     assert set(row) == set(COLUMNS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from usagelog.instrumentation.config import ConfigError, Settings, load_settings
 def _usagelog_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "usagelog" and r.levelno == logging.WARNING]
 
+
+PUBLIC_PEM = Path(__file__).parent / "data" / "jwt-es256-public.pem"
 
 # (variable, raw environment value, settings field, parsed value)
 VALID_ENV = [
@@ -51,6 +54,17 @@ VALID_ENV = [
     ("USAGELOG_SPOOL_SEGMENT_BYTES", "4096", "spool_segment_bytes", 4096),
     ("USAGELOG_SPOOL_SEGMENT_SECONDS", "0.25", "spool_segment_seconds", 0.25),
     ("USAGELOG_SPOOL_FSYNC", "no", "spool_fsync", False),
+    ("USAGELOG_USER_ID_HMAC_KEY", "k3y", "user_id_hmac_key", "k3y"),
+    ("USAGELOG_CLIENT_IP", "Truncate", "client_ip", "truncate"),
+    ("USAGELOG_CLIENT_IP", "none", "client_ip", "none"),
+    ("USAGELOG_JWT_KEY", "shared-secret", "jwt_key", "shared-secret"),
+    ("USAGELOG_JWT_KEY_FILE", str(PUBLIC_PEM), "jwt_key_file", str(PUBLIC_PEM)),
+    (
+        "USAGELOG_JWT_JWKS",
+        "https://idp.example/.well-known/jwks.json",
+        "jwt_jwks",
+        "https://idp.example/.well-known/jwks.json",
+    ),
 ]
 
 
@@ -117,6 +131,9 @@ INVALID_ENV = [
     ("USAGELOG_SPOOL_SEGMENT_SECONDS", "0", "spool_segment_seconds"),
     ("USAGELOG_SPOOL_SEGMENT_SECONDS", "nan", "spool_segment_seconds"),
     ("USAGELOG_SPOOL_FSYNC", "sometimes", "spool_fsync"),
+    ("USAGELOG_CLIENT_IP", "hashed", "client_ip"),
+    ("USAGELOG_JWT_KEY_FILE", "/no/such/key.pem", "jwt_key_file"),
+    ("USAGELOG_JWT_JWKS", "  ", "jwt_jwks"),
 ]
 
 
@@ -133,6 +150,39 @@ def test_invalid_env_value_warns_once_naming_the_variable_and_uses_the_default(
     assert var in records[0].getMessage()
     assert repr(raw) in records[0].getMessage()
     assert settings.warnings == (records[0].getMessage(),)
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "name"),
+    [
+        (
+            "USAGELOG_JWT_KEY",
+            "-----BEGIN PUBLIC KEY-----\nsecretish-garbage\n-----END PUBLIC KEY-----",
+            "jwt_key",
+        ),
+        (
+            "USAGELOG_JWT_KEY",
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0aXNoLWdhcmJhZ2U=\n-----END PRIVATE KEY-----",
+            "jwt_key",
+        ),
+        ("USAGELOG_USER_ID_HMAC_KEY", "   ", "user_id_hmac_key"),
+    ],
+)
+def test_invalid_secret_values_warn_without_echoing_them(
+    var: str, raw: str, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="usagelog"):
+        settings = load_settings({var: raw})
+    assert getattr(settings, name) == getattr(Settings(), name)
+    [record] = _usagelog_warnings(caplog)
+    assert var in record.getMessage() and "<hidden>" in record.getMessage()
+    assert "secretish" not in record.getMessage() and "c2VjcmV0" not in record.getMessage()
+
+
+def test_secret_settings_stay_out_of_the_settings_repr() -> None:
+    settings = load_settings({"USAGELOG_USER_ID_HMAC_KEY": "hmac-s3cret", "USAGELOG_JWT_KEY": "jwt-s3cret"})
+    assert settings.user_id_hmac_key == "hmac-s3cret" and settings.jwt_key == "jwt-s3cret"
+    assert "s3cret" not in repr(settings)
 
 
 def test_one_bad_variable_does_not_discard_the_good_ones(caplog: pytest.LogCaptureFixture) -> None:

@@ -461,3 +461,144 @@ def test_canary_under_a_secret_key_never_appears_in_full_or_truncated_bodies() -
             assert needle not in out, (body[:keep], out)
             checked += 1
     assert checked == 1600
+
+
+# -- shapes the name list alone does not reach ---------------------------------------------------
+
+CANARY = "zq-CANARY-77"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"a=1;password={CANARY}",
+        f"password={CANARY};a=1",
+        f"a=1&b=2;api_key={CANARY}&c=3",
+        f"data=%7B%22password%22%3A%22{CANARY}%22%7D",  # JSON in a parameter's value
+        f"pass.word={CANARY}",
+        f"userPwd={CANARY}",
+        f"pass%5Fword={CANARY}",
+    ],
+)
+def test_query_shapes_are_redacted(redactor: Redactor, query: str) -> None:
+    out = redactor.redact_query(query)
+    assert CANARY not in out and REDACTED in out
+
+
+def test_semicolon_separated_query_keeps_its_ordinary_parameters(redactor: Redactor) -> None:
+    assert redactor.redact_query("a=1;password=x;b=2") == "a=1;password=[REDACTED];b=2"
+
+
+@pytest.mark.parametrize("key", ["pass.word", "userPwd", "user_pwd", "cardPAN", "SSNLast4", "Pass Word"])
+def test_names_are_compared_without_separators_and_by_camel_case_words(redactor: Redactor, key: str) -> None:
+    assert redactor.is_secret(key)
+    body = json.dumps({key: CANARY, "pad": "x" * 60}).encode()
+    assert CANARY not in full(redactor, body)
+    assert CANARY not in truncated(redactor, body, len(body) - 10)
+    assert CANARY not in full(redactor, body, "text/plain")
+
+
+def test_json_held_in_a_json_string_is_redacted_and_stays_json(redactor: Redactor) -> None:
+    inner = json.dumps({"password": CANARY, "user": "bob"})
+    body = json.dumps({"data": inner, "n": 1}).encode()
+    out = full(redactor, body)
+    assert CANARY not in out
+    data = json.loads(json.loads(out)["data"])
+    assert data == {"password": REDACTED, "user": "bob"}
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_json_held_in_json_strings_is_redacted_when_truncated_or_not_json(
+    redactor: Redactor, levels: int
+) -> None:
+    doc: Any = {"password": f"{CANARY} with spaces", "user": "bob"}
+    for _ in range(levels):
+        doc = {"data": json.dumps(doc), "pad": "y" * 40}
+    body = json.dumps(doc).encode()
+    assert CANARY not in full(redactor, body)
+    assert CANARY not in full(redactor, body, "text/plain")
+    cut = body.index(CANARY.encode()) + 4
+    for keep in (cut, cut + 20, len(body) - 3):
+        assert CANARY[:4] not in truncated(redactor, body, keep)[body.index(CANARY.encode()) - 5 :]
+        assert CANARY not in truncated(redactor, body, keep)
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        f"<login><user>bob</user><password>{CANARY}</password></login>",
+        f"<login><ns:Password>{CANARY}</ns:Password></login>",
+        f"<login><credentials><user>u</user><key>{CANARY}</key></credentials></login>",
+        f'<login user="bob" password="{CANARY} x"/>',
+        f"<login><password><![CDATA[{CANARY}]]></password></login>",
+        f'<params><param name="password" value="{CANARY}"/></params>',
+        f'<params><param name="api_key">{CANARY}</param></params>',
+    ],
+)
+def test_xml_elements_and_attributes_are_redacted(redactor: Redactor, xml: str) -> None:
+    for ctype in ("application/xml", "text/xml", "application/soap+xml"):
+        out = full(redactor, xml.encode(), ctype)
+        assert CANARY not in out and REDACTED in out, out
+    if "<user>bob</user>" in xml:
+        assert "<user>bob</user>" in full(redactor, xml.encode(), "application/xml")
+
+
+def test_truncated_xml_hides_a_secret_element_to_the_end(redactor: Redactor) -> None:
+    body = f"<login><user>bob</user><password>{CANARY}{'z' * 50}</password></login>".encode()
+    out = truncated(redactor, body, body.index(b"zzz"))
+    assert CANARY not in out and "<user>bob</user>" in out
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"name": "password", "value": CANARY},
+        {"value": CANARY, "name": "api_key"},
+        {"Key": "X-Api-Key", "Value": CANARY},
+        {"field": "card_number", "data": CANARY, "type": "string"},
+    ],
+)
+def test_name_value_pair_objects_naming_a_secret_are_redacted(redactor: Redactor, doc: Any) -> None:
+    body = json.dumps({"params": [{"name": "user", "value": "bob"}, doc], "pad": "p" * 40}).encode()
+    out = full(redactor, body)
+    assert CANARY not in out
+    assert json.loads(out)["params"][0] == {"name": "user", "value": "bob"}
+    assert CANARY not in full(redactor, body, "text/plain")
+    end = body.index(CANARY.encode()) + len(CANARY) + 2
+    naming = next(v for k, v in doc.items() if k.lower() in ("name", "key", "field"))
+    if body.index(json.dumps(naming).encode()) < end:  # the cut kept the name before the value
+        assert CANARY not in truncated(redactor, body, end)
+
+
+@pytest.mark.parametrize("header", ["X-Key", "X-Access-Key", "X-Client-Key", "Access-Key", "X-Secret-Key"])
+def test_key_headers_are_redacted(redactor: Redactor, header: str) -> None:
+    assert redactor.redact_headers([(header, CANARY), ("X-Keyboard", "k")]) == {
+        header.lower(): REDACTED,
+        "x-keyboard": "k",
+    }
+
+
+@pytest.mark.parametrize("escaped", ["pass\\u0077ord", "\\u0070assword", "api\\u005fkey", "PASS\\u0057ORD"])
+def test_truncated_body_with_a_unicode_escaped_key_is_redacted(redactor: Redactor, escaped: str) -> None:
+    body = ('{"user": "bob", "' + escaped + '": "' + CANARY + '", "pad": "' + "x" * 80 + '"}').encode()
+    assert json.loads(body)  # valid JSON: the key is an ordinary escape
+    assert CANARY not in full(redactor, body)
+    for keep in (len(body) - 20, body.index(CANARY.encode()) + 3):
+        out = truncated(redactor, body, keep)
+        assert CANARY not in out and CANARY[:3] not in out.split(escaped)[-1], out
+
+
+def test_url_user_info_passwords_are_redacted(redactor: Redactor) -> None:
+    out = full(redactor, f"connect to postgres://app:{CANARY}@db:5432/x".encode(), "text/plain")
+    assert CANARY not in out and "postgres://app:[REDACTED]@db:5432/x" in out
+
+
+def test_python_style_single_quoted_pairs_are_redacted(redactor: Redactor) -> None:
+    out = full(redactor, f"{{'user': 'bob', 'password': '{CANARY} x'}}".encode(), "text/plain")
+    assert CANARY not in out and "'user': 'bob'" in out
+
+
+def test_json_nested_deeper_than_python_recursion_is_still_recorded_redacted(redactor: Redactor) -> None:
+    body = ("[" * 5000 + f'{{"password": "{CANARY}"}}' + "]" * 5000).encode()
+    out = full(redactor, body)
+    assert CANARY not in out and out.startswith("[[[")

@@ -6,12 +6,19 @@ import base64
 import json
 import logging
 import sys
+import threading
+import tracemalloc
 from typing import Any
 
 import flask
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usagelog.instrumentation.userid import (
+    TOKEN_CACHE_MAX_BYTES,
+    USER_ID_MAX_CHARS,
+    TokenCache,
     UserResolver,
     basic_user,
     header_environ_keys,
@@ -142,8 +149,13 @@ def test_basic_user_is_the_part_before_the_first_colon() -> None:
     assert basic_user(basic("alice:s3cr:et")) == "alice"
 
 
-def test_basic_user_without_colon_is_the_whole_value() -> None:
-    assert basic_user(basic("service-account")) == "service-account"
+@pytest.mark.parametrize("credential", ["sk_live_SECRET", "service-account", ""])
+def test_basic_credential_without_a_colon_gives_no_user(credential: str) -> None:
+    """RFC 7617 needs ``user:password``; a bare value is most likely an API key: never a user ID."""
+    assert basic_user(basic(credential)) == ""
+    resolver = UserResolver(["jwt:sub", "basic"])
+    assert resolver.identify({"HTTP_AUTHORIZATION": basic(credential)}, None, 200) == ("", "")
+    assert resolver.identify({"HTTP_AUTHORIZATION": basic(credential)}, None, 401) == ("", "")
 
 
 def test_basic_user_scheme_is_case_insensitive_and_allows_padding_whitespace() -> None:
@@ -356,3 +368,185 @@ def test_jwt_claim_with_lone_surrogate_escape_is_still_utf8_encodable() -> None:
     value = jwt_claim(f"Bearer h.{body}.s", "sub")
     assert "mallory" in value
     value.encode("utf-8")
+
+
+# -- 401: claimed, not accepted -------------------------------------------------------------------
+
+
+def test_header_derived_ids_are_only_claimed_when_the_app_answered_401() -> None:
+    resolver = UserResolver(["jwt:sub", "basic", "header:X-User"])
+    jwt_headers = {"HTTP_AUTHORIZATION": "Bearer " + make_jwt({"sub": "mallory"})}
+    assert resolver.identify(jwt_headers, None, 401) == ("", "mallory")
+    assert resolver.identify(jwt_headers, None, 403) == ("mallory", "")
+    assert resolver.identify(jwt_headers, None, 200) == ("mallory", "")
+    assert resolver.identify({"HTTP_AUTHORIZATION": basic("eve:pw")}, None, 401) == ("", "eve")
+    assert resolver.identify({"HTTP_X_USER": "gw"}, None, 401) == ("", "gw")
+
+
+def test_context_ids_come_from_the_app_and_stay_users_on_401() -> None:
+    resolver = UserResolver(["jwt:sub", "g:user"])
+    headers = {"HTTP_AUTHORIZATION": "Bearer " + make_jwt({"sub": "mallory"})}
+    assert resolver.identify(headers, {"g:user": "app-user"}, 401) == ("app-user", "mallory")
+
+
+class CountingVerifier:
+    def __init__(self, accept: bool) -> None:
+        self.accept = accept
+        self.calls = 0
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        self.calls += 1
+        return {} if self.accept else None
+
+
+def test_a_token_failing_verification_is_only_claimed_and_verified_once() -> None:
+    verifier = CountingVerifier(accept=False)
+    resolver = UserResolver(["jwt:sub", "basic"], verifier)
+    headers = {"HTTP_AUTHORIZATION": "Bearer " + make_jwt({"sub": "mallory"})}
+    for _ in range(5):
+        assert resolver.identify(headers, None, 200) == ("", "mallory")
+    assert verifier.calls == 1
+    assert resolver.identify({"HTTP_AUTHORIZATION": basic("bob:pw")}, None, 200) == ("bob", "")
+
+
+def test_a_verifier_that_raises_means_no_user_not_a_lost_event() -> None:
+    class Broken:
+        def verify(self, token: str) -> dict[str, Any] | None:
+            raise RuntimeError("bug")
+
+    headers = {"HTTP_AUTHORIZATION": "Bearer " + make_jwt({"sub": "alice"})}
+    assert UserResolver(["jwt:sub"], Broken()).identify(headers, None, 200) == ("", "alice")
+
+
+# -- memory held for attacker input ----------------------------------------------------------------
+
+
+def test_user_ids_are_cut_to_a_bounded_length() -> None:
+    long_id = "u" * 50_000
+    headers = {"HTTP_AUTHORIZATION": "Bearer " + make_jwt({"sub": long_id}), "HTTP_X_USER": long_id}
+    assert UserResolver(["jwt:sub"]).resolve(headers, None) == "u" * USER_ID_MAX_CHARS
+    assert UserResolver(["header:X-User"]).resolve(headers, None) == "u" * USER_ID_MAX_CHARS
+    assert UserResolver(["g:user"]).resolve({}, {"g:user": long_id}) == "u" * USER_ID_MAX_CHARS
+
+
+def test_distinct_huge_tokens_hold_bounded_memory() -> None:
+    """4500 distinct 53 KB bearer tokens (each with a 40 KB claim) used to stay in memory, ~145 MB+."""
+    resolver = UserResolver(["jwt:sub", "basic"])
+    padding = "p" * 13_000
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for n in range(4500):
+            token = make_jwt({"sub": f"{n:05d}" + "s" * 27_000, "pad": padding})
+            assert len(token) > 53_000
+            user = resolver.resolve({"HTTP_AUTHORIZATION": "Bearer " + token}, None)
+            assert user.startswith(f"{n:05d}") and len(user) == USER_ID_MAX_CHARS
+            del token, user
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert resolver.token_cache.bytes <= TOKEN_CACHE_MAX_BYTES
+    assert after - before < 2 * TOKEN_CACHE_MAX_BYTES, after - before
+    assert 0 < len(resolver.token_cache) < 4500  # older entries were evicted, newer ones kept
+
+
+def test_token_cache_accounts_and_evicts_oldest_first() -> None:
+    cache = TokenCache(max_bytes=TokenCache.cost("x" * 10) * 3)
+    keys = [TokenCache.key("jwt:sub", f"Bearer t{n}") for n in range(5)]
+    for key in keys:
+        cache.put(key, ("x" * 10, True))
+    assert len(cache) == 3 and cache.bytes == TokenCache.cost("x" * 10) * 3
+    assert cache.get(keys[0]) is None and cache.get(keys[4]) == ("x" * 10, True)
+    assert TokenCache.key("jwt:sub", "Bearer a") != TokenCache.key("jwt:uid", "Bearer a")
+
+
+def test_token_cache_stays_consistent_when_two_threads_fill_it() -> None:
+    """A request thread may build a backlog batch while the background thread builds another."""
+    cache = TokenCache(max_bytes=TokenCache.cost("u") * 8)
+    errors: list[BaseException] = []
+
+    def fill(offset: int) -> None:
+        try:
+            for n in range(20_000):
+                cache.put(TokenCache.key("basic", f"Basic {offset + n}"), ("u", True))
+        except BaseException as exc:  # a race shows up as KeyError or RuntimeError here
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up at once
+    try:
+        threads = [threading.Thread(target=fill, args=(k * 1_000_000,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(cache) == 8 and cache.bytes == TokenCache.cost("u") * 8
+
+
+# -- properties: never raises, never returns part of a secret ---------------------------------------
+
+SECRET = "sk_live_9f8e7d6c5b4a"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80), st.sampled_from(["jwt:sub", "basic", "jwt:a.b", "header:X-User"]))
+def test_resolving_any_authorization_value_never_raises(authorization: str, source: str) -> None:
+    user, claimed = UserResolver([source]).identify({"HTTP_AUTHORIZATION": authorization}, None, 401)
+    assert user == "" and isinstance(claimed, str)
+    user.encode("utf-8")
+    claimed.encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.text(alphabet=st.characters(blacklist_characters=":"), max_size=12),
+    suffix=st.text(alphabet=st.characters(blacklist_characters=":"), max_size=12),
+    scheme=st.sampled_from(["Basic", "basic", "BASIC"]),
+    status=st.sampled_from([200, 401, 403, 500]),
+)
+def test_a_basic_credential_without_a_colon_never_leaks(
+    prefix: str, suffix: str, scheme: str, status: int
+) -> None:
+    credential = prefix + SECRET + suffix
+    header = scheme + " " + base64.b64encode(credential.encode("utf-8", "surrogatepass")).decode()
+    resolver = UserResolver(["jwt:sub", "basic"])
+    user, claimed = resolver.identify({"HTTP_AUTHORIZATION": header}, None, status)
+    for value in (user, claimed):
+        assert value == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    user=st.text(alphabet=st.characters(blacklist_characters=":"), max_size=20), status=st.integers(100, 599)
+)
+def test_a_basic_password_never_becomes_the_user(user: str, status: int) -> None:
+    header = "Basic " + base64.b64encode(f"{user}:{SECRET}".encode("utf-8", "surrogatepass")).decode()
+    found, claimed = UserResolver(["basic"]).identify({"HTTP_AUTHORIZATION": header}, None, status)
+    for value in (found, claimed):
+        assert SECRET[4:12] not in value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    claims=st.dictionaries(
+        st.sampled_from(["sub", "uid", "a", "pad"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+            ),
+            max_leaves=6,
+        ),
+        max_size=4,
+    ),
+    cut=st.integers(0, 200),
+)
+def test_jwt_claims_of_any_shape_or_cut_never_raise(claims: dict[str, Any], cut: int) -> None:
+    token = make_jwt(claims)
+    for authorization in ("Bearer " + token, "Bearer " + token[:cut]):
+        value = jwt_claim(authorization, "sub")
+        assert isinstance(value, str) and len(value) <= USER_ID_MAX_CHARS
+        value.encode("utf-8")

@@ -160,7 +160,7 @@ EXPORT_COLUMNS = (
     "service_instance_id", "host_name", "host_id", "process_pid", "cluster", "region", "method", "route",
     "path", "query", "status_code", "error_type", "client_address", "user_agent", "request_body",
     "response_body", "request_size", "response_size", "seq", "monitored", "checksum",
-    "observed_timestamp", "attributes", "inserted_at",
+    "observed_timestamp", "user_id_claimed", "attributes", "inserted_at",
 )  # fmt: skip
 
 

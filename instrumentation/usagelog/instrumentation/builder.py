@@ -9,6 +9,7 @@ checksum covers in which order, comes from :data:`usagelog.instrumentation.event
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from .config import Settings
 from .exchange import Exchange
 from .identity import AttrValue, Identity
 from .monitor import MonitorRules
+from .privacy import Pseudonymiser, client_address
 from .redact import Redactor
 from .userid import UserResolver
 
@@ -38,6 +40,32 @@ def _utf8(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+def _percent_escape(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    return "".join(f"%{b:02X}" for b in bad), error.end
+
+
+codecs.register_error("usagelog-percent", _percent_escape)
+
+
+def wsgi_text(text: str) -> str:
+    """A WSGI environ string as the text the client sent.
+
+    WSGI hands over request bytes decoded as latin-1 (PEP 3333), so ``/p/caf%C3%A9`` arrives as
+    ``/p/cafÃ©``. The bytes are decoded again as UTF-8; bytes that are not UTF-8 are written
+    percent-encoded (``/p/%E9``) instead of raising or turning into replacement characters.
+    """
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return _utf8(text)  # not a latin-1 WSGI string (a server already decoded it)
+    return raw.decode("utf-8", "usagelog-percent")
 
 
 def set_value(kv: KeyValue, key: str, value: AttrValue) -> None:
@@ -62,7 +90,15 @@ def resource_message(attributes: dict[str, AttrValue]) -> Resource:
 
 # Values the builder works out and hands to the attribute writer, in this order; the checksum
 # it works out last. Every other source names an Exchange attribute.
-_WRITTEN_DERIVED = ("event_id", "user_id", "query", "request_body", "response_body", "monitored")
+_WRITTEN_DERIVED = (
+    "event_id",
+    "user_id",
+    "user_id_claimed",
+    "query",
+    "request_body",
+    "response_body",
+    "monitored",
+)
 _DERIVED = frozenset(_WRITTEN_DERIVED) | {"checksum"}
 
 # Writes the record attributes of one event and their checksum texts:
@@ -117,6 +153,7 @@ class EventBuilder:
         self.resolver = resolver
         self.monitor = MonitorRules(settings.monitor)
         self.redactor = Redactor(settings.redact_fields)
+        self.pseudonym = Pseudonymiser(settings.user_id_hmac_key) if settings.user_id_hmac_key else None
         self.scope = InstrumentationScope(name=ev.SCOPE_NAME, version=version)
         # Every record attribute but the checksum, which is written last.
         self._write_attributes = attribute_writer(f for f in ev.RECORD_FIELDS if f.column != "checksum")
@@ -167,8 +204,14 @@ class EventBuilder:
         """Make ``record`` the usage event of one exchange."""
         settings = self.settings
         redactor = self.redactor
-        user_id = _utf8(self.resolver.resolve(x.user_headers, x.context_users))
+        x.path, x.query, x.user_agent = wsgi_text(x.path), wsgi_text(x.query), wsgi_text(x.user_agent)
+        user_id, claimed = self.resolver.identify(x.user_headers, x.context_users, x.status_code)
+        user_id, claimed = _utf8(user_id), _utf8(claimed)
         monitored = self.monitor.matches(user_id, x.route, x.path)
+        if self.pseudonym is not None:
+            user_id, claimed = self.pseudonym(user_id), self.pseudonym(claimed)
+        if settings.client_ip != "full":
+            x.client_address = client_address(x.client_address, settings.client_ip)
         capture = settings.capture_body == "all" or (settings.capture_body == "monitored" and monitored)
         request_body = response_body = ""
         if capture:
@@ -193,6 +236,7 @@ class EventBuilder:
             # Unique without a random draw per event: a random per-process prefix and the sequence.
             self.identity.event_id_prefix + f"{x.seq:016x}",
             user_id,
+            claimed,
             redactor.redact_query(x.query) if x.query else "",
             request_body,
             response_body,
@@ -207,7 +251,7 @@ class EventBuilder:
         kv.key = ev.CHECKSUM
         kv.value.string_value = ev.checksum_of(canon)
         if capture and x.request_headers:
-            headers = redactor.redact_headers(x.request_headers)
+            headers = redactor.redact_headers((k, wsgi_text(v)) for k, v in x.request_headers)
             set_value(add(), ev.REQUEST_HEADERS, json.dumps(headers, sort_keys=True))
         if x.client_aborted:
             set_value(add(), ev.CLIENT_ABORTED, True)

@@ -85,6 +85,47 @@ class InputTee:
             close()
 
 
+class InputCounter:
+    """Wraps ``wsgi.input`` to count the bytes the app reads, for a body sent without a
+    ``Content-Length`` (``Transfer-Encoding: chunked``) while bodies are not captured."""
+
+    __slots__ = ("_stream", "total")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.total = 0
+
+    def read(self, *args: Any) -> bytes:
+        data: bytes = self._stream.read(*args)
+        self.total += len(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data: bytes = self._stream.readline(*args)
+        self.total += len(data)
+        return data
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(*args)
+        self.total += sum(len(line) for line in lines)
+        return lines
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._stream:
+            self.total += len(line)
+            yield line
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
 # --- the request's start and end ------------------------------------------------------------
 
 
@@ -97,6 +138,12 @@ def begin(environ: dict[str, Any], sink: Sink) -> Exchange:
         stream = environ.get("wsgi.input")
         if stream is not None:
             exchange.input = InputTee(stream, exchange, sink.body_limit)
+            environ["wsgi.input"] = exchange.input
+    elif "HTTP_TRANSFER_ENCODING" in environ and not environ.get("CONTENT_LENGTH"):
+        # No Content-Length to report: count what the app reads (two dict lookups otherwise).
+        stream = environ.get("wsgi.input")
+        if stream is not None:
+            exchange.input = InputCounter(stream)
             environ["wsgi.input"] = exchange.input
     return exchange
 

@@ -55,6 +55,25 @@ USAGELOG_SPOOL_SEGMENT_SECONDS = "USAGELOG_SPOOL_SEGMENT_SECONDS"
 """... or at this age, whichever comes first (default 5 s)."""
 USAGELOG_SPOOL_FSYNC = "USAGELOG_SPOOL_FSYNC"
 """``true`` (default): fsync every spool write, so a machine crash loses nothing written."""
+USAGELOG_USER_ID_HMAC_KEY = "USAGELOG_USER_ID_HMAC_KEY"
+"""Empty (default): user IDs are stored as they are. Set: user IDs (and claimed IDs) are stored as
+the keyed pseudonym HMAC-SHA256(key, ID), first 32 hex digits; every instance given the same key
+gives a user the same pseudonym. ``USAGELOG_MONITOR`` ``user:`` rules still match the real ID."""
+USAGELOG_CLIENT_IP = "USAGELOG_CLIENT_IP"
+"""``full`` (default): the client address as the server saw it; ``truncate``: IPv4 to its /24,
+IPv6 to its /48 (``203.0.113.0``, ``2001:db8:1::``); ``none``: not recorded."""
+USAGELOG_JWT_KEY = "USAGELOG_JWT_KEY"
+"""Empty (default): ``jwt:`` user IDs are read without checking the signature (the app is trusted
+to have done so). Set: the key JWTs must be signed with, an HS256/384/512 shared secret or a PEM
+public key (RSA for RS256/384/512, EC P-256 for ES256); a token that does not verify (or has
+expired) gives no user ID, only a claimed one."""
+USAGELOG_JWT_KEY_FILE = "USAGELOG_JWT_KEY_FILE"
+"""A file holding the ``USAGELOG_JWT_KEY`` value (a PEM file, or a secret: its trailing newline is
+ignored), read at start."""
+USAGELOG_JWT_JWKS = "USAGELOG_JWT_JWKS"
+"""A JWKS (JSON Web Key Set) to verify JWTs with, as a file path or an ``http(s)://`` URL: read
+by the background thread (never on the request path), cached an hour, re-read at most once a
+minute when a token names an unknown ``kid``. Combines with ``USAGELOG_JWT_KEY``."""
 
 ALL_VARIABLES = (
     USAGELOG_ENABLED,
@@ -72,10 +91,18 @@ ALL_VARIABLES = (
     USAGELOG_SPOOL_SEGMENT_BYTES,
     USAGELOG_SPOOL_SEGMENT_SECONDS,
     USAGELOG_SPOOL_FSYNC,
+    USAGELOG_USER_ID_HMAC_KEY,
+    USAGELOG_CLIENT_IP,
+    USAGELOG_JWT_KEY,
+    USAGELOG_JWT_KEY_FILE,
+    USAGELOG_JWT_JWKS,
 )
+# Their values are never echoed in a warning or an error.
+SECRET_VARIABLES = frozenset({USAGELOG_USER_ID_HMAC_KEY, USAGELOG_JWT_KEY})
 
 EXPORTERS = ("otlp", "spool")
 CAPTURE_MODES = ("none", "monitored", "all")
+CLIENT_IP_MODES = ("full", "truncate", "none")
 DEFAULT_SPOOL_DIR = ".usagelog/spool"
 
 _T = TypeVar("_T")
@@ -104,6 +131,11 @@ class Settings:
     spool_segment_bytes: int = 8 * 1024 * 1024
     spool_segment_seconds: float = 5.0
     spool_fsync: bool = True
+    user_id_hmac_key: str = field(default="", repr=False)
+    client_ip: str = "full"
+    jwt_key: str = field(default="", repr=False)
+    jwt_key_file: str = ""
+    jwt_jwks: str = ""
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -166,6 +198,38 @@ def _parse_dir(raw: str) -> str:
     return raw.strip()
 
 
+def _parse_secret(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("expected a non-empty key")
+    return raw
+
+
+def _parse_jwt_key(raw: str) -> str:
+    from .jwtverify import parse_key  # local: only deployments that verify JWTs load it
+
+    parse_key(raw)
+    return raw
+
+
+def _parse_jwt_key_file(raw: str) -> str:
+    from .jwtverify import parse_key
+
+    path = raw.strip()
+    try:
+        with open(path, encoding="utf-8") as f:
+            parse_key(f.read())
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    return path
+
+
+def _parse_jwks(raw: str) -> str:
+    source = raw.strip()
+    if not source:
+        raise ValueError("expected a file path or an http(s) URL")
+    return source
+
+
 _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     USAGELOG_ENABLED: ("enabled", _parse_bool),
     USAGELOG_EXPORTER: ("exporter", _parse_choice(EXPORTERS)),
@@ -182,6 +246,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     USAGELOG_SPOOL_SEGMENT_BYTES: ("spool_segment_bytes", _parse_positive_int),
     USAGELOG_SPOOL_SEGMENT_SECONDS: ("spool_segment_seconds", _parse_positive_float),
     USAGELOG_SPOOL_FSYNC: ("spool_fsync", _parse_bool),
+    USAGELOG_USER_ID_HMAC_KEY: ("user_id_hmac_key", _parse_secret),
+    USAGELOG_CLIENT_IP: ("client_ip", _parse_choice(CLIENT_IP_MODES)),
+    USAGELOG_JWT_KEY: ("jwt_key", _parse_jwt_key),
+    USAGELOG_JWT_KEY_FILE: ("jwt_key_file", _parse_jwt_key_file),
+    USAGELOG_JWT_JWKS: ("jwt_jwks", _parse_jwks),
 }
 _FIELD_TO_VAR = {name: var for var, (name, _) in _PARSERS.items()}
 
@@ -203,7 +272,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[name] = parse(raw)
         except (ValueError, ImportError) as exc:
             default = getattr(Settings, name)
-            message = f"usagelog: ignoring {var}={raw!r} ({exc}); using the default {default!r}"
+            shown = "<hidden>" if var in SECRET_VARIABLES else repr(raw)
+            message = f"usagelog: ignoring {var}={shown} ({exc}); using the default {default!r}"
             warnings.append(message)
             _logger.warning(message)
     for name, value in overrides.items():

@@ -33,6 +33,7 @@ ERROR_TYPE = "error.type"
 CLIENT_ADDRESS = "client.address"
 USER_AGENT = "user_agent.original"
 USER_ID = "user.id"
+USER_ID_CLAIMED = "usagelog.user_id_claimed"  # claimed by a request the app rejected (401) or unverified
 REQUEST_SIZE = "http.request.body.size"
 RESPONSE_SIZE = "http.response.body.size"
 EVENT_ID = "usagelog.event_id"
@@ -137,6 +138,7 @@ FIELDS: tuple[Field, ...] = (
     Field("monitored", MONITORED, RECORD, "Bool", "bool", False, 23, "monitored"),
     Field("checksum", CHECKSUM, RECORD, "String", "string", source="checksum"),
     Field("observed_timestamp", "observed_time_unix_nano", LOG, "DateTime64(9, 'UTC')", "timestamp_ns", 0),
+    Field("user_id_claimed", USER_ID_CLAIMED, RECORD, "String", "string", source="user_id_claimed"),
     Field("attributes", "", EXTRA, "Map(String, String)", "map", None),
     Field("inserted_at", "", STORAGE, "DateTime64(3, 'UTC')", "timestamp_ms", None),
 )  # fmt: skip

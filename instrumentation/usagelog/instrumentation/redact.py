@@ -1,12 +1,18 @@
 """Redaction of secrets in bodies, query strings and headers, applied before anything leaves the process.
 
 Two layers, both always on:
-1. structural: JSON bodies (any depth), form bodies and query strings are parsed, and values
-   of fields whose names look secret are replaced with ``[REDACTED]``;
-2. textual: whatever was not parsed (truncated JSON, other text types) gets a pattern pass over
-   ``"name": "value"``, ``name=value`` and ``name: value`` shapes.
-``Authorization`` and ``Cookie`` headers are never recorded at all. Binary and non-UTF-8
-bodies are recorded as a marker with their size and a SHA-256 prefix, never as bytes.
+1. structural: JSON bodies (any depth, and JSON held in string values), form bodies and query
+   strings (``&`` or ``;`` separated) are parsed; values of fields whose names look secret are
+   replaced with ``[REDACTED]``, as are the values of name/value pair objects naming a secret
+   (``{"name": "password", "value": "..."}``);
+2. textual (:mod:`.redact_text`): every string value and whatever was not parsed (truncated
+   JSON, XML, other text types) gets a pass over ``"name": value`` (at any escape level),
+   ``<name>value</name>``, ``name="value"``, ``name=value`` and ``name: value`` shapes.
+Names are compared normalised: case, separators (``-``, ``_``, ``.``, spaces) and JSON/URL
+escapes do not matter, and camelCase words count as words (``userPwd`` holds ``pwd``).
+``Authorization`` and ``Cookie`` headers are never recorded at all; other headers whose names
+hold ``key`` as a word (``X-Key``, ``X-Access-Key``) are redacted on top of the secret names.
+Binary and non-UTF-8 bodies are recorded as a marker with their size and a SHA-256 prefix.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import quote_plus, unquote_plus
 
-REDACTED = "[REDACTED]"
+from . import redact_text as rt
+from .redact_text import NAME_KEYS, REDACTED, VALUE_KEYS
 
-# Matched case-insensitively as substrings of the field name, after removing - and _.
+# Matched case-insensitively: names of four letters or more as substrings of the field name
+# with every separator removed, shorter ones only as a whole word (see Redactor.is_secret).
 BUILTIN_SECRET_NAMES = (
     "password",
     "passwd",
@@ -28,6 +36,7 @@ BUILTIN_SECRET_NAMES = (
     "secret",
     "token",
     "apikey",
+    "accesskey",
     "authorization",
     "auth",
     "cookie",
@@ -43,6 +52,9 @@ BUILTIN_SECRET_NAMES = (
     "ssn",
     "signature",
 )
+# Header names holding one of these as a word are secret too (a header carries one value: an
+# ``X-Key`` is a credential, where a JSON ``key`` member usually is not).
+HEADER_SECRET_WORDS = frozenset({"key"})
 # Headers dropped entirely, whatever the configuration.
 NEVER_RECORDED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 
@@ -54,93 +66,155 @@ _TEXT_TYPES = (
     "+json",
     "+xml",
 )
+_SEPARATORS = re.compile(r"[\W_]+")
+# Words of a name: separators split, and so does camelCase (``userPwd``, ``cardPAN``, ``SSNLast4``).
+_WORDS = re.compile(r"[A-Z]{2,}(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+|[^\W\d_]+")
+_QUERY_SEPARATORS = re.compile(r"([&;])")
+_NAME_CACHE_MAX_ENTRIES = 4096
+_NAME_CACHE_MAX_CHARS = 64  # longer names are checked each time, not kept
+_MAX_DEPTH = 64  # JSON nesting walked structurally; deeper documents go to the textual layer
+
+
+# For ASCII text, deleting every ASCII character that is not a letter or a digit is the same as
+# _SEPARATORS, and quicker.
+_ASCII_SEPARATORS = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
+
+
+def _squash(name: str) -> str:
+    if name.isascii():
+        return name.lower().translate(_ASCII_SEPARATORS)
+    return _SEPARATORS.sub("", name.lower())
+
+
+def _words(name: str) -> list[str]:
+    return [w.lower() for w in _WORDS.findall(name)]
+
+
+class _TooDeep(Exception):
+    pass
 
 
 class Redactor:
     """Decides which names are secret and rewrites values accordingly."""
 
     def __init__(self, extra_names: Iterable[str] = ()) -> None:
-        names = [self._normalise(n) for n in (*BUILTIN_SECRET_NAMES, *extra_names) if n.strip()]
-        names = list(dict.fromkeys(names))
+        names = [_squash(n) for n in (*BUILTIN_SECRET_NAMES, *extra_names) if n.strip()]
+        names = [n for n in dict.fromkeys(names) if n]
         # Names of four letters or more match anywhere in a field name ("access_token",
         # "userPassword"); shorter ones only as a whole word, so "span" or "company" stay.
         self._long = tuple(n for n in names if len(n) > 3)
         self._short = frozenset(n for n in names if len(n) <= 3)
+        # The textual layer only runs when the text might hold a secret name.
         self._any_name = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
-        long_alt = "|".join(
-            "[-_]?".join(re.escape(ch) for ch in n) for n in sorted(self._long, key=len, reverse=True)
-        )
-        short_alt = "|".join(re.escape(n) for n in sorted(self._short))
-        name = (
-            rf"(?:[\w.\-]*(?:{long_alt})[\w.\-]*"
-            rf"|(?:[\w.\-]*[-_.])?(?:{short_alt})(?![a-z0-9])(?:[-_.][\w.\-]*)?)"
-        )
-        self._json_key = re.compile(rf'"{name}"\s*:\s*', re.IGNORECASE)
-        self._pair_pattern = re.compile(rf"(\b{name}=)([^&\s;]*)", re.IGNORECASE)
-        self._header_pattern = re.compile(rf"(\b{name}\s*:\s*)([^\r\n,]*)", re.IGNORECASE)
         self._cache: dict[str, bool] = {}
-
-    @staticmethod
-    def _normalise(name: str) -> str:
-        return name.lower().replace("-", "").replace("_", "").replace(" ", "").strip()
+        self._header_cache: dict[str, bool] = {}
 
     def is_secret(self, name: str) -> bool:
         cached = self._cache.get(name)
         if cached is None:
-            norm = self._normalise(name)
-            cached = any(n in norm for n in self._long) or any(
-                word in self._short for word in re.split(r"[-_.\s]+", name.lower())
+            cached = any(n in _squash(name) for n in self._long) or any(
+                word in self._short for word in _words(name)
             )
-            if len(self._cache) < 4096:
+            if len(name) <= _NAME_CACHE_MAX_CHARS and len(self._cache) < _NAME_CACHE_MAX_ENTRIES:
                 self._cache[name] = cached
         return cached
 
+    def is_secret_header(self, name: str) -> bool:
+        cached = self._header_cache.get(name)
+        if cached is None:
+            cached = self.is_secret(name) or any(word in HEADER_SECRET_WORDS for word in _words(name))
+            if len(name) <= _NAME_CACHE_MAX_CHARS and len(self._header_cache) < _NAME_CACHE_MAX_ENTRIES:
+                self._header_cache[name] = cached
+        return cached
+
+    def _names_a_secret(self, obj: dict[Any, Any]) -> bool:
+        """Whether a name/value pair object names a secret (``{"name": "password", ...}``)."""
+        for key, value in obj.items():
+            if isinstance(value, str) and str(key).lower() in NAME_KEYS and self.is_secret(value):
+                return True
+        return False
+
     # -- structured values -------------------------------------------------------------
-    def redact_json_value(self, value: Any) -> Any:
+    def redact_json_value(self, value: Any, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise _TooDeep
+        if isinstance(value, str):
+            return self.redact_string(value, depth)
         if isinstance(value, dict):
-            return {
-                k: (REDACTED if self.is_secret(str(k)) and v not in (None, "") else self.redact_json_value(v))
-                for k, v in value.items()
-            }
+            named = any(str(k).lower() in VALUE_KEYS for k in value) and self._names_a_secret(value)
+            out: dict[Any, Any] = {}
+            for k, v in value.items():
+                key = str(k)
+                if v not in (None, "") and (self.is_secret(key) or (named and key.lower() in VALUE_KEYS)):
+                    out[k] = REDACTED
+                else:
+                    out[self.redact_text(k) if isinstance(k, str) else k] = self.redact_json_value(
+                        v, depth + 1
+                    )
+            return out
         if isinstance(value, list):
-            return [self.redact_json_value(v) for v in value]
+            return [self.redact_json_value(v, depth + 1) for v in value]
         return value
+
+    def redact_string(self, text: str, depth: int = 0) -> str:
+        """A string value: JSON held in it is redacted structurally (and re-serialised only if
+        something changed), anything else textually."""
+        if text[:1] in "{[" or text.lstrip()[:1] in "{[":
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                parsed = None
+            if isinstance(parsed, (dict, list)):
+                try:
+                    redacted = self.redact_json_value(parsed, depth + 1)
+                except _TooDeep:
+                    return self.redact_text(text)
+                if redacted == parsed:
+                    return text
+                return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+        return self.redact_text(text)
 
     def redact_pairs(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(k, REDACTED if self.is_secret(k) and v else v) for k, v in pairs]
 
     def redact_query(self, query: str) -> str:
+        """A query string or form body (``&`` or ``;`` separated), rewritten in place: secret
+        parameters lose their value; other values get the string pass, re-encoded if changed."""
         if not query:
             return ""
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
-        except ValueError:
-            return self.redact_text(query)
-        return urlencode(self.redact_pairs(pairs), safe="[]/:,")
+        if not self._may_hold_secret(query):
+            return query
+        parts = _QUERY_SEPARATORS.split(query)
+        for i in range(0, len(parts), 2):
+            name, eq, value = parts[i].partition("=")
+            if not eq:
+                continue
+            if value and self.is_secret(unquote_plus(name)):
+                parts[i] = name + "=" + REDACTED
+            elif value:
+                plain = unquote_plus(value)
+                redacted = self.redact_string(plain)
+                if redacted != plain:
+                    parts[i] = name + "=" + quote_plus(redacted, safe="[]/:,")
+        return "".join(parts)
+
+    def _may_hold_secret(self, text: str) -> bool:
+        # Every textual pattern needs a secret name (or an escape hiding one, or a URL's user
+        # info). For ASCII text one search over a squashed copy rules that out cheaply.
+        # (Non-ASCII text always runs them: case folding can map other letters onto ASCII.)
+        if not text.isascii() or "\\" in text or "%" in text or "://" in text:
+            return True
+        return self._any_name.search(_squash(text)) is not None
 
     def redact_text(self, text: str) -> str:
-        # Every pattern below needs a secret name in the text. For ASCII text one search over
-        # a normalised copy rules that out cheaply; the patterns only run when it might match.
-        # (Non-ASCII text always runs them: case folding can map other letters onto ASCII.)
-        if text.isascii() and not self._any_name.search(text.lower().replace("-", "").replace("_", "")):
+        if not self._may_hold_secret(text):
             return text
-        text = self._redact_json_text(text)
-        text = self._pair_pattern.sub(lambda m: m.group(1) + REDACTED, text)
-        return self._header_pattern.sub(lambda m: m.group(1) + REDACTED, text)
-
-    def _redact_json_text(self, text: str) -> str:
-        """Replace the value after every ``"secret-name":`` in JSON-like text, whatever its type,
-        up to the end of the text when the value is cut off (truncated bodies)."""
-        out: list[str] = []
-        pos = 0
-        for match in self._json_key.finditer(text):
-            if match.start() < pos:
-                continue  # inside a value already replaced
-            out.append(text[pos : match.end()])
-            out.append('"' + REDACTED + '"')
-            pos = _end_of_json_value(text, match.end())
-        out.append(text[pos:])
-        return "".join(out)
+        is_secret = self.is_secret
+        text = rt.redact_named_pairs(text, is_secret)
+        text = rt.redact_json_keys(text, is_secret)
+        if "<" in text:
+            text = rt.redact_xml(text, is_secret)
+        return rt.redact_shapes(text, is_secret)
 
     def redact_headers(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -148,7 +222,7 @@ class Redactor:
             lower = name.lower()
             if lower in NEVER_RECORDED_HEADERS:
                 continue
-            out[lower] = REDACTED if self.is_secret(lower) else self.redact_text(value)
+            out[lower] = REDACTED if self.is_secret_header(lower) else self.redact_text(value)
         return out
 
     # -- bodies ------------------------------------------------------------------------
@@ -172,62 +246,24 @@ class Redactor:
             digest = hashlib.sha256(data).hexdigest()[:16]
             return f"[binary {total_size} bytes, {ctype or 'unknown type'}, sha256:{digest}]"
         result: str | None = None
+        # One cheap look at the whole text rules out most bodies: without a secret name (or an
+        # escape that could hide one) anywhere, no field, pair or string in it can be secret.
+        clean = not self._may_hold_secret(text)
         if not truncated:
             if "json" in ctype:
                 try:
+                    parsed = json.loads(text)
                     result = json.dumps(
-                        self.redact_json_value(json.loads(text)), ensure_ascii=False, separators=(",", ":")
+                        parsed if clean else self.redact_json_value(parsed),
+                        ensure_ascii=False,
+                        separators=(",", ":"),
                     )
-                except ValueError:
-                    result = None
+                except (ValueError, RecursionError, _TooDeep):
+                    result = None  # not JSON, or nested too deep to walk: the textual layer
             elif ctype == "application/x-www-form-urlencoded":
-                result = self.redact_query(text)
+                result = text if clean else self.redact_query(text)
         if result is None:
             result = self.redact_text(text)
-        else:
-            # Second layer even after a structural pass: cheap, and catches secrets inside strings.
-            result = self.redact_text(result)
         if truncated:
             result += f"...[truncated, {total_size} bytes]"
         return result
-
-
-def _end_of_json_value(text: str, start: int) -> int:
-    """Index just past the JSON value starting at ``start`` (or the end of a cut-off text)."""
-    n = len(text)
-    if start >= n:
-        return n
-    first = text[start]
-    if first == '"':
-        i = start + 1
-        while i < n:
-            if text[i] == "\\":
-                i += 2
-                continue
-            if text[i] == '"':
-                return i + 1
-            i += 1
-        return n
-    if first in "[{":
-        depth, i, in_string = 0, start, False
-        while i < n:
-            ch = text[i]
-            if in_string:
-                if ch == "\\":
-                    i += 1
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch in "[{":
-                depth += 1
-            elif ch in "]}":
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-            i += 1
-        return n
-    i = start
-    while i < n and text[i] not in ",}] \t\r\n":
-        i += 1
-    return i

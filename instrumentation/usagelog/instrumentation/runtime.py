@@ -68,7 +68,7 @@ class Runtime:
     def __init__(self, settings: Settings, exporter: EventExporter | None = None) -> None:
         self.settings = settings
         self.active = settings.enabled
-        self.resolver = UserResolver(settings.user_id_from)
+        self.resolver = UserResolver(settings.user_id_from, build_verifier(settings))
         self.capture_bodies = settings.capture_body != "none"
         self.body_limit = settings.body_max_bytes
         self.header_keys = tuple(self.resolver.header_keys)
@@ -211,6 +211,15 @@ class Runtime:
         exit_hook = _weak_hook(self._exit)
         atexit.register(exit_hook)
         _install_sigterm_flush(exit_hook)
+
+
+def build_verifier(settings: Settings) -> Any:
+    """The JWT verifier the settings ask for (None: tokens are read without verification)."""
+    if not (settings.jwt_key or settings.jwt_key_file or settings.jwt_jwks):
+        return None
+    from .jwtverify import JwtVerifier
+
+    return JwtVerifier(settings.jwt_key, settings.jwt_key_file, settings.jwt_jwks)
 
 
 def build_exporter(settings: Settings, instance_id: str) -> EventExporter:
