@@ -107,8 +107,8 @@ def audit(store: Store, checksum_sql: str) -> list[InstanceAudit]:
 
     _, rows = store.query(
         f"""
-        SELECT service_instance_id, any(service_name), any(host_name), sumIf(count, reason != 'tail'), count(),
-               max(allocated_seq)
+        SELECT service_instance_id, any(service_name), any(host_name), sumIf(count, reason != 'tail'),
+               count(), max(allocated_seq)
         FROM {db}.losses FINAL GROUP BY service_instance_id
         """
     )
