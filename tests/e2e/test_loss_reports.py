@@ -78,3 +78,61 @@ def test_loss_reports_reach_the_losses_table_through_collector_and_kafka(
     assert (instance["instance"], instance["events"], instance["lost"]) == ("lossy", 10, 5)
     assert instance["missing"] == [[11, 15]]
     assert sorted(r["report_id"] for r in instance["reports"]) == ["lossy-1", "lossy-2"]
+
+
+def test_a_damaged_spool_frame_replayed_by_the_app_reaches_audit_as_a_loss(
+    kafka: Any, topics: dict[str, str], collector_bin: Path, tmp_path: Path
+) -> None:
+    """The in-app replay cannot send a frame it cannot read; it sends a ``damaged`` report naming
+    the segment and offset instead, so audit fails for that instance rather than showing nothing."""
+    from usagelog.instrumentation.config import Settings
+    from usagelog.instrumentation.otlp import Destination, OtlpExporter
+    from usagelog.instrumentation.spool import SpoolWriter
+
+    spool = tmp_path / "spool"
+    writer = SpoolWriter(spool, "torn", segment_bytes=1 << 40, segment_seconds=1e9, fsync=False)
+    first, second, third = make_payloads(3, 10, "torn")
+    writer.append(first)
+    writer.append(second)
+    writer.append(third)
+    writer.seal()
+    (segment,) = spool.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    damaged_at = 12 + len(first)  # the second frame (a 12-byte header before each payload)
+    data[damaged_at + 12 + 5] ^= 0xFF  # a payload byte: its checksum no longer matches
+    segment.write_bytes(bytes(data))
+
+    collector = Collector(
+        collector_bin, tmp_path / "collector", kafka.bootstrap, topics["events"], topics["monitored"]
+    ).start()
+    url = "chdb://" + str(tmp_path / "chdb")
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", max_idle=15).start()
+    try:
+        destination = Destination.from_environment(
+            {
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.http_port}",
+            }
+        )
+        exporter = OtlpExporter(Settings(spool_dir=str(spool / "own")), "replayer", destination)
+        exporter.spool_dir = str(spool)
+        assert exporter.replay() is True
+        exporter.shutdown()
+        assert not list(spool.glob("*.seg"))
+        assert worker.wait(timeout=300) == 0, worker.log()[-3000:]
+    finally:
+        collector.stop()
+    assert count_events(url) == (20, 20)
+    audit = subprocess.run(
+        [sys.executable, "-m", "usagelog.cli", "audit", "--clickhouse", url, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert audit.returncode == 1, audit.stderr
+    (instance,) = json.loads(audit.stdout)
+    assert (instance["instance"], instance["events"], instance["damaged"]) == ("torn", 20, 1)
+    assert instance["missing"] == [[11, 20]]
+    (report,) = instance["reports"]
+    assert report["reason"] == ev.LOSS_DAMAGED
+    assert f"{segment.name}@{damaged_at}" in report["detail"]

@@ -36,7 +36,7 @@ LISTED = 5  # missing ranges, reports and dead letters listed per instance (the 
 # The per-instance table (``usagelog audit``, the demo): its columns, in order.
 COLUMNS = (
     "instance", "service", "host", "region", "events", "max_seq", "allocated_seq", "lost", "gaps",
-    "tail_lost", "reported_lost", "dead_letters", "duplicates", "checksum_failures", "missing",
+    "tail_lost", "reported_lost", "damaged", "dead_letters", "duplicates", "checksum_failures", "missing",
 )  # fmt: skip
 
 
@@ -54,6 +54,7 @@ class InstanceAudit:
     tail_lost: int = 0
     reported_lost: int = 0
     reports_count: int = 0
+    damaged: int = 0  # spool frames the in-app replay could not read ("damaged" reports)
     dead_letters: int = 0
     duplicates: int = 0
     checksum_failures: int = 0
@@ -64,7 +65,9 @@ class InstanceAudit:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.dead_letters or self.duplicates or self.checksum_failures)
+        return not (
+            self.lost or self.damaged or self.dead_letters or self.duplicates or self.checksum_failures
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -108,14 +111,15 @@ def audit(store: Store, checksum_sql: str) -> list[InstanceAudit]:
     _, rows = store.query(
         f"""
         SELECT service_instance_id, any(service_name), any(host_name), sumIf(count, reason != 'tail'),
-               count(), max(allocated_seq)
+               count(), max(allocated_seq), countIf(reason = 'damaged')
         FROM {db}.losses FINAL GROUP BY service_instance_id
         """
     )
-    for instance, service, host, lost, reports, allocated in rows:
+    for instance, service, host, lost, reports, allocated, damaged in rows:
         e = entry(instance)
         e.service, e.host = e.service or service, e.host or host
         e.reported_lost, e.reports_count, e.allocated_seq = int(lost), int(reports), int(allocated)
+        e.damaged = int(damaged)
     _, rows = store.query(
         f"""
         SELECT service_instance_id, report_id, reported_at, reason, count, first_seq, last_seq,

@@ -62,7 +62,10 @@ LOSS_DETAIL = "usagelog.loss.detail"  # free text for people (an error message, 
 LOSS_DROPPED = "dropped"  # taken from memory past the byte/entry bound while nothing could write
 LOSS_WRITE_FAILED = "write_failed"  # the final flush at exit could not write them anywhere
 LOSS_TAIL = "tail"  # the process died; allocated sequence numbers beyond what it handed over
-LOSS_REASONS = (LOSS_DROPPED, LOSS_WRITE_FAILED, LOSS_TAIL)
+# A spool frame the in-app replay could not read (how many events it held is unknown: count 0;
+# the detail says which segment and offset). Audit fails on it like on a dead letter.
+LOSS_DAMAGED = "damaged"
+LOSS_REASONS = (LOSS_DROPPED, LOSS_WRITE_FAILED, LOSS_TAIL, LOSS_DAMAGED)
 
 # Resource attributes (the emitter's identity).
 SERVICE_NAME = "service.name"

@@ -26,12 +26,14 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -57,8 +59,10 @@ from opentelemetry.sdk.environment_variables import (
 )
 from opentelemetry.util.re import parse_env_headers
 
+from . import event as ev
 from .config import Settings
-from .spool import DamagedFrame, SpoolWriter, claim_segments, has_claimable
+from .losses import LossReport, encode_reports
+from .spool import DamagedFrame, SpoolWriter, claim_segments, has_claimable, segment_instance
 
 _logger = logging.getLogger("usagelog")
 
@@ -220,6 +224,24 @@ class _GrpcTransport:
         self.channel.close()
 
 
+def damaged_frame_report(path: Path, frame: DamagedFrame) -> bytes:
+    """A ``damaged`` loss report for a spool frame that cannot be read, attributed to the instance
+    the segment's name carries."""
+    instance = segment_instance(path) or "unknown"
+    location = f"{path.name}@{frame.offset}"
+    report = LossReport(
+        ev.LOSS_DAMAGED,
+        0,
+        0,
+        0,
+        0,
+        f"spool frame {location} unreadable: {frame.reason} ({frame.size} bytes); its events are lost",
+        f"{instance}/{ev.LOSS_DAMAGED}/{location}",
+    )
+    resource = {ev.SERVICE_INSTANCE_ID: instance, ev.HOST_NAME: socket.gethostname()}
+    return encode_reports(resource, [report])
+
+
 class OtlpExporter:
     def __init__(self, settings: Settings, instance_id: str, destination: Destination | None = None) -> None:
         self.destination = destination or Destination.from_environment()
@@ -312,9 +334,15 @@ class OtlpExporter:
             try:
                 for frame in segment.frames():
                     if isinstance(frame, DamagedFrame):
+                        # The frame cannot be sent, but its loss must reach audit: a report
+                        # naming the segment and offset goes in its place.
                         _logger.error(
-                            "usagelog: skipping a damaged spool frame in %s at %d", segment.path, frame.offset
+                            "usagelog: damaged spool frame in %s at %d (%s); reported as lost",
+                            segment.path,
+                            frame.offset,
+                            frame.reason,
                         )
+                        self.transport.send(damaged_frame_report(segment.path, frame), self.timeout)
                         continue
                     self.transport.send(frame.payload, self.timeout)
                     self.replayed_batches += 1
