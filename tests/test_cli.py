@@ -78,6 +78,35 @@ def test_clickhouse_refusing_a_statement_is_one_line_and_exit_1(chdb_url: str) -
     assert syntax.stderr.count("\n") == 1  # the engine's message, on one line
 
 
+def test_query_is_read_only_unless_write_is_given(tmp_path: Path, chdb_url: str) -> None:
+    (tmp_path / "secret.txt").write_text("s3cret\n")
+    at = ("--clickhouse", chdb_url)
+    assert "readonly" in _reported(_cli("query", "DROP TABLE usagelog.usage_events", *at), 1)
+    assert "readonly" in _reported(_cli("query", "TRUNCATE TABLE usagelog.usage_events", *at), 1)
+    read = _cli("query", f"SELECT * FROM file('{tmp_path}/secret.txt', LineAsString)", *at)
+    assert "readonly" in _reported(read, 1) and "s3cret" not in read.stdout
+    outfile = _cli("query", f"SELECT 1 INTO OUTFILE '{tmp_path}/out.csv'", *at)
+    assert "INTO OUTFILE" in _reported(outfile, 1) and not (tmp_path / "out.csv").exists()
+    assert _cli(
+        "query", "SELECT count() FROM usagelog.usage_events", "--format", "csv", *at
+    ).stdout.split() == [
+        "count()",
+        "0",
+    ]
+
+    dropped = _cli("query", "DROP TABLE usagelog.usage_events", "--write", *at)
+    assert dropped.returncode == 0, dropped.stderr
+    # The next command finds the table gone and runs its migration again.
+    again = _cli("query", "SELECT count() FROM usagelog.usage_events", *at)
+    assert again.returncode == 0, again.stderr
+    assert "usage_events missing" in again.stderr
+
+
+def test_query_help_documents_the_read_only_default_and_write() -> None:
+    text = " ".join(_cli("query", "--help").stdout.split())
+    assert "read-only unless --write" in text and "readonly=1" in text and "--write" in text
+
+
 def test_an_unreachable_clickhouse_server_is_exit_1() -> None:
     result = _cli("audit", "--clickhouse", f"http://127.0.0.1:{free_port()}")
     assert "cannot open ClickHouse at http://127.0.0.1:" in _reported(result, 1)

@@ -441,13 +441,36 @@ def export(
     return 0
 
 
-@_command(cli, "query", "run a SQL query")
+_QUERY_TEXT = "run a SQL query (read-only unless --write)"
+
+
+@cli.command(
+    "query",
+    short_help=_QUERY_TEXT,
+    help=f"""{_QUERY_TEXT}.
+
+    Read-only by default: the engine runs the statement with readonly=1, which refuses DROP,
+    TRUNCATE, ALTER, INSERT, CREATE, changing settings (SET, a SETTINGS clause) and the table
+    functions that reach outside the store (file(), url(), s3(), remote()); on chDB one
+    statement at a time and no INTO OUTFILE. --write lifts all of that.
+    """,
+)
 @_common
 @click.argument("sql")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="let the statement change the store, change settings or read and write files",
+)
 @click.pass_context
-def query(ctx: click.Context, /, sql: str, **_: Any) -> int:
+def query(ctx: click.Context, /, sql: str, write: bool, **_: Any) -> int:
+    from usagelog.ingest.readonly import ReadOnlyStore
+
     settings = _settings(ctx)
     with _connect(settings) as store:
+        if not write:
+            store = ReadOnlyStore(store)
+            store.check_statement(sql)
         columns, rows = store.query(sql)
     print(render(columns, rows, settings.fmt))
     return 0

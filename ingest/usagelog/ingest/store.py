@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 ROLLUP_MIGRATION = 5
+# The tables (and views) a migration creates, and every table it names, in its SQL.
+_CREATED = re.compile(
+    r"CREATE\s+(?:TABLE|(?:MATERIALIZED\s+)?VIEW)\s+IF\s+NOT\s+EXISTS\s+\$\{DATABASE\}\.(\w+)", re.IGNORECASE
+)
+_NAMED = re.compile(r"\$\{DATABASE\}\.(\w+)")
 _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re.IGNORECASE)
 
 
@@ -185,6 +190,7 @@ class _Client:
     def __init__(self, client: Any, url: str) -> None:
         self._client = client
         self._url = url
+        self.embedded = chdb_path(url) is not None  # chDB, in this process
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -245,20 +251,52 @@ class Store:
         done = {
             row[0] for row in self.client.query(f"SELECT version FROM {db}.schema_migrations").result_rows
         }
-        applied = []
+        applied = self._heal(done)
         for version, name, sql in migrations():
             if version in done or (upto is not None and version > upto):
                 continue
-            for statement in _statements(sql.replace("${DATABASE}", db)):
-                self.client.command(statement)
-            if version == ROLLUP_MIGRATION:
-                # Rollups of the events stored before the rollup tables existed.
-                from .rollup import rebuild
-
-                rebuild(self)
+            self._run_migration(version, sql)
             self.client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
         return applied
+
+    def _run_migration(self, version: int, sql: str) -> None:
+        for statement in _statements(sql.replace("${DATABASE}", self.database)):
+            self.client.command(statement)
+        if version == ROLLUP_MIGRATION:
+            # Rollups of the events stored before the rollup tables existed.
+            from .rollup import rebuild
+
+            rebuild(self)
+
+    def _heal(self, done: set[int]) -> list[str]:
+        """Re-run the applied migrations whose tables are gone (dropped by hand, say), and the
+        later ones that alter those tables (projections, settings): without this, a table
+        dropped after its migration was recorded would fail every ingest from then on.
+        Returns the names re-run."""
+        tables = self.client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": self.database}
+        )
+        present = {row[0] for row in tables.result_rows}
+        missing: set[str] = set()
+        again = []
+        for version, name, sql in migrations():
+            if version not in done:
+                continue
+            creates = set(_CREATED.findall(sql))
+            missing |= creates - present
+            if missing & (creates | set(_NAMED.findall(sql))):
+                again.append((version, name, sql))
+        if again:
+            print(
+                f"usagelog: {', '.join(sorted(missing))} missing from {self.database}; running "
+                f"{', '.join(name for _, name, _ in again)} again",
+                file=sys.stderr,
+            )
+        for version, _, sql in again:
+            self._run_migration(version, sql)
+        healed = [name for _, name, _ in again]
+        return healed
 
     def schema_version(self) -> int:
         rows = self.client.query(f"SELECT max(version) FROM {self.database}.schema_migrations").result_rows
