@@ -128,6 +128,64 @@ def test_bad_settings_are_exit_2_naming_the_variable_or_option(chdb_url: str) ->
     assert "USAGELOG_CLICKHOUSE_URL" in line and "--database" in line and "WAIT_SECONDS" in line
 
 
+CANARY = "CANARY-s3cr3t"
+
+
+def test_no_password_of_any_url_reaches_a_message(tmp_path: Path) -> None:
+    port = free_port()
+    ch = ("--clickhouse", "chdb://" + str(tmp_path / "ch"))
+    failures = [
+        # A URL the settings refuse, with "@" in its password.
+        (_cli("audit", "--clickhouse", f"clickhouses://admin:pa@ss-{CANARY}@db.example:8443"), 2),
+        # Servers that do not answer: "@" in the password, a password as a query parameter.
+        (_cli("audit", "--clickhouse", f"http://admin:pa@ss-{CANARY}@127.0.0.1:{port}"), 1),
+        (_cli("audit", "--clickhouse", f"http://127.0.0.1:{port}/?user=a&password={CANARY}"), 1),
+        # Kafka takes credentials from USAGELOG_KAFKA_CONFIG only, and never echoes them.
+        (_cli("ingest", "--from", f"kafka://user:{CANARY}@127.0.0.1:{port}/t", *ch, cwd=tmp_path), 2),
+        (
+            _cli(
+                "tail",
+                *ch,
+                env={"USAGELOG_KAFKA_BROKERS": f"user:{CANARY}@127.0.0.1:{port}"},
+                cwd=tmp_path,
+            ),
+            2,
+        ),
+        (
+            _cli(
+                "ingest",
+                "--from",
+                f"kafka://127.0.0.1:{port}/t",
+                *ch,
+                env={"USAGELOG_KAFKA_CONFIG": f"sasl.username=u,sasl.password:{CANARY}"},
+                cwd=tmp_path,
+            ),
+            2,
+        ),
+    ]
+    for result, code in failures:
+        line = _reported(result, code)
+        assert "***" in line or "credentials go in" in line, line
+        assert CANARY not in result.stderr + result.stdout, result.stderr
+
+
+def test_archive_urls_are_shown_without_their_credentials(tmp_path: Path, chdb_url: str) -> None:
+    write_spool(tmp_path / "spool", segments=1, per_segment=5)
+    result = _cli(
+        "ingest",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--archive",
+        f"memory://user:{CANARY}@bucket/archive",
+        "--clickhouse",
+        chdb_url,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usagelog: archived memory://user:***@bucket/archive/" in result.stderr
+    assert CANARY not in result.stderr + result.stdout
+
+
 def test_an_unreachable_kafka_is_exit_1(tmp_path: Path) -> None:
     source = f"kafka://127.0.0.1:{free_port()}/usagelog.events"
     result = _cli(

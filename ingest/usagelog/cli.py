@@ -31,6 +31,7 @@ from click.core import ParameterSource
 from usagelog.ingest import queries
 from usagelog.ingest.errors import SettingsError, UsagelogError
 from usagelog.ingest.output import FORMATS, render
+from usagelog.ingest.redact import redact, redact_url
 from usagelog.ingest.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -140,9 +141,13 @@ def _filters(
 def _log_to_stderr() -> None:
     import logging
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    class Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Redacting("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -243,7 +248,7 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
     if stats.segments:
         print(file=sys.stderr)
     for url in stats.archived or []:
-        print(f"usagelog: archived {url}", file=sys.stderr)
+        print(f"usagelog: archived {redact_url(url)}", file=sys.stderr)
     elapsed = time.monotonic() - started
     columns = ["segments", "events", "stored", "duplicates_skipped", "monitored", "dead_letters", "seconds"]
     row = (
@@ -672,7 +677,10 @@ def alerts_check(
         try:
             status = alerts.post_webhook(webhook, alerts.webhook_payload(instances))
         except OSError as exc:
-            print(f"usagelog: webhook {webhook} failed: {exc}", file=sys.stderr)
+            print(
+                f"usagelog: webhook {redact_url(webhook, path=False)} failed: {redact(str(exc))}",
+                file=sys.stderr,
+            )
             return 1
         posted = sum(i.state == "firing" for i in instances)
         print(f"usagelog: posted {posted} alerts to the webhook ({status})", file=sys.stderr)
@@ -737,11 +745,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except SettingsError as exc:
-        print(f"usagelog: {exc}", file=sys.stderr)
+        print(f"usagelog: {redact(str(exc))}", file=sys.stderr)
         return 2
     except UsagelogError as exc:
         # ClickHouse refused or unreachable, Kafka unreachable, a dashboard file: one line.
-        print(f"usagelog: {exc}", file=sys.stderr)
+        print(f"usagelog: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

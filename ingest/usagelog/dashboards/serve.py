@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from usagelog.ingest.readonly import ReadOnlyStore
+from usagelog.ingest.redact import redact
 from usagelog.ingest.store import Store, connect
 
 from .model import Dashboard, DashboardError, load_dashboards
@@ -108,11 +109,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     chosen=chosen_variables(query),
                 )
         except (ValueError, DashboardError) as exc:
-            self._send(400, "text/plain; charset=utf-8", f"{exc}\n".encode())
+            self._send(400, "text/plain; charset=utf-8", f"{redact(str(exc))}\n".encode())
             return
         except Exception as exc:
             _logger.exception("rendering %s failed", dashboard.name)
-            self._send(500, "text/plain; charset=utf-8", f"usagelog: {exc}\n".encode())
+            self._send(500, "text/plain; charset=utf-8", f"usagelog: {redact(str(exc))}\n".encode())
             return
         self._send(200, "text/html; charset=utf-8", page.encode())
 

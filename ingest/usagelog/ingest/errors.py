@@ -75,9 +75,11 @@ def kafka_errors(brokers: str) -> Iterator[None]:
     """
     from confluent_kafka import KafkaException
 
+    from .redact import redact, redact_url
+
     try:
         yield
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         text = error.str() if hasattr(error, "str") else str(error)
-        raise KafkaError(f"Kafka at {brokers}: {text}") from exc
+        raise KafkaError(f"Kafka at {redact_url(brokers)}: {redact(text)}") from exc

@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from .errors import KafkaError, SettingsError
+from .redact import redact, redact_url
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -99,6 +100,11 @@ RETENTION_DAYS: Mapping[str, int] = {
 
 KafkaUnavailable = KafkaError  # the name this error had before usagelog.ingest.errors
 
+# librdkafka takes no credentials in its broker list: they would only end up in its log lines.
+_KAFKA_CREDENTIALS = (
+    "credentials go in USAGELOG_KAFKA_CONFIG (security.protocol=SASL_SSL,sasl.mechanism=...,"
+    "sasl.username=...,sasl.password=...), not in the broker address"
+)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 N = TypeVar("N", int, float)
 
@@ -197,7 +203,7 @@ def chdb_path(url: str) -> str | None:
     if rest.startswith("//"):
         rest = rest[2:]
     if not rest or rest.startswith("memory"):
-        raise ValueError(f"{url!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
+        raise ValueError(f"{redact_url(url)!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
     return os.path.abspath(rest)
 
 
@@ -211,7 +217,7 @@ def _url_problem(url: str) -> str:
         return ""
     if re.match(r"^https?://[^/]+", url):
         return ""
-    return f"{url!r} is neither chdb:///path nor http(s)://user:password@host:port"
+    return f"{redact_url(url)!r} is neither chdb:///path nor http(s)://user:password@host:port"
 
 
 def check_clickhouse(url: str, database: str) -> None:
@@ -348,6 +354,8 @@ class _Reader:
                     topic = url_topic or topic
         elif not brokers:
             self.problems.append("USAGELOG_KAFKA_BROKERS (or --from kafka://host:port/topic) is required")
+        elif "@" in brokers:
+            self.problems.append(f"USAGELOG_KAFKA_BROKERS={redact_url(brokers)!r}: {_KAFKA_CREDENTIALS}")
         try:
             kafka_config = _parse_pairs(env.get("USAGELOG_KAFKA_CONFIG", ""))
         except ValueError as exc:
@@ -465,7 +473,9 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
     """``kafka://host:port[,host:port]/topic`` → (brokers, topic); topic may be empty."""
     parsed = urlparse(url)
     if parsed.scheme != "kafka" or not parsed.netloc:
-        raise ValueError(f"{url!r} is not kafka://host:port[,host:port]/topic")
+        raise ValueError(f"{redact_url(url)!r} is not kafka://host:port[,host:port]/topic")
+    if "@" in parsed.netloc:
+        raise ValueError(f"{redact_url(url)!r}: {_KAFKA_CREDENTIALS}")
     return parsed.netloc, parsed.path.strip("/")
 
 
@@ -476,6 +486,6 @@ def _parse_pairs(raw: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise ValueError(f"expected key=value, got {redact(item)!r}")
         pairs[key.strip()] = value.strip()
     return pairs

@@ -26,6 +26,7 @@ from usagelog.wait import wait_until
 
 from .decode import COLUMNS
 from .errors import QueryError, StoreError, UsagelogError
+from .redact import redact, redact_url
 from .settings import (
     DEFAULT_DATABASE,
     DEFAULT_WAIT_SECONDS,
@@ -128,7 +129,7 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
             if path is not None and (_ENGINE_BUSY.search(str(exc)) or _engine_busy(path)):
                 failure = exc
                 return None
-            raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}") from exc
+            raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {redact(str(exc))}") from exc
 
     client = wait_until(
         try_open,
@@ -142,15 +143,11 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
     if client is not None:
         return client
     if failure is not None:
-        raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {failure}") from failure
+        raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {redact(str(failure))}") from failure
     raise StoreError(
         f"the chDB directory {path} is in use by another process (not usagelog's lock); "
         f"gave up after {wait:.0f}s"
     )
-
-
-def redact_url(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 @contextmanager
@@ -217,7 +214,7 @@ def _translate(exc: Exception, url: str) -> UsagelogError | None:
 
     if not isinstance(exc, ClickHouseError):
         return None
-    message = " ".join(str(exc).split())  # one line: the HTTP driver's messages span several
+    message = redact(" ".join(str(exc).split()))  # one line: the HTTP driver's messages span several
     if isinstance(exc, OperationalError) and chdb_path(url) is None:
         # The HTTP driver's word for "the request did not get through" (refused, timed out).
         return StoreError(f"ClickHouse at {redact_url(url)}: {message}")
