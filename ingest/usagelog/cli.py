@@ -30,7 +30,7 @@ from click.core import ParameterSource
 
 from usagelog.ingest import queries
 from usagelog.ingest.errors import SettingsError, UsagelogError
-from usagelog.ingest.output import FORMATS, render
+from usagelog.ingest.output import FORMATS, dumps, render
 from usagelog.ingest.redact import redact, redact_url
 from usagelog.ingest.settings import Settings, load_settings
 
@@ -632,7 +632,6 @@ def alerts_check(
     **_: Any,
 ) -> int:
     import datetime as dt
-    import json
 
     from usagelog.dashboards import alerts
     from usagelog.dashboards.serve import ReadOnlyStore
@@ -656,7 +655,7 @@ def alerts_check(
     with _connect(settings) as store:
         instances = alerts.check(ReadOnlyStore(store), rules, when, start)
     if settings.fmt == "json":
-        print(json.dumps([i.as_dict() for i in instances], indent=1, ensure_ascii=False))
+        print(dumps([i.as_dict() for i in instances], indent=1))
     else:
         rows = [
             (

@@ -9,7 +9,6 @@ is shown.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import uuid
@@ -18,6 +17,7 @@ from typing import Any, TextIO
 from usagelog.instrumentation import event as ev
 
 from .decode import DecodeError, decode_payload
+from .output import dumps, escape_text
 from .settings import WorkerSettings
 
 # What a monitored event shows as JSON: the fields the event's declaration marks for tail.
@@ -25,7 +25,7 @@ FIELDS = ev.TAIL_COLUMNS
 
 
 def as_json(row: dict[str, Any]) -> str:
-    return json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False)
+    return dumps({k: row[k] for k in FIELDS})
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -33,9 +33,15 @@ def _line(row: dict[str, Any]) -> str:
         time.strftime("%H:%M:%S", time.gmtime(row["timestamp"] / 1e9))
         + f".{row['timestamp'] % 10**9 // 10**6:03d}"
     )
+    # Every text field came from a request: shown with its control characters escaped.
+    user, method, path = (escape_text(str(row[k])) for k in ("user_id", "method", "path"))
+    error, instance = (
+        escape_text(str(row["error_type"] or "")),
+        escape_text(str(row["service_instance_id"])[:8]),
+    )
     return (
-        f"{when}  {row['user_id'] or '-':<12} {row['method']:<6} {row['path']:<32} {row['status_code']:>3} "
-        f"{row['error_type'] or '':<20} {row['duration_ns'] / 1e6:8.2f}ms  {row['service_instance_id'][:8]}"
+        f"{when}  {user or '-':<12} {method:<6} {path:<32} {row['status_code']:>3} "
+        f"{error:<20} {row['duration_ns'] / 1e6:8.2f}ms  {instance}"
     )
 
 
