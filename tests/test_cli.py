@@ -18,13 +18,13 @@ from usagelog.process import free_port
 
 
 def _cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "usagelog.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
@@ -184,6 +184,47 @@ def test_archive_urls_are_shown_without_their_credentials(tmp_path: Path, chdb_u
     assert result.returncode == 0, result.stderr
     assert "usagelog: archived memory://user:***@bucket/archive/" in result.stderr
     assert CANARY not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "nan", "-1"])
+def test_a_bad_wait_is_exit_2_naming_the_variable_for_every_kind_of_command(
+    tmp_path: Path, value: str
+) -> None:
+    kafka = f"kafka://127.0.0.1:{free_port()}/t"
+    env = {"USAGELOG_CLICKHOUSE_WAIT_SECONDS": value, "USAGELOG_CLICKHOUSE_URL": f"chdb://{tmp_path}/ch"}
+    for command in (
+        ["ingest"],
+        ["ingest", "--from", kafka, "--max-idle", "3"],
+        ["tail", "--from", kafka, "--timeout", "3"],
+        ["dashboards", "serve", "--port", "0"],
+    ):
+        line = _reported(_cli(*command, env=env, cwd=tmp_path, timeout=40), 2)
+        assert f"USAGELOG_CLICKHOUSE_WAIT_SECONDS={value!r}" in line, command
+
+
+def test_ingest_from_an_unreachable_kafka_stops_at_the_idle_limit_with_exit_1(tmp_path: Path) -> None:
+    source = f"kafka://127.0.0.1:{free_port()}/usagelog.events"
+    result = _cli(
+        "ingest",
+        "--from",
+        source,
+        "--max-idle",
+        "3",
+        "--clickhouse",
+        f"chdb://{tmp_path}/ch",
+        cwd=tmp_path,
+        timeout=40,
+    )
+    line = _reported(result, 1)
+    assert "did not answer" in line and source.split("/")[2] in line
+
+
+def test_tail_from_an_unreachable_kafka_is_exit_1_before_its_timeout(tmp_path: Path) -> None:
+    source = f"kafka://127.0.0.1:{free_port()}"
+    result = _cli(
+        "tail", "--from", source, "--timeout", "300", "--clickhouse", f"chdb://{tmp_path}/ch", timeout=40
+    )
+    assert "did not answer within 10s" in _reported(result, 1)
 
 
 def test_an_unreachable_kafka_is_exit_1(tmp_path: Path) -> None:

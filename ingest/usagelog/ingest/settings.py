@@ -51,6 +51,7 @@ Library code that opens the store without settings of its own (:func:`usagelog.i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -269,7 +270,7 @@ class _Reader:
             return default
         try:
             value = kind(raw)
-            if ok(value):
+            if math.isfinite(value) and ok(value):  # inf and nan are no number of anything
                 return value
         except ValueError:
             pass

@@ -4,7 +4,8 @@ Reads ``USAGELOG_KAFKA_MONITORED_TOPIC`` (where the collector routes events flag
 ``USAGELOG_MONITOR``) with a throw-away consumer group, from the end unless ``--from-beginning``,
 and prints one line per event (or one JSON object per line with ``--format json``). Once it has
 its partitions it says ``tail: following ...`` on stderr: every event published after that line
-is shown.
+is shown. A broker that does not answer within 10 seconds (or ``--timeout``, if shorter) is an
+error (:class:`~usagelog.ingest.errors.KafkaError`), not an empty wait.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Any, TextIO
 from usagelog.instrumentation import event as ev
 
 from .decode import DecodeError, decode_payload
+from .errors import check_reachable
 from .output import dumps, escape_text
 from .settings import WorkerSettings
 
 # What a monitored event shows as JSON: the fields the event's declaration marks for tail.
 FIELDS = ev.TAIL_COLUMNS
+# How long tail waits for a broker to answer at start (less if --timeout is shorter).
+PROBE_SECONDS = 10.0
 
 
 def as_json(row: dict[str, Any]) -> str:
@@ -70,6 +74,12 @@ def tail(
         )
     )
     topic = settings.monitored_topic
+    try:
+        # A broker that does not answer is an error now, not silence until --timeout.
+        check_reachable(consumer, settings.brokers, min(timeout, PROBE_SECONDS) if timeout else PROBE_SECONDS)
+    except BaseException:
+        consumer.close()
+        raise
 
     def on_assign(consumer: Any, partitions: list[Any]) -> None:
         # From the end as it is now, not as it is when the first fetch happens: an event
