@@ -209,7 +209,8 @@ def _group(group: click.Group, name: str, text: str) -> Callable[[F], click.Grou
     "--max-idle",
     type=float,
     default=0.0,
-    help="with --from: exit after this many seconds without messages (default: run until stopped)",
+    help="with --from: exit after this many seconds without messages (default: run until stopped); "
+    "exit 1 if no broker answered by then",
 )
 @click.pass_context
 def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any) -> int:
@@ -324,7 +325,12 @@ def replay(
 @click.option("--user", help="only this user's events")
 @click.option("--from-beginning", is_flag=True, help="start at the oldest retained event")
 @click.option("--max-events", type=int, default=0, help="exit after this many events")
-@click.option("--timeout", type=float, default=0.0, help="exit after this many seconds")
+@click.option(
+    "--timeout",
+    type=float,
+    default=0.0,
+    help="exit after this many seconds (a broker that does not answer within 10s is an error, exit 1)",
+)
 @click.pass_context
 def tail(
     ctx: click.Context,
