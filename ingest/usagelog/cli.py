@@ -30,7 +30,7 @@ from click.core import ParameterSource
 
 from usagelog.ingest import queries
 from usagelog.ingest.errors import SettingsError, UsagelogError
-from usagelog.ingest.output import FORMATS, dumps, render
+from usagelog.ingest.output import FORMATS, dumps, escape_text, render
 from usagelog.ingest.redact import redact, redact_url
 from usagelog.ingest.settings import Settings, load_settings
 
@@ -738,6 +738,12 @@ def demo(ctx: click.Context, /, workdir: str, users: int, rounds: int, **_: Any)
     )
 
 
+def _one_line(exc: Exception) -> str:
+    """An error for the terminal: no URL's secrets, no control characters (an engine's message
+    may quote stored values)."""
+    return escape_text(redact(str(exc)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: the process's); returns the exit status."""
     try:
@@ -750,11 +756,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except SettingsError as exc:
-        print(f"usagelog: {redact(str(exc))}", file=sys.stderr)
+        print(f"usagelog: {_one_line(exc)}", file=sys.stderr)
         return 2
     except UsagelogError as exc:
         # ClickHouse refused or unreachable, Kafka unreachable, a dashboard file: one line.
-        print(f"usagelog: {redact(str(exc))}", file=sys.stderr)
+        print(f"usagelog: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -71,3 +71,13 @@ def test_query_output_in_a_terminal_has_no_escape_sequences(chdb_url: str) -> No
     assert result.returncode == 0, result.stderr
     assert raw_controls(result.stdout) == []
     assert "/p\\x1b[31mred\\x1b[0m" in result.stdout and "a\\x07" in result.stdout
+
+    # An engine's error message may quote a stored value too.
+    throw = "SELECT throwIf(1, concat('x', char(27), '[2J'))"
+    failed = subprocess.run(
+        [sys.executable, "-m", "usagelog.cli", "query", throw, "--clickhouse", chdb_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode == 1 and raw_controls(failed.stderr) == [] and "x\\x1b[2J" in failed.stderr
