@@ -18,13 +18,13 @@ from usagelog.process import free_port
 
 
 def _cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "usagelog.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
@@ -78,6 +78,35 @@ def test_clickhouse_refusing_a_statement_is_one_line_and_exit_1(chdb_url: str) -
     assert syntax.stderr.count("\n") == 1  # the engine's message, on one line
 
 
+def test_query_is_read_only_unless_write_is_given(tmp_path: Path, chdb_url: str) -> None:
+    (tmp_path / "secret.txt").write_text("s3cret\n")
+    at = ("--clickhouse", chdb_url)
+    assert "readonly" in _reported(_cli("query", "DROP TABLE usagelog.usage_events", *at), 1)
+    assert "readonly" in _reported(_cli("query", "TRUNCATE TABLE usagelog.usage_events", *at), 1)
+    read = _cli("query", f"SELECT * FROM file('{tmp_path}/secret.txt', LineAsString)", *at)
+    assert "readonly" in _reported(read, 1) and "s3cret" not in read.stdout
+    outfile = _cli("query", f"SELECT 1 INTO OUTFILE '{tmp_path}/out.csv'", *at)
+    assert "INTO OUTFILE" in _reported(outfile, 1) and not (tmp_path / "out.csv").exists()
+    assert _cli(
+        "query", "SELECT count() FROM usagelog.usage_events", "--format", "csv", *at
+    ).stdout.split() == [
+        "count()",
+        "0",
+    ]
+
+    dropped = _cli("query", "DROP TABLE usagelog.usage_events", "--write", *at)
+    assert dropped.returncode == 0, dropped.stderr
+    # The next command finds the table gone and runs its migration again.
+    again = _cli("query", "SELECT count() FROM usagelog.usage_events", *at)
+    assert again.returncode == 0, again.stderr
+    assert "usage_events missing" in again.stderr
+
+
+def test_query_help_documents_the_read_only_default_and_write() -> None:
+    text = " ".join(_cli("query", "--help").stdout.split())
+    assert "read-only unless --write" in text and "readonly=1" in text and "--write" in text
+
+
 def test_an_unreachable_clickhouse_server_is_exit_1() -> None:
     result = _cli("audit", "--clickhouse", f"http://127.0.0.1:{free_port()}")
     assert "cannot open ClickHouse at http://127.0.0.1:" in _reported(result, 1)
@@ -97,6 +126,106 @@ def test_bad_settings_are_exit_2_naming_the_variable_or_option(chdb_url: str) ->
     )
     line = _reported(both, 2)
     assert "USAGELOG_CLICKHOUSE_URL" in line and "--database" in line and "WAIT_SECONDS" in line
+
+
+CANARY = "CANARY-s3cr3t"
+
+
+def test_no_password_of_any_url_reaches_a_message(tmp_path: Path) -> None:
+    port = free_port()
+    ch = ("--clickhouse", "chdb://" + str(tmp_path / "ch"))
+    failures = [
+        # A URL the settings refuse, with "@" in its password.
+        (_cli("audit", "--clickhouse", f"clickhouses://admin:pa@ss-{CANARY}@db.example:8443"), 2),
+        # Servers that do not answer: "@" in the password, a password as a query parameter.
+        (_cli("audit", "--clickhouse", f"http://admin:pa@ss-{CANARY}@127.0.0.1:{port}"), 1),
+        (_cli("audit", "--clickhouse", f"http://127.0.0.1:{port}/?user=a&password={CANARY}"), 1),
+        # Kafka takes credentials from USAGELOG_KAFKA_CONFIG only, and never echoes them.
+        (_cli("ingest", "--from", f"kafka://user:{CANARY}@127.0.0.1:{port}/t", *ch, cwd=tmp_path), 2),
+        (
+            _cli(
+                "tail",
+                *ch,
+                env={"USAGELOG_KAFKA_BROKERS": f"user:{CANARY}@127.0.0.1:{port}"},
+                cwd=tmp_path,
+            ),
+            2,
+        ),
+        (
+            _cli(
+                "ingest",
+                "--from",
+                f"kafka://127.0.0.1:{port}/t",
+                *ch,
+                env={"USAGELOG_KAFKA_CONFIG": f"sasl.username=u,sasl.password:{CANARY}"},
+                cwd=tmp_path,
+            ),
+            2,
+        ),
+    ]
+    for result, code in failures:
+        line = _reported(result, code)
+        # Masked, refused with the rule, or named by position only (not echoed).
+        assert "***" in line or "credentials go in" in line or "is not key=value" in line, line
+        assert CANARY not in result.stderr + result.stdout, result.stderr
+
+
+def test_archive_urls_are_shown_without_their_credentials(tmp_path: Path, chdb_url: str) -> None:
+    write_spool(tmp_path / "spool", segments=1, per_segment=5)
+    result = _cli(
+        "ingest",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--archive",
+        f"memory://user:{CANARY}@bucket/archive",
+        "--clickhouse",
+        chdb_url,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usagelog: archived memory://user:***@bucket/archive/" in result.stderr
+    assert CANARY not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "nan", "-1"])
+def test_a_bad_wait_is_exit_2_naming_the_variable_for_every_kind_of_command(
+    tmp_path: Path, value: str
+) -> None:
+    kafka = f"kafka://127.0.0.1:{free_port()}/t"
+    env = {"USAGELOG_CLICKHOUSE_WAIT_SECONDS": value, "USAGELOG_CLICKHOUSE_URL": f"chdb://{tmp_path}/ch"}
+    for command in (
+        ["ingest"],
+        ["ingest", "--from", kafka, "--max-idle", "3"],
+        ["tail", "--from", kafka, "--timeout", "3"],
+        ["dashboards", "serve", "--port", "0"],
+    ):
+        line = _reported(_cli(*command, env=env, cwd=tmp_path, timeout=40), 2)
+        assert f"USAGELOG_CLICKHOUSE_WAIT_SECONDS={value!r}" in line, command
+
+
+def test_ingest_from_an_unreachable_kafka_stops_at_the_idle_limit_with_exit_1(tmp_path: Path) -> None:
+    source = f"kafka://127.0.0.1:{free_port()}/usagelog.events"
+    result = _cli(
+        "ingest",
+        "--from",
+        source,
+        "--max-idle",
+        "3",
+        "--clickhouse",
+        f"chdb://{tmp_path}/ch",
+        cwd=tmp_path,
+        timeout=40,
+    )
+    line = _reported(result, 1)
+    assert "did not answer" in line and source.split("/")[2] in line
+
+
+def test_tail_from_an_unreachable_kafka_is_exit_1_before_its_timeout(tmp_path: Path) -> None:
+    source = f"kafka://127.0.0.1:{free_port()}"
+    result = _cli(
+        "tail", "--from", source, "--timeout", "300", "--clickhouse", f"chdb://{tmp_path}/ch", timeout=40
+    )
+    assert "did not answer within 10s" in _reported(result, 1)
 
 
 def test_an_unreachable_kafka_is_exit_1(tmp_path: Path) -> None:

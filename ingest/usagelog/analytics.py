@@ -14,38 +14,43 @@ runs read-only, and returns an Arrow table, or a pandas DataFrame with ``as_pand
 (else the embedded store in ``./.usagelog/chdb`` and ``usagelog``). Times are ``24h`` / ``7d``
 (back from now), ``now-1h``, ISO-8601 or epoch milliseconds.
 
-Read-only means the engine's ``readonly=2``: the store's tables cannot be changed (DROP, INSERT,
-ALTER, TRUNCATE are refused), while settings and table functions still work, so ``query()`` can
-read archive files in place with ``file()`` or ``s3()``. It guards against accidents, it is not a
-sandbox: ClickHouse lets ``INSERT INTO FUNCTION file(...)`` write files at this level, and chDB
-writes ``SELECT ... INTO OUTFILE``. (``readonly=1`` would refuse the former, and every table
-function with it.)
+Read-only means the engine's ``readonly = 1`` on the session (:mod:`usagelog.ingest.readonly`):
+nothing can change a table (DROP, INSERT, ALTER, TRUNCATE are refused), nor a setting, and
+table functions that reach outside the store (``file()``, ``url()``, ``s3()``) are refused too.
+``query(..., table_functions=True)`` runs with ``readonly = 2`` instead, to read archive files in
+place with ``file()`` or ``s3()`` (and use ``SETTINGS``): tables still cannot change, but such a
+query can write a file (``INSERT INTO FUNCTION file(...)``), so do not hand it SQL from people who
+should not write files as the user running it. On chDB, ``query()`` takes one statement at a
+time and refuses ``INTO OUTFILE`` (which the embedded engine would write whatever ``readonly``
+says).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from usagelog.ingest import queries
+from usagelog.ingest.readonly import READ_ONLY, TABLE_FUNCTIONS, ReadOnlyStore
 from usagelog.ingest.settings import load_settings
 from usagelog.ingest.store import Store, connect
 from usagelog.ingest.timerange import time_range
 
 __all__ = ["events", "query", "timeline", "top"]
 
-_READ_ONLY = {"readonly": 2}
 
-
-def _open(url: str | None, database: str | None) -> AbstractContextManager[Store]:
+@contextmanager
+def _open(url: str | None, database: str | None, level: int = READ_ONLY) -> Iterator[ReadOnlyStore]:
     settings = load_settings(clickhouse=url, database=database, names={"clickhouse": "url"})
-    return connect(settings.clickhouse_url, database=settings.database, wait=settings.wait_seconds)
+    with connect(settings.clickhouse_url, database=settings.database, wait=settings.wait_seconds) as store:
+        yield ReadOnlyStore(store, level)
 
 
 def _run(store: Store, sql: str, parameters: dict[str, Any], as_pandas: bool) -> Any:
     if as_pandas:
-        return store.client.query_df(sql, parameters=parameters, settings=_READ_ONLY)
-    return store.client.query_arrow(sql, parameters=parameters, settings=_READ_ONLY)
+        return store.client.query_df(sql, parameters=parameters)
+    return store.client.query_arrow(sql, parameters=parameters)
 
 
 def _filters(since: str, until: str, **fields: Any) -> queries.Filters:
@@ -120,7 +125,10 @@ def query(
     url: str | None = None,
     database: str | None = None,
     as_pandas: bool = False,
+    table_functions: bool = False,
 ) -> Any:
-    """Any read-only SQL (``{name:Type}`` placeholders filled from ``parameters``)."""
-    with _open(url, database) as store:
+    """Any read-only SQL statement (``{name:Type}`` placeholders filled from ``parameters``);
+    ``table_functions`` allows ``file()``, ``s3()``, ``url()`` and ``SETTINGS`` (``readonly = 2``)."""
+    with _open(url, database, TABLE_FUNCTIONS if table_functions else READ_ONLY) as store:
+        store.check_statement(sql, parameters)
         return _run(store, sql, parameters or {}, as_pandas)

@@ -31,7 +31,8 @@ from click.core import ParameterSource
 
 from usagelog.ingest import queries
 from usagelog.ingest.errors import SettingsError, UsagelogError
-from usagelog.ingest.output import FORMATS, render
+from usagelog.ingest.output import FORMATS, dumps, escape_text, render
+from usagelog.ingest.redact import redact, redact_url
 from usagelog.ingest.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -141,9 +142,13 @@ def _filters(
 def _log_to_stderr() -> None:
     import logging
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    class Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Redacting("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -205,7 +210,8 @@ def _group(group: click.Group, name: str, text: str) -> Callable[[F], click.Grou
     "--max-idle",
     type=float,
     default=0.0,
-    help="with --from: exit after this many seconds without messages (default: run until stopped)",
+    help="with --from: exit after this many seconds without messages (default: run until stopped); "
+    "exit 1 if no broker answered by then",
 )
 @click.pass_context
 def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any) -> int:
@@ -244,7 +250,7 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
     if stats.segments:
         print(file=sys.stderr)
     for url in stats.archived or []:
-        print(f"usagelog: archived {url}", file=sys.stderr)
+        print(f"usagelog: archived {redact_url(url)}", file=sys.stderr)
     elapsed = time.monotonic() - started
     columns = [
         "segments", "events", "stored", "duplicates_skipped", "monitored", "dead_letters", "loss_reports",
@@ -324,7 +330,12 @@ def replay(
 @click.option("--user", help="only this user's events")
 @click.option("--from-beginning", is_flag=True, help="start at the oldest retained event")
 @click.option("--max-events", type=int, default=0, help="exit after this many events")
-@click.option("--timeout", type=float, default=0.0, help="exit after this many seconds")
+@click.option(
+    "--timeout",
+    type=float,
+    default=0.0,
+    help="exit after this many seconds (a broker that does not answer within 10s is an error, exit 1)",
+)
 @click.pass_context
 def tail(
     ctx: click.Context,
@@ -446,13 +457,36 @@ def export(
     return 0
 
 
-@_command(cli, "query", "run a SQL query")
+_QUERY_TEXT = "run a SQL query (read-only unless --write)"
+
+
+@cli.command(
+    "query",
+    short_help=_QUERY_TEXT,
+    help=f"""{_QUERY_TEXT}.
+
+    Read-only by default: the engine runs the statement with readonly=1, which refuses DROP,
+    TRUNCATE, ALTER, INSERT, CREATE, changing settings (SET, a SETTINGS clause) and the table
+    functions that reach outside the store (file(), url(), s3(), remote()); on chDB one
+    statement at a time and no INTO OUTFILE. --write lifts all of that.
+    """,
+)
 @_common
 @click.argument("sql")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="let the statement change the store, change settings or read and write files",
+)
 @click.pass_context
-def query(ctx: click.Context, /, sql: str, **_: Any) -> int:
+def query(ctx: click.Context, /, sql: str, write: bool, **_: Any) -> int:
+    from usagelog.ingest.readonly import ReadOnlyStore
+
     settings = _settings(ctx)
     with _connect(settings) as store:
+        if not write:
+            store = ReadOnlyStore(store)
+            store.check_statement(sql)
         columns, rows = store.query(sql)
     print(render(columns, rows, settings.fmt))
     return 0
@@ -648,7 +682,6 @@ def alerts_check(
     **_: Any,
 ) -> int:
     import datetime as dt
-    import json
 
     from usagelog.dashboards import alerts
     from usagelog.dashboards.serve import ReadOnlyStore
@@ -672,7 +705,7 @@ def alerts_check(
     with _connect(settings) as store:
         instances = alerts.check(ReadOnlyStore(store), rules, when, start)
     if settings.fmt == "json":
-        print(json.dumps([i.as_dict() for i in instances], indent=1, ensure_ascii=False))
+        print(dumps([i.as_dict() for i in instances], indent=1))
     else:
         rows = [
             (
@@ -693,7 +726,10 @@ def alerts_check(
         try:
             status = alerts.post_webhook(webhook, alerts.webhook_payload(instances))
         except OSError as exc:
-            print(f"usagelog: webhook {webhook} failed: {exc}", file=sys.stderr)
+            print(
+                f"usagelog: webhook {redact_url(webhook, path=False)} failed: {redact(str(exc))}",
+                file=sys.stderr,
+            )
             return 1
         posted = sum(i.state == "firing" for i in instances)
         print(f"usagelog: posted {posted} alerts to the webhook ({status})", file=sys.stderr)
@@ -746,6 +782,12 @@ def demo(ctx: click.Context, /, workdir: str, users: int, rounds: int, **_: Any)
     )
 
 
+def _one_line(exc: Exception) -> str:
+    """An error for the terminal: no URL's secrets, no control characters (an engine's message
+    may quote stored values)."""
+    return escape_text(redact(str(exc)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: the process's); returns the exit status."""
     try:
@@ -758,11 +800,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except SettingsError as exc:
-        print(f"usagelog: {exc}", file=sys.stderr)
+        print(f"usagelog: {_one_line(exc)}", file=sys.stderr)
         return 2
     except UsagelogError as exc:
         # ClickHouse refused or unreachable, Kafka unreachable, a dashboard file: one line.
-        print(f"usagelog: {exc}", file=sys.stderr)
+        print(f"usagelog: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

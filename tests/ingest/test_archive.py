@@ -468,7 +468,9 @@ def test_archive_files_are_queryable_in_place_with_the_tables_types(
         assert "attributes Map(String, String)" in columns
         columns = columns.replace("attributes Map(String, String)", "attributes String")
     params = {"path": f"{target}/**/*.{fmt}", "structure": columns}
-    archived = ul.query(f"SELECT * FROM ({IN_PLACE_SQL[fmt]}) ORDER BY event_id", params, url=url)
+    archived = ul.query(
+        f"SELECT * FROM ({IN_PLACE_SQL[fmt]}) ORDER BY event_id", params, url=url, table_functions=True
+    )
     stored = ul.query(
         f"SELECT {', '.join(COLUMNS)} FROM usagelog.usage_events FINAL ORDER BY event_id", url=url
     )
@@ -480,7 +482,10 @@ def test_archive_files_are_queryable_in_place_with_the_tables_types(
 
     # The checksums the API processes computed hold for the rows as ClickHouse reads them back.
     recomputed = ul.query(
-        f"SELECT event_id FROM ({IN_PLACE_SQL[fmt]}) WHERE checksum = {_checksum_sql()}", params, url=url
+        f"SELECT event_id FROM ({IN_PLACE_SQL[fmt]}) WHERE checksum = {_checksum_sql()}",
+        params,
+        url=url,
+        table_functions=True,
     )
     assert sorted(recomputed.column("event_id").to_pylist()) == sorted(r["event_id"] for r in encoded)
 
@@ -491,6 +496,7 @@ def test_archive_files_are_queryable_in_place_with_the_tables_types(
         "WHERE date = '2023-11-14' AND hour = 22",
         params,
         url=url,
+        table_functions=True,
     )
     assert hour.column("n").to_pylist() == [4]
 

@@ -2,9 +2,10 @@
 
 The server answers Grafana's own dashboard URLs (``/d/<uid>/<name>?from=now-24h&to=now&var-x=v``),
 so the links inside the dashboards work here too. It only reads: every page opens the store
-briefly with the engine's ``readonly`` setting (so ingest can take turns on a chDB directory),
-and the only SQL it runs is the dashboards' own, with variable values limited to each
-variable's options. It listens on 127.0.0.1 unless told otherwise.
+briefly (so ingest can take turns on a chDB directory) with the engine's ``readonly = 1``
+(:mod:`usagelog.ingest.readonly`: no change to any table or setting, no table function reading
+files or the network), and the only SQL it runs is the dashboards' own, with variable values
+limited to each variable's options. It listens on 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from usagelog.ingest.readonly import ReadOnlyStore
+from usagelog.ingest.redact import redact
 from usagelog.ingest.store import Store, connect
 
 from .model import Dashboard, DashboardError, load_dashboards
@@ -28,29 +31,12 @@ from .runner import resolve, run_dashboard
 _logger = logging.getLogger("usagelog.dashboards")
 
 OpenStore = Callable[[], Any]
+__all__ = ["DashboardServer", "ReadOnlyStore", "chosen_variables", "render_dashboard", "serve"]
 
 
 def chosen_variables(query: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """``var-name=value`` parameters (repeated for several values), as Grafana's URLs carry them."""
     return {key[len("var-") :]: list(values) for key, values in query.items() if key.startswith("var-")}
-
-
-class ReadOnlyStore(Store):
-    """A store whose queries run with the engine's ``readonly`` setting (reads only, settings allowed)."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(_ReadOnlyClient(store.client), store.database)
-
-
-class _ReadOnlyClient:
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def query(self, sql: str, parameters: Any = None, settings: dict[str, Any] | None = None) -> Any:
-        return self._client.query(sql, parameters=parameters, settings={**(settings or {}), "readonly": 2})
-
-    def command(self, *args: Any, **kwargs: Any) -> Any:
-        raise PermissionError("the dashboards only read")
 
 
 def render_dashboard(
@@ -123,11 +109,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     chosen=chosen_variables(query),
                 )
         except (ValueError, DashboardError) as exc:
-            self._send(400, "text/plain; charset=utf-8", f"{exc}\n".encode())
+            self._send(400, "text/plain; charset=utf-8", f"{redact(str(exc))}\n".encode())
             return
         except Exception as exc:
             _logger.exception("rendering %s failed", dashboard.name)
-            self._send(500, "text/plain; charset=utf-8", f"usagelog: {exc}\n".encode())
+            self._send(500, "text/plain; charset=utf-8", f"usagelog: {redact(str(exc))}\n".encode())
             return
         self._send(200, "text/html; charset=utf-8", page.encode())
 

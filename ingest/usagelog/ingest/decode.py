@@ -40,6 +40,9 @@ _RANGES: tuple[tuple[str, int], ...] = tuple(
     if f.arrow in _WIDTHS and f.place in (ev.RECORD, ev.RESOURCE)
 )
 _BOOLEANS: tuple[str, ...] = tuple(f.column for f in ev.RECORD_FIELDS if f.arrow == "bool")
+_TEXTS: tuple[str, ...] = tuple(
+    f.column for f in ev.FIELDS if f.arrow == "string" and f.place in (ev.RECORD, ev.RESOURCE)
+)
 
 
 class DecodeError(ValueError):
@@ -206,6 +209,13 @@ def _loss(record: Any, identity: dict[str, Any], result: Decoded) -> None:
 
 
 def _check(row: dict[str, Any]) -> str:
+    # A text column takes text only: any other value would fail the whole batch's insert. An
+    # attribute present without a value is as good as absent (the checksum reads both as empty).
+    for column in _TEXTS:
+        if row[column] is None:
+            row[column] = ""
+        elif not isinstance(row[column], str):
+            return f"usage event with a non-text {column} ({type(row[column]).__name__})"
     if not row["event_id"]:
         return "usage event without usagelog.event_id"
     try:

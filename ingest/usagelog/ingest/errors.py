@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = [
     "ArchiveError",
@@ -38,6 +39,7 @@ __all__ = [
     "SettingsError",
     "StoreError",
     "UsagelogError",
+    "check_reachable",
     "kafka_errors",
 ]
 
@@ -75,9 +77,30 @@ def kafka_errors(brokers: str) -> Iterator[None]:
     """
     from confluent_kafka import KafkaException
 
+    from .redact import redact, redact_url
+
     try:
         yield
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         text = error.str() if hasattr(error, "str") else str(error)
-        raise KafkaError(f"Kafka at {brokers}: {text}") from exc
+        raise KafkaError(f"Kafka at {redact_url(brokers)}: {redact(text)}") from exc
+
+
+def check_reachable(client: Any, brokers: str, timeout: float) -> Any:
+    """The cluster's metadata from ``client`` (a consumer or producer), or :class:`KafkaError`
+    when no broker answered within ``timeout`` seconds. Asks for no topic in particular, so a
+    broker that creates topics on demand creates none."""
+    from confluent_kafka import KafkaException
+
+    from .redact import redact, redact_url
+
+    try:
+        return client.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        raise KafkaError(
+            f"Kafka at {redact_url(brokers)} did not answer within {timeout:g}s ({redact(text)}): "
+            "is the broker running, and is the address right?"
+        ) from exc

@@ -54,6 +54,7 @@ Library code that opens the store without settings of its own (:func:`usagelog.i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -65,6 +66,7 @@ from urllib.parse import urlparse
 
 from .errors import KafkaError, SettingsError
 from .kafka_security import KafkaSecurity, read_kafka_security
+from .redact import redact_url
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -103,6 +105,11 @@ RETENTION_DAYS: Mapping[str, int] = {
 
 KafkaUnavailable = KafkaError  # the name this error had before usagelog.ingest.errors
 
+# librdkafka takes no credentials in its broker list: they would only end up in its log lines.
+_KAFKA_CREDENTIALS = (
+    "credentials go in USAGELOG_KAFKA_CONFIG (security.protocol=SASL_SSL,sasl.mechanism=...,"
+    "sasl.username=...,sasl.password=...), not in the broker address"
+)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 N = TypeVar("N", int, float)
 
@@ -207,7 +214,7 @@ def chdb_path(url: str) -> str | None:
     if rest.startswith("//"):
         rest = rest[2:]
     if not rest or rest.startswith("memory"):
-        raise ValueError(f"{url!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
+        raise ValueError(f"{redact_url(url)!r}: usagelog needs an on-disk chDB directory (chdb:///path)")
     return os.path.abspath(rest)
 
 
@@ -221,7 +228,7 @@ def _url_problem(url: str) -> str:
         return ""
     if re.match(r"^https?://[^/]+", url):
         return ""
-    return f"{url!r} is neither chdb:///path nor http(s)://user:password@host:port"
+    return f"{redact_url(url)!r} is neither chdb:///path nor http(s)://user:password@host:port"
 
 
 def check_clickhouse(url: str, database: str) -> None:
@@ -273,7 +280,7 @@ class _Reader:
             return default
         try:
             value = kind(raw)
-            if ok(value):
+            if math.isfinite(value) and ok(value):  # inf and nan are no number of anything
                 return value
         except ValueError:
             pass
@@ -358,6 +365,8 @@ class _Reader:
                     topic = url_topic or topic
         elif not brokers:
             self.problems.append("USAGELOG_KAFKA_BROKERS (or --from kafka://host:port/topic) is required")
+        elif "@" in brokers:
+            self.problems.append(f"USAGELOG_KAFKA_BROKERS={redact_url(brokers)!r}: {_KAFKA_CREDENTIALS}")
         try:
             kafka_config = _parse_pairs(env.get("USAGELOG_KAFKA_CONFIG", ""))
         except ValueError as exc:
@@ -477,7 +486,9 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
     """``kafka://host:port[,host:port]/topic`` → (brokers, topic); topic may be empty."""
     parsed = urlparse(url)
     if parsed.scheme != "kafka" or not parsed.netloc:
-        raise ValueError(f"{url!r} is not kafka://host:port[,host:port]/topic")
+        raise ValueError(f"{redact_url(url)!r} is not kafka://host:port[,host:port]/topic")
+    if "@" in parsed.netloc:
+        raise ValueError(f"{redact_url(url)!r}: {_KAFKA_CREDENTIALS}")
     return parsed.netloc, parsed.path.strip("/")
 
 

@@ -26,6 +26,7 @@ from usagelog.wait import wait_until
 
 from .decode import COLUMNS, LOSS_COLUMNS
 from .errors import QueryError, StoreError, UsagelogError
+from .redact import redact, redact_url
 from .settings import (
     DEFAULT_DATABASE,
     DEFAULT_WAIT_SECONDS,
@@ -50,6 +51,11 @@ __all__ = [
 ]
 
 ROLLUP_MIGRATION = 5
+# The tables (and views) a migration creates, and every table it names, in its SQL.
+_CREATED = re.compile(
+    r"CREATE\s+(?:TABLE|(?:MATERIALIZED\s+)?VIEW)\s+IF\s+NOT\s+EXISTS\s+\$\{DATABASE\}\.(\w+)", re.IGNORECASE
+)
+_NAMED = re.compile(r"\$\{DATABASE\}\.(\w+)")
 _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re.IGNORECASE)
 
 
@@ -123,7 +129,7 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
             if path is not None and (_ENGINE_BUSY.search(str(exc)) or _engine_busy(path)):
                 failure = exc
                 return None
-            raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}") from exc
+            raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {redact(str(exc))}") from exc
 
     client = wait_until(
         try_open,
@@ -137,15 +143,11 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
     if client is not None:
         return client
     if failure is not None:
-        raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {failure}") from failure
+        raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {redact(str(failure))}") from failure
     raise StoreError(
         f"the chDB directory {path} is in use by another process (not usagelog's lock); "
         f"gave up after {wait:.0f}s"
     )
-
-
-def redact_url(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 @contextmanager
@@ -185,6 +187,7 @@ class _Client:
     def __init__(self, client: Any, url: str) -> None:
         self._client = client
         self._url = url
+        self.embedded = chdb_path(url) is not None  # chDB, in this process
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -211,7 +214,7 @@ def _translate(exc: Exception, url: str) -> UsagelogError | None:
 
     if not isinstance(exc, ClickHouseError):
         return None
-    message = " ".join(str(exc).split())  # one line: the HTTP driver's messages span several
+    message = redact(" ".join(str(exc).split()))  # one line: the HTTP driver's messages span several
     if isinstance(exc, OperationalError) and chdb_path(url) is None:
         # The HTTP driver's word for "the request did not get through" (refused, timed out).
         return StoreError(f"ClickHouse at {redact_url(url)}: {message}")
@@ -238,10 +241,11 @@ class Store:
         """Apply migrations not applied yet (up to version ``upto``); returns their names."""
         db = self.database
         wanted = {version for version, _, _ in migrations() if upto is None or version <= upto}
-        if wanted <= self._applied_versions():
+        recorded = self._applied_versions()
+        if wanted <= recorded and not self._to_heal(recorded)[1]:
             # Nothing to do, learned by reading alone: a read-only user (the CLI's and Grafana's,
-            # readonly = 2, deploy/clickhouse/users.sql) opens the store too, and ClickHouse
-            # refuses even CREATE ... IF NOT EXISTS to it.
+            # deploy/clickhouse/users.sql) opens the store too, and ClickHouse refuses even
+            # CREATE ... IF NOT EXISTS to it.
             return []
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         self.client.command(
@@ -251,17 +255,11 @@ class Store:
         done = {
             row[0] for row in self.client.query(f"SELECT version FROM {db}.schema_migrations").result_rows
         }
-        applied = []
+        applied = self._heal(done)
         for version, name, sql in migrations():
             if version in done or (upto is not None and version > upto):
                 continue
-            for statement in _statements(sql.replace("${DATABASE}", db)):
-                self.client.command(statement)
-            if version == ROLLUP_MIGRATION:
-                # Rollups of the events stored before the rollup tables existed.
-                from .rollup import rebuild
-
-                rebuild(self)
+            self._run_migration(version, sql)
             self.client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
         return applied
@@ -275,6 +273,50 @@ class Store:
             return set()
         _, rows = self.query(f"SELECT version FROM {self.database}.schema_migrations")
         return {int(row[0]) for row in rows}
+
+    def _run_migration(self, version: int, sql: str) -> None:
+        for statement in _statements(sql.replace("${DATABASE}", self.database)):
+            self.client.command(statement)
+        if version == ROLLUP_MIGRATION:
+            # Rollups of the events stored before the rollup tables existed.
+            from .rollup import rebuild
+
+            rebuild(self)
+
+    def _to_heal(self, done: set[int]) -> tuple[set[str], list[tuple[int, str, str]]]:
+        """The tables applied migrations (``done``) created that are gone, and the migrations to
+        run again for them (by reading only)."""
+        tables = self.client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": self.database}
+        )
+        present = {row[0] for row in tables.result_rows}
+        missing: set[str] = set()
+        again = []
+        for version, name, sql in migrations():
+            if version not in done:
+                continue
+            creates = set(_CREATED.findall(sql))
+            missing |= creates - present
+            if missing & (creates | set(_NAMED.findall(sql))):
+                again.append((version, name, sql))
+        return missing, again
+
+    def _heal(self, done: set[int]) -> list[str]:
+        """Re-run the applied migrations whose tables are gone (dropped by hand, say), and the
+        later ones that alter those tables (projections, settings): without this, a table
+        dropped after its migration was recorded would fail every ingest from then on.
+        Returns the names re-run."""
+        missing, again = self._to_heal(done)
+        if again:
+            print(
+                f"usagelog: {', '.join(sorted(missing))} missing from {self.database}; running "
+                f"{', '.join(name for _, name, _ in again)} again",
+                file=sys.stderr,
+            )
+        for version, _, sql in again:
+            self._run_migration(version, sql)
+        healed = [name for _, name, _ in again]
+        return healed
 
     def schema_version(self) -> int:
         rows = self.client.query(f"SELECT max(version) FROM {self.database}.schema_migrations").result_rows

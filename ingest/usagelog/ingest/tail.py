@@ -4,12 +4,12 @@ Reads ``USAGELOG_KAFKA_MONITORED_TOPIC`` (where the collector routes events flag
 ``USAGELOG_MONITOR``) with a throw-away consumer group, from the end unless ``--from-beginning``,
 and prints one line per event (or one JSON object per line with ``--format json``). Once it has
 its partitions it says ``tail: following ...`` on stderr: every event published after that line
-is shown.
+is shown. A broker that does not answer within 10 seconds (or ``--timeout``, if shorter) is an
+error (:class:`~usagelog.ingest.errors.KafkaError`), not an empty wait.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import uuid
@@ -18,14 +18,18 @@ from typing import Any, TextIO
 from usagelog.instrumentation import event as ev
 
 from .decode import DecodeError, decode_payload
+from .errors import check_reachable
+from .output import dumps, escape_text
 from .settings import WorkerSettings
 
 # What a monitored event shows as JSON: the fields the event's declaration marks for tail.
 FIELDS = ev.TAIL_COLUMNS
+# How long tail waits for a broker to answer at start (less if --timeout is shorter).
+PROBE_SECONDS = 10.0
 
 
 def as_json(row: dict[str, Any]) -> str:
-    return json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False)
+    return dumps({k: row[k] for k in FIELDS})
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -33,9 +37,15 @@ def _line(row: dict[str, Any]) -> str:
         time.strftime("%H:%M:%S", time.gmtime(row["timestamp"] / 1e9))
         + f".{row['timestamp'] % 10**9 // 10**6:03d}"
     )
+    # Every text field came from a request: shown with its control characters escaped.
+    user, method, path = (escape_text(str(row[k])) for k in ("user_id", "method", "path"))
+    error, instance = (
+        escape_text(str(row["error_type"] or "")),
+        escape_text(str(row["service_instance_id"])[:8]),
+    )
     return (
-        f"{when}  {row['user_id'] or '-':<12} {row['method']:<6} {row['path']:<32} {row['status_code']:>3} "
-        f"{row['error_type'] or '':<20} {row['duration_ns'] / 1e6:8.2f}ms  {row['service_instance_id'][:8]}"
+        f"{when}  {user or '-':<12} {method:<6} {path:<32} {row['status_code']:>3} "
+        f"{error:<20} {row['duration_ns'] / 1e6:8.2f}ms  {instance}"
     )
 
 
@@ -64,6 +74,12 @@ def tail(
         )
     )
     topic = settings.monitored_topic
+    try:
+        # A broker that does not answer is an error now, not silence until --timeout.
+        check_reachable(consumer, settings.brokers, min(timeout, PROBE_SECONDS) if timeout else PROBE_SECONDS)
+    except BaseException:
+        consumer.close()
+        raise
 
     def on_assign(consumer: Any, partitions: list[Any]) -> None:
         # From the end as it is now, not as it is when the first fetch happens: an event

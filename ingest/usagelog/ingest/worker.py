@@ -13,6 +13,10 @@ Each worker stages archive chunks in ``USAGELOG_STATE_DIR/archive-staging/<worke
 while it runs; at start it finalizes the chunks of any worker that died (its lock is free), see
 :func:`~usagelog.ingest.archive.open_archive`. Dead letters also go to
 ``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` when it is set.
+
+With ``--max-idle`` the worker exits once that long passed without messages; if it never got a
+partition because no broker answered, it fails with :class:`~usagelog.ingest.errors.KafkaError`
+after at most 10 seconds more (without ``--max-idle`` it keeps trying, as a service should).
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from .archive import open_archive
-from .errors import KafkaError, kafka_errors
+from .errors import KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
 from .settings import WorkerSettings
 from .store import connect
 
 _logger = logging.getLogger("usagelog.worker")
+
+# How long `--max-idle` waits for a broker to answer once the idle time passed without partitions.
+PROBE_SECONDS = 10.0
 
 
 class Worker:
@@ -215,8 +222,14 @@ class Worker:
                     self._update_lag()
                 self.health.maybe_report()
                 idle = time.monotonic() - self._last_activity
-                if max_idle_seconds and not self._pending and self._assigned and idle > max_idle_seconds:
-                    break
+                if max_idle_seconds and not self._pending and idle > max_idle_seconds:
+                    if self._assigned:
+                        break
+                    # No partitions all this time: a broker that never answered is an error (the
+                    # idle limit holds); one that answers has the partitions with other workers,
+                    # or no topic yet, and the worker waits on as it would for messages.
+                    check_reachable(self.consumer, s.brokers, min(max_idle_seconds, PROBE_SECONDS))
+                    self._last_activity = time.monotonic()
             self._flush()
         finally:
             self.close()
@@ -228,8 +241,10 @@ class Worker:
             _logger.debug("consumer close failed", exc_info=True)
         if self.archive is not None:
             self.archive.close()
-        if self.producer is not None:
-            self.producer.flush(10)
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.flush(10)
+        del producer  # the client's threads end with it: no log lines after the worker's last word
         self.health.maybe_report(force=True)
 
 
