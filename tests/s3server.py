@@ -34,7 +34,8 @@ class S3Server:
         self.access_key = "usagelog-" + uuid.uuid4().hex[:8]
         self.secret_key = "s3cret-" + uuid.uuid4().hex  # tests check it is never printed
         # One free port per listener; the gRPC ones too, or weed derives them as port + 10000.
-        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+        names = ("master", "volume", "filer", "s3", "admin")
+        names += tuple(f"{n}.grpc" for n in names)
         self.ports = {name: free_port() for name in names}
         self.process: Child | None = None
         self.config = workdir / "s3.json"
@@ -85,7 +86,10 @@ class S3Server:
             "-s3.port.lance=0",
             f"-s3.config={self.config}",
             "-webdav=false",
-            "-admin.ui=false",
+            "-admin.ui=false",  # the admin server runs all the same: on ports of its own
+            f"-admin.port={p['admin']}",
+            f"-admin.port.grpc={p['admin.grpc']}",
+            "-admin.port.legacy=0",
             "-master.telemetry=false",  # no traffic off this machine
         ]
         (self.workdir / "data").mkdir(exist_ok=True)
