@@ -212,6 +212,32 @@ def test_a_worker_pauses_while_s3_is_down_even_across_a_restart_then_catches_up_
         server.stop()
 
 
+def test_an_archive_whose_store_is_unreachable_keeps_its_chunks_for_the_next_run(
+    tmp_path: Path, s3: S3Server, bucket_url: str, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usagelog.ingest.errors import ArchiveUnavailable
+    from usagelog.process import free_port
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a refused connection is not retried for long
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    staging = tmp_path / "staging"
+    rows = odd_rows()
+    archive = Archive(bucket_url, staging_dir=staging, worker_id="w", endpoint=nowhere)
+    archive.stage(rows)
+    with pytest.raises(ArchiveUnavailable, match=f"{bucket_url} at {nowhere}: could not upload") as down:
+        archive.close()
+    assert f"stay in {staging}" in str(down.value)
+    assert len(list(staging.rglob("chunk-*"))) == 1  # the staged chunk is still there
+
+    again = Archive(bucket_url, staging_dir=staging, worker_id="w", endpoint=s3.endpoint)
+    assert len(again.recover()) == 1
+    again.close()
+    assert read_archive(bucket_url, endpoint=s3.endpoint) == sorted(
+        rows, key=lambda r: (r["timestamp"], r["service_instance_id"], r["seq"])
+    )
+    assert list(staging.rglob("chunk-*")) == []
+
+
 # -- reading in place ----------------------------------------------------------------------------
 
 

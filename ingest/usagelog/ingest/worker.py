@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .archive import open_archive
-from .errors import ArchiveUnavailable, KafkaError, kafka_errors
+from .errors import ArchiveError, ArchiveUnavailable, KafkaError, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
 from .settings import WorkerSettings
@@ -294,7 +294,7 @@ class Worker:
         if self.archive is not None:
             try:
                 self.archive.close()
-            except ArchiveUnavailable as exc:  # staged on disk: the next start publishes it
+            except ArchiveError as exc:  # staged on disk: the next start publishes it
                 _logger.warning("%s", exc)
         if self.producer is not None:
             self.producer.flush(10)
