@@ -66,15 +66,18 @@ trap 'rm -rf "${staging}"' EXIT
 
 log "building weed ${SEAWEEDFS_VERSION} (${jobs} jobs); this takes several minutes on a small machine"
 start="$(date +%s)"
-(
-    cd "${staging}"
-    export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-mod=mod -p=${jobs}" GOWORK=off CGO_ENABLED=0
-    go mod init usagelog.local/seaweedfs-build >&2
-    go mod edit -replace "${REPLACE}"
-    go get "github.com/seaweedfs/seaweedfs/weed@${SEAWEEDFS_VERSION}" >&2
-    # Low priority: the machine that builds this is usually running tests at the same time.
-    nice -n 10 go build -trimpath -ldflags "-s -w" -o "${staging}/weed" github.com/seaweedfs/seaweedfs/weed >&2
-) || die "build failed; output above"
+# A subshell's commands under `|| die` would not stop at the first failure (errexit is off
+# there), so each step checks its own status.
+export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-mod=mod -p=${jobs}" GOWORK=off CGO_ENABLED=0
+cd "${staging}"
+go mod init usagelog.local/seaweedfs-build >&2 || die "go mod init failed"
+go mod edit -replace "${REPLACE}" || die "go mod edit failed"
+go get "github.com/seaweedfs/seaweedfs/weed@${SEAWEEDFS_VERSION}" >&2 \
+    || die "go get github.com/seaweedfs/seaweedfs/weed@${SEAWEEDFS_VERSION} failed; output above"
+# Low priority: the machine that builds this is usually running tests at the same time.
+nice -n 10 go build -trimpath -ldflags "-s -w" -o "${staging}/weed" github.com/seaweedfs/seaweedfs/weed >&2 \
+    || die "go build failed; output above"
+cd - >/dev/null
 [[ -x "${staging}/weed" ]] || die "go build finished but weed was not produced"
 
 rm -rf "${dist_dir}"
