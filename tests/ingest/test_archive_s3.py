@@ -186,9 +186,10 @@ def test_a_worker_pauses_while_s3_is_down_even_across_a_restart_then_catches_up_
         assert committed(kafka.bootstrap, topic) == 20  # nothing of what came since
         assert worker.process is not None and worker.process.running()
 
-        # Killed while it waits and started again, the store still down: it starts, reads the
-        # uncommitted batch again, and waits with that and what its first life staged.
-        worker.kill()
+        # Stopped while it waits and started again, the store still down: it exits leaving its
+        # chunks staged, starts, reads the uncommitted batch again, and waits with all of it.
+        assert worker.stop() == 0, worker.log()[-3000:]
+        assert "partition(s) stay staged" in worker.log()
         worker.start()
         wait_for(lambda: worker.log().count("consuming paused") == 2, 120, "the restarted worker to pause")
         assert "stay staged until it answers" in worker.log()
@@ -199,7 +200,7 @@ def test_a_worker_pauses_while_s3_is_down_even_across_a_restart_then_catches_up_
         assert worker.stop() == 0, worker.log()[-3000:]
         assert "available again" in worker.log()
         assert count_events(chdb) == (400, 400)
-        # Every event; the batch the kill left uncommitted may be in two files (read once).
+        # Every event; the batch the stop left uncommitted may be in two files (read once).
         archived = read_archive(url, endpoint=server.endpoint)
         assert len(archived) <= 400 + 50
         unique = read_archive(url, endpoint=server.endpoint, unique=True)

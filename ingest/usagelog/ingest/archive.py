@@ -411,12 +411,12 @@ class Archive:
                 self._remove_empty(directory)
                 continue
             partition = directory.relative_to(self.staging_dir).as_posix()
-            try:
-                if down is None:
+            if down is None:
+                try:
                     urls.append(self._finalize(partition, chunks))
                     continue
-            except ArchiveUnavailable as exc:
-                down = exc
+                except ArchiveUnavailable as exc:
+                    down = exc
             # The store is down: keep them pending and due, for the next rotation to publish.
             pending = self._pending.setdefault(partition, _Pending())
             pending.chunks[:0] = chunks
@@ -578,7 +578,7 @@ def open_archive(settings: ArchiveSettings) -> Archive | None:
         try:
             archive.recover()
         except ArchiveUnavailable as exc:
-            _logger.warning("%s; %d partitions stay staged until it answers", exc, archive.pending)
+            _logger.warning("%s; %d partition(s) stay staged until it answers", exc, archive.pending)
     except BaseException:
         if archive is not None:
             archive.release()

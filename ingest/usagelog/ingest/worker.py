@@ -66,6 +66,7 @@ class Worker:
         self._assigned: set[tuple[str, int]] = set()
         self._last_activity = time.monotonic()
         self._paused = False  # waiting for the archive's store: no flush from a rebalance
+        self._archive_down = False  # the last try to publish failed: do not try again at close
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -116,8 +117,10 @@ class Worker:
             while True:
                 try:
                     self.archive.maybe_rotate()
+                    self._archive_down = False
                     break
                 except ArchiveUnavailable as exc:
+                    self._archive_down = True
                     if not wait:
                         _logger.warning("%s; trying again at the next batch", exc)
                         return True
@@ -151,10 +154,13 @@ class Worker:
             for message in self.consumer.consume(
                 num_messages=100, timeout=min(0.5, max(0.0, deadline - time.monotonic()))
             ):
-                if message.error() is None:
+                error = message.error()
+                if error is None:
                     if not self._pending:
                         self._batch_started = time.monotonic()
                     self._pending.append(message)
+                elif error.fatal():
+                    raise KafkaError(f"Kafka consumer failed: {error}")
             self.health.maybe_report()
         return not self._stop
 
@@ -291,7 +297,11 @@ class Worker:
             self.consumer.close()
         except Exception:
             _logger.debug("consumer close failed", exc_info=True)
-        if self.archive is not None:
+        if self.archive is not None and self._archive_down:
+            # Stopped while the store is down: what is staged stays on disk for the next start.
+            _logger.warning("archive unavailable: %d partition(s) stay staged", self.archive.pending)
+            self.archive.release()
+        elif self.archive is not None:
             try:
                 self.archive.close()
             except ArchiveError as exc:  # staged on disk: the next start publishes it
