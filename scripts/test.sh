@@ -33,6 +33,11 @@ if [ ! -x "$CHROMIUM" ]; then
     fi
 fi
 
+# The archive's S3 tests (tests/ingest/test_archive_s3.py) run against SeaweedFS's S3 gateway,
+# built from the Go module proxy: minutes the first time, then cached outside the repository
+# (scripts/seaweedfs.sh only checks the cached binary runs). Built here so that no test waits on it.
+bash scripts/seaweedfs.sh >/dev/null
+
 if [ $# -eq 0 ]; then
     echo "test: ruff on the tree, mypy (strict) on the package" >&2
     .venv/bin/ruff check .

@@ -7,6 +7,8 @@ The ingest pipeline (:mod:`usagelog.ingest.pipeline`) hands every batch of decod
 
 - ``USAGELOG_ARCHIVE_URL`` → ``target``: a local directory or any fsspec URL (``file://``,
   ``s3://``, ``memory://`` ...). Without it nothing is archived.
+- ``USAGELOG_ARCHIVE_ENDPOINT`` → ``endpoint``: the S3 server of an ``s3://`` target (MinIO,
+  SeaweedFS...; default AWS). Credentials: the AWS variables, see :mod:`.archive_remote`.
 - ``USAGELOG_ARCHIVE_FORMAT`` → ``fmt``: ``parquet`` (default, zstd) or ``csv``.
 - ``USAGELOG_ARCHIVE_MAX_BYTES`` → ``max_bytes`` (default 104857600) and
   ``USAGELOG_ARCHIVE_MAX_SECONDS`` → ``max_seconds`` (default 3600): :meth:`Archive.maybe_rotate`
@@ -22,11 +24,16 @@ Crash safety. ``stage()`` writes one chunk per (date, hour) to
 ``<staging_dir>/date=.../hour=.../chunk-<ns>-<n>-<rand>-<worker_id>.<fmt>`` under a temporary
 name, fsyncs and renames it. Finalizing writes the file under a temporary name (local targets:
 ``<final>.tmp-<rand>`` then rename; others: a local file then ``fs.put``, which object stores
-publish atomically) and only then deletes the chunks. The name derives from the chunk names, so
+publish atomically: an object appears whole or not at all) and only then deletes the chunks.
+The name derives from the chunk names, so
 finalizing the same chunks again after a crash replaces the file rather than copying it, and a
 ``published-<8 hex>.json`` marker covers a crash while chunks are deleted. ``recover()``
 finalizes every chunk in ``staging_dir`` that this object did not stage, whichever worker wrote
 it. ``<staging_dir>/.lock`` keeps two live archives off one staging directory.
+
+An object store that is down (:class:`ArchiveUnavailable`) leaves the chunks staged and pending:
+``maybe_rotate()``, ``recover()`` and ``close()`` raise it and the next call tries again. One
+that refuses the credentials raises :class:`ArchiveError` naming the settings to check.
 
 Duplicates: a batch staged twice before its partition is finalized is stored once; a batch
 re-delivered after its first copy was finalized (e.g. by ``recover()`` after a crash before the
@@ -51,18 +58,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from usagelog.instrumentation import event as ev
 
+from .archive_remote import open_fs, remote_errors
 from .decode import COLUMNS
-from .errors import ArchiveError
+from .errors import ArchiveError, ArchiveUnavailable
 from .settings import ArchiveSettings
 
-__all__ = ["FORMATS", "SCHEMA", "Archive", "ArchiveError", "open_archive", "read_archive"]
+__all__ = [
+    "FORMATS",
+    "SCHEMA",
+    "Archive",
+    "ArchiveError",
+    "ArchiveUnavailable",
+    "open_archive",
+    "read_archive",
+]
 
 _logger = logging.getLogger("usagelog.ingest")
 
@@ -267,6 +282,7 @@ class Archive:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         release: Callable[[], None] | None = None,
+        endpoint: str = "",
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"archive format (USAGELOG_ARCHIVE_FORMAT) {fmt!r}: expected parquet or csv")
@@ -282,7 +298,8 @@ class Archive:
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.staging_dir = Path(staging_dir).absolute()
-        self._fs, self._root = fsspec.core.url_to_fs(target)
+        self.endpoint = endpoint
+        self._fs, self._root = open_fs(target, endpoint)
         self._local = isinstance(self._fs, LocalFileSystem)
         self._pending: dict[str, _Pending] = {}
         self._counter = 0
@@ -334,18 +351,51 @@ class Archive:
         """Finalize everything staged, release the staging directory; returns the URLs written."""
         if self._lock is None:
             return []
-        urls = [self._finalize_pending(part) for part in list(self._pending)]
+        try:
+            urls = [self._finalize_pending(part) for part in list(self._pending)]
+        except ArchiveUnavailable as exc:
+            raise ArchiveUnavailable(
+                f"{exc}; the unpublished chunks stay in {self.staging_dir} for the next run to publish"
+            ) from exc
+        finally:
+            self._lock.close()
+            self._lock = None
+            if self._release is not None:
+                self._release()
+        return urls
+
+    def release(self) -> None:
+        """Let go of the staging directory without publishing: what is staged stays there for
+        a later :meth:`recover` (by this worker's next run or any other's)."""
+        if self._lock is None:
+            return
         self._lock.close()
         self._lock = None
         if self._release is not None:
             self._release()
-        return urls
+
+    @property
+    def pending(self) -> int:
+        """Partitions staged and not yet published."""
+        return len(self._pending)
+
+    def check(self) -> None:
+        """Ask the object store for ``target`` once: raises :class:`ArchiveError` if it refuses
+        the credentials, :class:`ArchiveUnavailable` if it does not answer. Local: nothing."""
+        if self._local:
+            return
+        with remote_errors(self.target, self.endpoint, "read the archive"):
+            try:
+                self._fs.info(self._root)
+            except FileNotFoundError:
+                pass  # nothing archived yet (a missing bucket is created at the first upload)
 
     def recover(self) -> list[str]:
         """Finalize chunks left in ``staging_dir`` by an earlier run (any worker_id); call at start."""
         if self._lock is None:
             raise ArchiveError("archive is closed")
         own = {c for p in self._pending.values() for c in p.chunks}
+        down: ArchiveUnavailable | None = None
         for stray in self.staging_dir.glob("*.tmp-*"):
             stray.unlink()  # an upload interrupted by the crash
         urls = []
@@ -357,10 +407,23 @@ class Archive:
             for stray in directory.glob("*.tmp-*"):
                 stray.unlink()  # a chunk the crash cut short: its batch was never acknowledged
             chunks = [c for c in directory.iterdir() if _CHUNK.match(c.name) and c not in own]
-            if chunks:
-                urls.append(self._finalize(directory.relative_to(self.staging_dir).as_posix(), chunks))
-            else:
+            if not chunks:
                 self._remove_empty(directory)
+                continue
+            partition = directory.relative_to(self.staging_dir).as_posix()
+            if down is None:
+                try:
+                    urls.append(self._finalize(partition, chunks))
+                    continue
+                except ArchiveUnavailable as exc:
+                    down = exc
+            # The store is down: keep them pending and due, for the next rotation to publish.
+            pending = self._pending.setdefault(partition, _Pending())
+            pending.chunks[:0] = chunks
+            pending.nbytes += sum(c.stat().st_size for c in chunks)
+            pending.oldest = 0.0
+        if down is not None:
+            raise down
         return urls
 
     def _finalize_pending(self, partition: str) -> str:
@@ -405,8 +468,9 @@ class Archive:
         try:
             _write_file(tmp, table, self.fmt)
             remote = f"{self._root.rstrip('/')}/{partition}"
-            self._fs.makedirs(remote, exist_ok=True)
-            self._fs.put(str(tmp), f"{remote}/{name}")
+            with remote_errors(self.target, self.endpoint, f"upload {partition}/{name}"):
+                self._fs.makedirs(remote, exist_ok=True)
+                self._fs.put(str(tmp), f"{remote}/{name}")
         finally:
             tmp.unlink(missing_ok=True)
         return url
@@ -469,6 +533,10 @@ def open_archive(settings: ArchiveSettings) -> Archive | None:
     (:meth:`Archive.close` releases it). Before it is returned, the chunks of every owner that
     died are finalized into files and their folders removed, and so are the chunks this owner
     left in an earlier life.
+
+    An object store that refuses the credentials raises :class:`ArchiveError` here, at start. One
+    that does not answer is logged and tolerated: this owner's leftovers stay pending (the first
+    rotation publishes them), a dead owner's stay in its folder for the next start.
     """
     if not settings.enabled:
         return None
@@ -482,31 +550,48 @@ def open_archive(settings: ArchiveSettings) -> Archive | None:
             max_bytes=settings.max_bytes,
             max_seconds=settings.max_seconds,
             release=release,
+            endpoint=settings.endpoint,
         )
 
     root = Path(settings.state_dir) / "archive-staging"
     area = _StagingArea(root, settings.owner)
+    archive: Archive | None = None
     try:
+        archive = build(area.directory, settings.owner, area.release)
+        try:
+            archive.check()
+        except ArchiveUnavailable as exc:
+            _logger.warning("%s; archiving goes on once it answers", exc)
         for orphan in _StagingArea.orphans(root, settings.owner):
             if orphan.is_dir():
                 left = build(orphan, orphan.name)
-                files = left.recover()
+                try:
+                    files = left.recover()
+                except ArchiveUnavailable as exc:
+                    left.release()
+                    _logger.warning("%s; what %s left stays staged until a later start", exc, orphan.name)
+                    continue
                 left.close()
                 _logger.info("finalized %d archive files left by %s", len(files), orphan.name)
                 shutil.rmtree(orphan, ignore_errors=True)
             (root / f"{orphan.name}.lock").unlink(missing_ok=True)
-        archive = build(area.directory, settings.owner, area.release)
-        archive.recover()
+        try:
+            archive.recover()
+        except ArchiveUnavailable as exc:
+            _logger.warning("%s; %d partition(s) stay staged until it answers", exc, archive.pending)
     except BaseException:
+        if archive is not None:
+            archive.release()
         area.release()
         raise
     return archive
 
 
-def read_archive(target: str, *, unique: bool = False) -> list[dict[str, Any]]:
+def read_archive(target: str, *, unique: bool = False, endpoint: str = "") -> list[dict[str, Any]]:
     """Every row of every final file under ``target`` (both formats), typed like decode's rows
-    and sorted by (timestamp, service_instance_id, seq). ``unique`` keeps one row per event_id."""
-    fs, root = fsspec.core.url_to_fs(target)
+    and sorted by (timestamp, service_instance_id, seq). ``unique`` keeps one row per event_id;
+    ``endpoint`` is the S3 server of an ``s3://`` target."""
+    fs, root = open_fs(target, endpoint)
     if not fs.exists(root):
         return []
     rows: list[dict[str, Any]] = []

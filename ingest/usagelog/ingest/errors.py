@@ -14,7 +14,10 @@ translated where they enter usagelog, so a caller — the ``usagelog`` command, 
     ├── KafkaError        Kafka did not answer, lacks the topic asked for, or its client refused
     │                     the configuration
     ├── ArchiveError      the archive's staging folder is held by another process with the same
-    │                     USAGELOG_WORKER_ID, or the archive was used after it was closed
+    │                     USAGELOG_WORKER_ID, the archive was used after it was closed, or its
+    │                     object store refused the credentials
+    │   └── ArchiveUnavailable  the archive's object store did not answer (down, unreachable, 5xx):
+    │                     what was staged stays staged until it is back
     └── DashboardError    (usagelog.dashboards.model) a dashboard or alert rule file is missing,
                           unreadable, or asks for something usagelog cannot do offline
 
@@ -34,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "ArchiveError",
+    "ArchiveUnavailable",
     "KafkaError",
     "QueryError",
     "SettingsError",
@@ -65,7 +69,11 @@ class KafkaError(UsagelogError, RuntimeError):
 
 
 class ArchiveError(UsagelogError, RuntimeError):
-    """The archive cannot be used as asked (staging folder busy, archive closed)."""
+    """The archive cannot be used as asked (staging folder busy, archive closed, credentials refused)."""
+
+
+class ArchiveUnavailable(ArchiveError):
+    """The archive's object store could not be reached; staged chunks are kept for a later try."""
 
 
 @contextmanager

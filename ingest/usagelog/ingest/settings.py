@@ -40,6 +40,9 @@ The archive, written by the Kafka worker and by ``usagelog ingest`` from the spo
 - ``USAGELOG_ARCHIVE_URL`` (``--archive``): archive directory or fsspec URL (``s3://...``);
   ``none`` turns archiving off. The worker archives to ``.usagelog/archive`` unless told
   otherwise; ingest from the spool archives only when this is set.
+- ``USAGELOG_ARCHIVE_ENDPOINT`` (default empty: AWS, or ``AWS_ENDPOINT_URL``): the S3 server
+  of an ``s3://`` archive, ``http(s)://host:port`` (MinIO, SeaweedFS, Ceph...). Its credentials
+  are the AWS SDK's: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, a role.
 - ``USAGELOG_ARCHIVE_FORMAT`` (default ``parquet``): ``parquet`` or ``csv``
 - ``USAGELOG_ARCHIVE_MAX_BYTES`` (default ``104857600``): archive files are cut at this size...
 - ``USAGELOG_ARCHIVE_MAX_SECONDS`` (default ``3600``): ...or age
@@ -124,6 +127,7 @@ class ArchiveSettings:
     max_seconds: float = 3600.0
     state_dir: str = ".usagelog/worker"  # staging: <state_dir>/archive-staging/<owner>
     owner: str = "usagelog"  # names the staging folder and the files (USAGELOG_WORKER_ID)
+    endpoint: str = ""  # the S3 server of an s3:// url (USAGELOG_ARCHIVE_ENDPOINT)
 
     @property
     def enabled(self) -> bool:
@@ -330,6 +334,13 @@ class _Reader:
         if fmt not in ("parquet", "csv"):
             self.problems.append(f"USAGELOG_ARCHIVE_FORMAT={fmt!r}: expected parquet or csv")
         defaults = ArchiveSettings
+        endpoint = self.env.get("USAGELOG_ARCHIVE_ENDPOINT", "").strip()
+        if endpoint and ArchiveSettings(url=url).enabled:
+            from .archive_remote import check_endpoint
+
+            problem = check_endpoint(url, endpoint)
+            if problem:
+                self.problems.append(problem)
         return ArchiveSettings(
             url=url,
             fmt=fmt,
@@ -337,6 +348,7 @@ class _Reader:
             max_seconds=self.positive("USAGELOG_ARCHIVE_MAX_SECONDS", defaults.max_seconds, float),
             state_dir=self.text("USAGELOG_STATE_DIR", defaults.state_dir),
             owner=owner,
+            endpoint=endpoint,
         )
 
     def worker(

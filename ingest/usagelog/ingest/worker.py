@@ -11,7 +11,12 @@ exits.
 
 Each worker stages archive chunks in ``USAGELOG_STATE_DIR/archive-staging/<worker id>``, locked
 while it runs; at start it finalizes the chunks of any worker that died (its lock is free), see
-:func:`~usagelog.ingest.archive.open_archive`. Dead letters also go to
+:func:`~usagelog.ingest.archive.open_archive`. Archive files due for publishing are written
+before the batch's offsets are committed. While the archive's object store does not answer
+(``s3://`` down or unreachable) the worker pauses: it consumes nothing and commits nothing,
+staying in its group, and tries again after 1, 2, 4... up to :data:`ARCHIVE_RETRY_MAX_SECONDS`
+seconds until the store is back; then it publishes, commits and catches up. A store that refuses
+the credentials stops the worker with a message naming the settings. Dead letters also go to
 ``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` when it is set.
 
 With ``--max-idle`` the worker exits once that long passed without messages; if it never got a
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .archive import open_archive
-from .errors import KafkaError, check_reachable, kafka_errors
+from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
 from .settings import WorkerSettings
@@ -38,6 +43,7 @@ _logger = logging.getLogger("usagelog.worker")
 
 # How long `--max-idle` waits for a broker to answer once the idle time passed without partitions.
 PROBE_SECONDS = 10.0
+ARCHIVE_RETRY_MAX_SECONDS = 15.0  # the longest wait between two tries of an archive that is down
 
 
 class Worker:
@@ -65,6 +71,8 @@ class Worker:
         self._stop = False
         self._assigned: set[tuple[str, int]] = set()
         self._last_activity = time.monotonic()
+        self._paused = False  # waiting for the archive's store: no flush from a rebalance
+        self._archive_down = False  # the last try to publish failed: do not try again at close
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -74,8 +82,10 @@ class Worker:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
-        if self._pending and any((m.topic(), m.partition()) in revoked for m in self._pending):
-            self._flush()
+        if self._paused:  # uncommitted: the new owner reads them again
+            self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in revoked]
+        elif self._pending and any((m.topic(), m.partition()) in revoked for m in self._pending):
+            self._flush(wait_for_archive=False)
         self._assigned -= revoked
         _logger.info("revoked %s", sorted(p.partition for p in partitions))
 
@@ -88,17 +98,77 @@ class Worker:
         )
 
     # -- the loop -------------------------------------------------------------------------------
-    def _flush(self) -> Result | None:
+    def _flush(self, *, wait_for_archive: bool = True) -> Result | None:
+        """Store ``_pending``, publish the archive files that are due, then commit. In a
+        rebalance callback (``wait_for_archive`` false) a store that is down is not waited
+        for: the batch is staged on local disk, and the next rotation publishes it."""
         if not self._pending:
             return None
 
         batch, self._pending = self._pending, []
         result = self._process_with_retries(batch)
+        if not self._rotate_archive(wait=wait_for_archive):
+            return result  # stopped while the archive was down: the batch is read again
         self._commit(batch)
-        if self.archive is not None:
-            self.archive.maybe_rotate()
         self._update_lag()
         return result
+
+    def _rotate_archive(self, *, wait: bool) -> bool:
+        """Publish due archive files; while the store is down, pause consuming and try again.
+        False if the worker was stopped before the store came back."""
+        if self.archive is None:
+            return True
+        delay, started, waited = 1.0, time.monotonic(), False
+        try:
+            while True:
+                try:
+                    self.archive.maybe_rotate()
+                    self._archive_down = False
+                    break
+                except ArchiveUnavailable as exc:
+                    self._archive_down = True
+                    if not wait:
+                        _logger.warning("%s; trying again at the next batch", exc)
+                        return True
+                    if not self._paused:
+                        _logger.warning(
+                            "%s; consuming paused, nothing committed, until the archive answers", exc
+                        )
+                        self._paused = waited = True
+                    else:
+                        _logger.warning("archive still unavailable after %.0fs", time.monotonic() - started)
+                if not self._idle(delay):
+                    return False
+                delay = min(delay * 2, ARCHIVE_RETRY_MAX_SECONDS)
+        finally:
+            if self._paused:
+                self._paused = False
+                with kafka_errors(self.settings.brokers):
+                    self.consumer.resume(self.consumer.assignment())
+        if waited:
+            _logger.info("archive available again after %.0fs; consuming", time.monotonic() - started)
+        return True
+
+    def _idle(self, seconds: float) -> bool:
+        """Stay in the group for ``seconds`` without taking new messages (the partitions are
+        paused; ones assigned meanwhile are paused too, and what they delivered first is kept
+        for later). False if the worker was asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < deadline:
+            with kafka_errors(self.settings.brokers):
+                self.consumer.pause(self.consumer.assignment())
+            for message in self.consumer.consume(
+                num_messages=100, timeout=min(0.5, max(0.0, deadline - time.monotonic()))
+            ):
+                error = message.error()
+                if error is None:
+                    if not self._pending:
+                        self._batch_started = time.monotonic()
+                    self._pending.append(message)
+                elif error.fatal():
+                    raise KafkaError(f"Kafka consumer failed: {error}")
+            self.health.maybe_report()
+        return not self._stop
 
     def _commit(self, batch: Sequence[Any]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
@@ -239,8 +309,15 @@ class Worker:
             self.consumer.close()
         except Exception:
             _logger.debug("consumer close failed", exc_info=True)
-        if self.archive is not None:
-            self.archive.close()
+        if self.archive is not None and self._archive_down:
+            # Stopped while the store is down: what is staged stays on disk for the next start.
+            _logger.warning("archive unavailable: %d partition(s) stay staged", self.archive.pending)
+            self.archive.release()
+        elif self.archive is not None:
+            try:
+                self.archive.close()
+            except ArchiveError as exc:  # staged on disk: the next start publishes it
+                _logger.warning("%s", exc)
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.flush(10)
