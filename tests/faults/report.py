@@ -33,6 +33,7 @@ class Report:
     duplicates: int
     gaps: int
     archived: int
+    archive_rows: int
     recovery_seconds: float  # as ``recovery_from`` says
     recovery_from: str = "the fault cleared to stored == answered"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +66,7 @@ class Report:
             duplicates=verdict.stored - verdict.distinct + verdict.duplicates,
             gaps=verdict.gaps,
             archived=verdict.archived,
+            archive_rows=verdict.archive_rows,
             recovery_seconds=round(recovery_seconds, 1),
             recovery_from=recovery_from,
             extra=extra,
@@ -77,7 +79,8 @@ class Report:
             f"target, {self.achieved_rate:.1f} req/s achieved for {self.load_seconds:.0f}s",
             f"   injected  {self.injected}",
             f"   result    {self.answered} answered, {self.stored} stored, {self.lost} lost, "
-            f"{self.duplicates} duplicates, {self.gaps} gaps, {self.archived} archived",
+            f"{self.duplicates} duplicates, {self.gaps} gaps, {self.archived} archived "
+            f"({self.archive_rows} archive rows)",
             f"   recovery  {self.recovery_seconds:.1f}s from {self.recovery_from}",
         ]
         lines += [f"   {key:<9} {value}" for key, value in self.extra.items()]

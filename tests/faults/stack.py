@@ -48,7 +48,8 @@ class Verdict:
     gaps: int
     duplicates: int
     checksum_failures: int
-    archived: int
+    archived: int  # stored events found in the archive
+    archive_rows: int  # rows in the archive files (an event archived twice counts twice)
     missing: list[str] = field(default_factory=list)  # answered, not stored
     unexplained: list[str] = field(default_factory=list)  # stored, never sent (or refused)
 
@@ -159,13 +160,28 @@ class Stack:
 
     def wait_stored(self, expected: int, timeout: float, interval: float = 1.0) -> float:
         """Seconds until at least ``expected`` events were stored; fails after ``timeout``."""
+        return self.wait_recovered(expected, {}, timeout, interval)
+
+    def wait_recovered(
+        self, backlog: int, ends: dict[int, int], timeout: float, interval: float = 1.0
+    ) -> float:
+        """Seconds until the pipeline caught up with a moment: at least ``backlog`` events stored
+        (the requests answered by then) and the group's commits past ``ends`` (the topic's end
+        offsets then, see :meth:`ends`), so no partition is still stuck behind the fault."""
         started = time.monotonic()
         while True:
             count = self.stored()
-            if count >= expected:
+            behind = {}
+            if count >= backlog and ends:
+                committed = self.committed()
+                behind = {p: end for p, end in ends.items() if max(committed.get(p, 0), 0) < end}
+            if count >= backlog and not behind:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                raise AssertionError(f"{count} of {expected} events stored after {timeout:.0f}s")
+                raise AssertionError(
+                    f"{count} of {backlog} events stored, partitions {sorted(behind)} not committed "
+                    f"after {timeout:.0f}s"
+                )
             time.sleep(interval)
 
     def wait_settled(self, minimum: int, timeout: float, quiet: float = 4.0) -> int:
@@ -215,7 +231,7 @@ class Stack:
         return False
 
     def committed(self) -> dict[int, int]:
-        """The consumer group's committed offset per partition (-1001: none yet)."""
+        """The consumer group's committed offset per partition (negative: none yet)."""
         from confluent_kafka import Consumer, TopicPartition
 
         # Same group, never subscribed: reads the group's offsets without joining it.
@@ -223,6 +239,19 @@ class Stack:
         try:
             parts = consumer.committed([TopicPartition(self.topic, p) for p in range(3)], timeout=10)
             return {tp.partition: tp.offset for tp in parts}
+        finally:
+            consumer.close()
+
+    def ends(self) -> dict[int, int]:
+        """The topic's end offset per partition now (what a caught-up group has committed)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": self.group})
+        try:
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)[1]
+                for p in range(3)
+            }
         finally:
             consumer.close()
 
@@ -253,7 +282,8 @@ class Stack:
         ids = {str(r[1]) for r in rows}
         stored_traces = set(traces)
         sent = set(tally.answered) | set(tally.unsure)
-        archived = {str(r["event_id"]) for r in read_archive(str(self.archive))}
+        archive_rows = [str(r["event_id"]) for r in read_archive(str(self.archive))]
+        archived = set(archive_rows)
         verdict = Verdict(
             answered=len(tally.answered),
             stored=len(rows),
@@ -263,6 +293,7 @@ class Stack:
             duplicates=sum(int(a["duplicates"]) for a in audit),
             checksum_failures=sum(int(a["checksum_failures"]) for a in audit),
             archived=len(archived & ids),
+            archive_rows=len(archive_rows),
             missing=sorted(set(tally.answered) - stored_traces),
             unexplained=sorted(stored_traces - sent),
         )

@@ -47,7 +47,8 @@ def test_api_process_sigtermed_with_a_spooled_backlog_loses_nothing_after_restar
     cleared, backlog = time.monotonic(), load.answered
     restarted = stack.restart_api(0)  # same spool directory: replays what the dead process left
     load.retarget(stack.ports)
-    recovery = stack.wait_stored(backlog, timeout=180)
+    stack.wait_recovered(backlog, stack.ends(), timeout=180)  # caught up with the moment it cleared
+    recovery = time.monotonic() - cleared
     time.sleep(max(0.0, cleared + 8 - time.monotonic()))
     tally = load.stop()
     stack.wait_stored(load.answered, timeout=120)
