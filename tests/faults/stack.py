@@ -168,12 +168,17 @@ class Stack:
         """Seconds until the pipeline caught up with a moment: at least ``backlog`` events stored
         (the requests answered by then) and the group's commits past ``ends`` (the topic's end
         offsets then, see :meth:`ends`), so no partition is still stuck behind the fault."""
+        from confluent_kafka import KafkaException
+
         started = time.monotonic()
         while True:
             count = self.stored()
             behind = {}
             if count >= backlog and ends:
-                committed = self.committed()
+                try:
+                    committed = self.committed()
+                except KafkaException:  # the group coordinator is still loading: not yet
+                    committed = {}
                 behind = {p: end for p, end in ends.items() if max(committed.get(p, 0), 0) < end}
             if count >= backlog and not behind:
                 return time.monotonic() - started
@@ -242,16 +247,26 @@ class Stack:
         finally:
             consumer.close()
 
-    def ends(self) -> dict[int, int]:
-        """The topic's end offset per partition now (what a caught-up group has committed)."""
-        from confluent_kafka import Consumer, TopicPartition
+    def ends(self, timeout: float = 60.0) -> dict[int, int]:
+        """The topic's end offset per partition now (what a caught-up group has committed). A
+        broker that has just started answers "not leader" until it has loaded its partitions."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": self.group})
+        deadline = time.monotonic() + timeout
         try:
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)[1]
-                for p in range(3)
-            }
+            while True:
+                try:
+                    return {
+                        p: consumer.get_watermark_offsets(
+                            TopicPartition(self.topic, p), timeout=10, cached=False
+                        )[1]
+                        for p in range(3)
+                    }
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
         finally:
             consumer.close()
 
