@@ -102,12 +102,11 @@ class Stack:
 
     def restart_api(self, index: int) -> Instance:
         """Start API process ``index`` again (same identity attributes, same spool, new port)."""
-        old = self.apis[index]
+        assert not self.apis[index].process.running(), "the old process must be gone first"
         env = api_env(self.collector, self.spool)
         env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(f"{k}={v}" for k, v in INSTANCES[index].items())
         (new,) = start_instances(self.spool, self.workdir / f"logs-restart-{index}", env, count=1)
         self.apis[index] = new
-        assert old.process.returncode is not None, "the old process must be gone first"
         return new
 
     @property
