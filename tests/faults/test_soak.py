@@ -1,0 +1,70 @@
+"""Scenario 7: a soak. Several API processes at a steady rate through the whole pipeline for
+``USAGELOG_SOAK_SECONDS`` (default 75; lengthen it by hand for a longer soak): the memory of every
+process stays flat, the lag stays bounded, nothing is lost. The run ends by itself. Workers that
+store into chDB do not stay flat today (chDB keeps memory for each session a worker opens): that
+is reported as an expected failure with the numbers, see docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.faults.load import Load
+from tests.faults.observe import MemorySampler, thirds
+from tests.faults.report import Report
+from tests.faults.stack import Stack, env_seconds
+
+pytestmark = pytest.mark.slow
+
+RATE = 60.0
+MIB = 1024 * 1024
+# Flat: the median RSS of the last third of the samples within this of the first third's.
+FLAT_RATIO, FLAT_SLACK = 1.2, 32 * MIB
+
+
+def test_steady_load_for_minutes_keeps_memory_flat_lag_bounded_and_loses_nothing(stack: Stack) -> None:
+    seconds = env_seconds("USAGELOG_SOAK_SECONDS", 75.0)
+    stack.start(workers=2)
+    sampler = MemorySampler(stack.pids).start()
+    load = Load(stack.ports, RATE).start()
+    lags: list[int] = []  # answered but not stored yet, events
+    kafka_lags: list[int] = []  # produced but not committed by the workers, messages
+    while load.seconds < seconds:
+        time.sleep(5)
+        answered = load.answered
+        lags.append(answered - stack.stored())
+        kafka_lags.append(stack.kafka_lag())
+    tally = load.stop()
+    drain = stack.wait_stored(load.answered, timeout=120)
+    memory = sampler.stop()
+    (stack.workdir / "rss.json").write_text(json.dumps(memory))  # the whole series, for a look after
+    stack.stop_apis()
+    stack.stop_workers()
+    verdict = stack.assert_complete(tally)
+    growth = {role: thirds(samples) for role, samples in memory.items()}
+    Report.of(
+        f"soak, {seconds:.0f}s",
+        load,
+        verdict,
+        apis=len(stack.apis),
+        workers=2,
+        injected="nothing (steady load)",
+        recovery_seconds=drain,
+        recovery_from="the load stopped to stored == answered",
+        max_lag_events=max(lags),
+        max_kafka_lag_messages=max(kafka_lags),
+        rss_mib={role: f"{a / MIB:.0f} -> {b / MIB:.0f}" for role, (a, b) in growth.items()},
+    ).publish()
+    assert max(lags) <= RATE * 30, f"the pipeline fell {max(lags)} events behind"
+    grown = {
+        role: f"{first / MIB:.0f} -> {last / MIB:.0f} MiB"
+        for role, (first, last) in growth.items()
+        if last > first * FLAT_RATIO + FLAT_SLACK
+    }
+    assert not {role for role in grown if not role.startswith("worker-")}, f"memory grew: {grown}"
+    if grown:
+        # Known and not ours: a worker opens the chDB directory for each batch, and chDB keeps about
+        # 2 MiB per session it opened (chdb-io/chdb#298). Reported, not hidden; passes once fixed.
+        pytest.xfail(f"workers on chDB grow with each batch (chDB keeps memory per session): {grown}")
