@@ -80,12 +80,18 @@ class Stack:
         self.api_count = apis
 
     # -- starting and stopping ------------------------------------------------------------------
-    def start(self, workers: int = 2) -> Stack:
+    def start(self, workers: int = 2, each_api: list[dict[str, str]] | None = None) -> Stack:
+        """Start the collector, ``workers`` workers and the API processes (``each_api``: extra
+        environment variables per API process)."""
         self.collector.start()
         for i in range(1, workers + 1):
             self.start_worker(f"w{i}")
         self.apis = start_instances(
-            self.spool, self.workdir / "logs", api_env(self.collector, self.spool), count=self.api_count
+            self.spool,
+            self.workdir / "logs",
+            api_env(self.collector, self.spool),
+            count=self.api_count,
+            per_instance_env=each_api,
         )
         return self
 
