@@ -261,6 +261,20 @@ def test_alerts_check_on_a_quiet_hour_exits_0_and_since_finds_what_fired_earlier
     assert "usagelog-sequence-gaps  firing" in result.stdout and "instance=orders-eu-west-1" in result.stdout
 
 
+def test_alerts_check_reports_the_loss_of_the_killed_instance(history_store: HistoryStore) -> None:
+    h = history_store.history
+    moment = at(received(h, "tail")[0] + 5 * MINUTE)
+    result = cli(
+        history_store.url, "--at", moment.isoformat(), "--rule", "usagelog-events-lost", "--format", "json"
+    )
+    assert result.returncode == 1, result.stderr
+    tail = next(r for r in h.losses if r["reason"] == "tail")
+    stored = int(h.columns["seq"][h.columns["service_instance_id"] == tail["service_instance_id"]].max())
+    assert [(f["state"], f["labels"], f["value"]) for f in json.loads(result.stdout)] == [
+        ("firing", {**LOST, "reason": "tail"}, tail["allocated_seq"] - stored)
+    ]
+
+
 def _rules_copy(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
     """A copy of grafana/ whose rules went through ``change`` (one rule dict at a time)."""
     grafana = tmp_path / "grafana"

@@ -394,9 +394,10 @@ def _apply_incidents(history: History, rng: np.random.Generator) -> np.ndarray:
         elif incident.kind == "events_lost":
             old = incident.instance
             dropped = np.flatnonzero(history.mask(incident.start, incident.end, service_instance_id=old))
-            keep[dropped[: incident.count]] = False
+            dropped = dropped[: incident.count]  # fewer on thin traffic (a small scale)
+            keep[dropped] = False
             before_kill = np.flatnonzero(history.mask(None, incident.end, service_instance_id=old))
-            keep[before_kill[-LOSS_TAIL:]] = False
+            keep[before_kill[before_kill > dropped.max(initial=-1)][-LOSS_TAIL:]] = False
             # The restarted process: a new instance ID, the same host.
             after_kill = history.mask(incident.end, None, service_instance_id=old)
             c["service_instance_id"][after_kill] = restarted(old)
@@ -460,10 +461,10 @@ def _loss_reports(history: History, seq: np.ndarray, keep: np.ndarray) -> None:
     c = history.columns
     mine = c["service_instance_id"] == incident.instance
     numbers, times, kept = seq[mine], c["timestamp"][mine], keep[mine]
-    stored = int(numbers[kept].max())
-    dropped = numbers[~kept & (numbers < stored)]
-    assert dropped.size == incident.count and dropped.max() - dropped.min() + 1 == dropped.size
-    dropped_at = int(times[~kept & (numbers < stored)].max()) // NS + 60  # once writing works again
+    stored = int(numbers[kept].max(initial=0))
+    dropped = numbers[~kept & (numbers < stored)]  # consecutive: the first events from the start
+    # Reported once writing works again.
+    dropped_at = int(times[~kept & (numbers < stored)].max(initial=incident.start * NS)) // NS + 60
     reaped_at = incident.end + 40  # the restarted process reaps the dead one's counters
     service = next(s for s in SERVICES if s.name == incident.service)
     host = next(i.host for i in service.instances if i.name == incident.instance)
@@ -474,21 +475,21 @@ def _loss_reports(history: History, seq: np.ndarray, keep: np.ndarray) -> None:
         "reported_at": dropped_at,
         "reason": "dropped",
         "count": int(dropped.size),
-        "first_seq": int(dropped.min()),
-        "last_seq": int(dropped.max()),
-        "allocated_seq": int(numbers[times <= dropped_at * NS].max()),
+        "first_seq": int(dropped.min()) if dropped.size else 0,
+        "last_seq": int(dropped.max(initial=0)),
+        "allocated_seq": int(numbers[times <= dropped_at * NS].max(initial=0)),
         "detail": "dropped at the in-memory bound while nothing could be written",
         "location": "usagelog.events/1@48213",
         "received_at": dropped_at + 2,
     }
-    allocated = int(numbers.max())
+    allocated = int(numbers.max(initial=0))
     tail = {
         **common,
         "report_id": f"{incident.instance}/tail/{allocated}",
         "reported_at": reaped_at,
         "reason": "tail",
         "count": LOSS_TAIL_COUNTED,
-        "first_seq": allocated - LOSS_TAIL_COUNTED + 1,
+        "first_seq": max(1, allocated - LOSS_TAIL_COUNTED + 1),
         "last_seq": allocated,
         "allocated_seq": allocated,
         "detail": f"process 4242 ended; its counters file {incident.instance}.counters",
@@ -496,7 +497,8 @@ def _loss_reports(history: History, seq: np.ndarray, keep: np.ndarray) -> None:
         "received_at": reaped_at + 20,
     }
     # The spool is read twice (at-least-once): the same report again, two minutes later.
-    history.losses = [drop, tail, {**tail, "received_at": reaped_at + 140}]
+    history.losses = [drop, tail, {**tail, "received_at": reaped_at + 140}][0 if dropped.size else 1 :]
+    incident.count = int(dropped.size)  # on thin traffic (a small scale) the kill may take them all
 
 
 def _watch(c: dict[str, np.ndarray], seq: np.ndarray) -> None:
