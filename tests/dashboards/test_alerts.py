@@ -32,19 +32,30 @@ MINUTE = 60
 HOUR = 3600
 
 RULES = {rule.uid: rule for rule in load_rules()}
-# rule -> (incident kind, the labels it must fire with, probe times relative to the incident)
-EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
-    "usagelog-5xx-rate": ("error_burst", {"service": "orders-api", "route": "/v1/orders"}),
-    "usagelog-latency-p95": ("latency", {"service": "billing-api", "route": "/v1/invoices"}),
-    "usagelog-traffic-anomaly": ("traffic_drop", {"service": "orders-api", "route": "*"}),
-    "usagelog-consumer-spike": ("consumer_spike", {"consumer": "acct-0042"}),
-    "usagelog-sequence-gaps": ("sequence_gap", {"service": "orders-api", "instance": "orders-eu-west-1"}),
-    "usagelog-dead-letters": ("dead_letters", {"source": "kafka", "reason": "not an OTLP logs payload"}),
-    "usagelog-ingest-stalled": ("stalled_instance", {"service": "billing-api"}),
+LOST = {"service": "billing-api", "instance": "billing-eu-central-1"}
+# rule -> the incidents it must fire on: (incident kind, the labels it must fire with)
+EXPECTED: dict[str, list[tuple[str, dict[str, str]]]] = {
+    "usagelog-5xx-rate": [("error_burst", {"service": "orders-api", "route": "/v1/orders"})],
+    "usagelog-latency-p95": [("latency", {"service": "billing-api", "route": "/v1/invoices"})],
+    "usagelog-traffic-anomaly": [("traffic_drop", {"service": "orders-api", "route": "*"})],
+    "usagelog-consumer-spike": [("consumer_spike", {"consumer": "acct-0042"})],
+    # The events dropped at the memory bound are a gap in the stored sequence too: both rules page.
+    "usagelog-sequence-gaps": [
+        ("sequence_gap", {"service": "orders-api", "instance": "orders-eu-west-1"}),
+        ("events_lost", LOST),
+    ],
+    "usagelog-events-lost": [("events_lost", {**LOST, "reason": "dropped"})],
+    "usagelog-dead-letters": [("dead_letters", {"source": "kafka", "reason": "not an OTLP logs payload"})],
+    "usagelog-ingest-stalled": [("stalled_instance", {"service": "billing-api"})],
 }
 
 
-def window(uid: str, incident: Incident) -> tuple[int, int]:
+def received(history: History, reason: str = "") -> list[int]:
+    """When the loss reports (of ``reason``) reached storage, every copy (epoch seconds)."""
+    return sorted(r["received_at"] for r in history.losses if not reason or r["reason"] == reason)
+
+
+def window(uid: str, incident: Incident, history: History) -> tuple[int, int]:
     """When the rule may fire because of the incident (epoch seconds, inclusive)."""
     if uid in ("usagelog-5xx-rate", "usagelog-latency-p95"):
         return incident.start, incident.end + 15 * MINUTE  # a 15-minute window
@@ -52,12 +63,14 @@ def window(uid: str, incident: Incident) -> tuple[int, int]:
         return incident.end, incident.end + HOUR  # the closed hour after it
     if uid == "usagelog-sequence-gaps":
         return incident.start + 10 * MINUTE, incident.start + 70 * MINUTE
+    if uid == "usagelog-events-lost":  # from the first report stored to 15 minutes after the last copy
+        return received(history)[0], received(history)[-1] + 15 * MINUTE
     if uid == "usagelog-dead-letters":
         return incident.start, incident.start + 15 * MINUTE
     return incident.start + 15 * MINUTE, incident.end + 11 * MINUTE  # silent, then late events
 
 
-def probes(uid: str, incident: Incident) -> list[int]:
+def probes(uid: str, incident: Incident, history: History) -> list[int]:
     """Times at which the rule must fire."""
     if uid in ("usagelog-5xx-rate", "usagelog-latency-p95"):
         return [incident.end]
@@ -65,6 +78,8 @@ def probes(uid: str, incident: Incident) -> list[int]:
         return [(incident.end or incident.start) + 5 * MINUTE]
     if uid == "usagelog-sequence-gaps":
         return [incident.start + 30 * MINUTE]
+    if uid == "usagelog-events-lost":
+        return [received(history, "dropped")[0] + 5 * MINUTE]
     return [incident.start + 20 * MINUTE, incident.end + 5 * MINUTE]
 
 
@@ -84,12 +99,13 @@ def test_each_rule_fires_on_its_incident_and_nowhere_else_in_the_last_week(
 ) -> None:
     history: History = history_store.history
     rule = RULES[uid]
-    kind, labels = EXPECTED[uid]
-    incident = history.incident(kind)
-    for probe in probes(uid, incident):
-        fired = firing(store, rule, probe)
-        assert any(labels.items() <= f.items() for f in fired), f"{uid} silent at {at(probe)}: {fired}"
-    start, end = window(uid, incident)
+    windows = []
+    for kind, labels in EXPECTED[uid]:
+        incident = history.incident(kind)
+        for probe in probes(uid, incident, history):
+            fired = firing(store, rule, probe)
+            assert any(labels.items() <= f.items() for f in fired), f"{uid} silent at {at(probe)}: {fired}"
+        windows.append(window(uid, incident, history))
     times = set(range(history.end - 7 * 24 * HOUR, history.end + 1, HOUR))
     for other in history.incidents:  # close around every incident, where false alarms would hide
         base = other.end or other.start
@@ -97,9 +113,38 @@ def test_each_rule_fires_on_its_incident_and_nowhere_else_in_the_last_week(
     stray = []
     for epoch in sorted(times):
         fired = firing(store, rule, epoch)
-        if fired and not start <= epoch <= end:
+        if fired and not any(start <= epoch <= end for start, end in windows):
             stray.append((at(epoch).isoformat(), fired))
     assert not stray, f"{uid} fired outside its incident: {stray[:5]}"
+
+
+def test_events_lost_pages_per_instance_and_reason_with_the_tail_the_stored_sequence_proves(
+    history_store: HistoryStore, store: Store
+) -> None:
+    h = history_store.history
+    incident = h.incident("events_lost")
+    rule = RULES["usagelog-events-lost"]
+    assert rule.pending == 0, "a loss report is a fact: one is enough"
+    [drop] = [r for r in h.losses if r["reason"] == "dropped"]
+    tail = next(r for r in h.losses if r["reason"] == "tail")
+    stored = int(h.columns["seq"][h.columns["service_instance_id"] == incident.instance].max())
+    tail_lost = tail["allocated_seq"] - stored
+    assert 0 < tail_lost < tail["count"], "the tail count is an upper bound: the rule must not page with it"
+
+    def lost(epoch: int) -> dict[str, float | None]:
+        found = evaluate(store, rule, at(epoch))
+        assert all(i.state == "firing" and i.labels == {**LOST, "reason": i.labels["reason"]} for i in found)
+        return {i.labels["reason"]: i.value for i in found}
+
+    first_tail = received(h, "tail")[0]
+    assert lost(drop["received_at"] - MINUTE) == {}
+    # Evaluated in the past, the rule sees only the reports stored by then: the tail is not yet.
+    assert lost(first_tail - MINUTE) == {"dropped": drop["count"]}
+    assert lost(first_tail + MINUTE) == {"dropped": drop["count"], "tail": tail_lost}
+    assert lost(drop["received_at"] + 16 * MINUTE) == {"tail": tail_lost}
+    assert lost(received(h)[-1] + 16 * MINUTE) == {}
+    [instance] = evaluate(store, rule, at(first_tail + 5 * MINUTE))
+    assert instance.summary == f"billing-api instance {incident.instance}: {tail_lost} lost (tail)"
 
 
 def test_a_stalled_instance_is_named_while_silent_then_its_late_events_show_as_freshness(
@@ -214,6 +259,20 @@ def test_alerts_check_on_a_quiet_hour_exits_0_and_since_finds_what_fired_earlier
     )
     assert result.returncode == 1
     assert "usagelog-sequence-gaps  firing" in result.stdout and "instance=orders-eu-west-1" in result.stdout
+
+
+def test_alerts_check_reports_the_loss_of_the_killed_instance(history_store: HistoryStore) -> None:
+    h = history_store.history
+    moment = at(received(h, "tail")[0] + 5 * MINUTE)
+    result = cli(
+        history_store.url, "--at", moment.isoformat(), "--rule", "usagelog-events-lost", "--format", "json"
+    )
+    assert result.returncode == 1, result.stderr
+    tail = next(r for r in h.losses if r["reason"] == "tail")
+    stored = int(h.columns["seq"][h.columns["service_instance_id"] == tail["service_instance_id"]].max())
+    assert [(f["state"], f["labels"], f["value"]) for f in json.loads(result.stdout)] == [
+        ("firing", {**LOST, "reason": "tail"}, tail["allocated_seq"] - stored)
+    ]
 
 
 def _rules_copy(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:

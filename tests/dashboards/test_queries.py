@@ -27,10 +27,13 @@ from usagelog.dashboards.runner import (
     run_panel,
     run_sql,
 )
+from usagelog.demo import history
+from usagelog.ingest.queries import audit_instances
 from usagelog.ingest.store import Store
 
 HOUR = 3600
 DAY = 86400
+MISSING = "Events missing per instance per hour (gaps and tail)"
 
 
 def iso(epoch: int) -> str:
@@ -251,7 +254,7 @@ def test_pipeline_panels_show_the_gap_the_dead_letters_and_the_stall(
     hour = gap.start // HOUR * HOUR
     pipeline = find_dashboard("pipeline")
     resolved = resolve(store, pipeline, iso(hour - 3 * HOUR), iso(hour + 3 * HOUR), now=history_store.now)
-    gaps = run(store, resolved, "Sequence gaps per instance per hour").series
+    gaps = run(store, resolved, MISSING).series
     assert [(s.name, sum(v or 0 for v in s.values)) for s in gaps] == [(gap.instance, gap.count)]
     letters = h.incident("dead_letters")
     resolved = resolve(
@@ -263,6 +266,58 @@ def test_pipeline_panels_show_the_gap_the_dead_letters_and_the_stall(
     freshness = run(store, resolved, "Freshness (request to storage)").series
     p99 = next(s for s in freshness if s.name == "p99")
     assert max(v for v in p99.values if v is not None) > 600, "the backlog shows as late events"
+
+
+def test_pipeline_panels_count_reported_and_tail_loss_as_the_audit_does(
+    history_store: HistoryStore, store: Store
+) -> None:
+    h = history_store.history
+    incident = h.incident("events_lost")
+    [drop] = [r for r in h.losses if r["reason"] == "dropped"]
+    tails = [r for r in h.losses if r["reason"] == "tail"]
+    assert len(tails) == 2 and tails[0]["report_id"] == tails[1]["report_id"], "delivered twice"
+    tail = tails[0]
+    # The generator's truth: the dropped numbers are really missing, the tail is what the kill left.
+    seqs = h.columns["seq"][h.columns["service_instance_id"] == incident.instance]
+    dropped = range(drop["first_seq"], drop["last_seq"] + 1)
+    assert len(dropped) == drop["count"] == incident.count and not set(dropped) & set(seqs.tolist())
+    tail_lost = tail["allocated_seq"] - int(seqs.max())
+    assert tail_lost == history.LOSS_TAIL < tail["count"]
+
+    pipeline = find_dashboard("pipeline")
+    around = resolve(
+        store, pipeline, iso(incident.start - HOUR), iso(incident.end + HOUR), now=history_store.now
+    )
+    assert value(run(store, around, "Events lost (reported + tail)")) == drop["count"] + tail_lost
+    missing = run(store, around, MISSING).series
+    assert [(s.name, sum(v or 0 for v in s.values)) for s in missing] == [
+        (incident.instance, drop["count"] + tail_lost)
+    ]
+    reports = run(store, around, "Loss reports")
+    assert column(reports, "reason") == ["tail", "dropped"], "newest first, the redelivered copy once"
+    assert column(reports, "instance") == [incident.instance] * 2
+    assert column(reports, "service") == [incident.service] * 2
+    assert column(reports, "count") == [tail["count"], drop["count"]]
+    assert column(reports, "seq range") == [
+        f"{tail['first_seq']}-{tail['last_seq']}",
+        f"{drop['first_seq']}-{drop['last_seq']}",
+    ]
+    assert column(reports, "location") == [tail["location"], drop["location"]]
+    assert column(reports, "detail") == [tail["detail"], drop["detail"]]
+    # Before the tail report: only what was dropped (its allocated number is below the stored).
+    early = resolve(
+        store, pipeline, iso(incident.start - HOUR), iso(tail["reported_at"] - 1), now=history_store.now
+    )
+    assert value(run(store, early, "Events lost (reported + tail)")) == drop["count"]
+    assert column(run(store, early, "Loss reports"), "reason") == ["dropped"]
+    quiet = resolve(
+        store, pipeline, iso(incident.start - 4 * HOUR), iso(incident.start - HOUR), now=history_store.now
+    )
+    assert value(run(store, quiet, "Events lost (reported + tail)")) == 0
+
+    # usagelog audit says the same of this instance.
+    [entry] = [e for e in audit_instances(store) if e.instance == incident.instance]
+    assert (entry.gaps, entry.tail_lost, entry.reported_lost) == (drop["count"], tail_lost, drop["count"])
 
 
 # --- alert rule queries ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ RULE_UIDS = {
     "usagelog-traffic-anomaly",
     "usagelog-consumer-spike",
     "usagelog-sequence-gaps",
+    "usagelog-events-lost",
     "usagelog-dead-letters",
     "usagelog-ingest-stalled",
 }

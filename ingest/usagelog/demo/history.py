@@ -13,7 +13,11 @@ to hear about:
 - ``consumer_spike``: one consumer sends far more than ever before, for an hour;
 - ``sequence_gap``: seven events of one instance never arrive;
 - ``dead_letters``: a burst of undecodable messages;
-- ``stalled_instance``: one instance's events reach storage 50 minutes late.
+- ``stalled_instance``: one instance's events reach storage 50 minutes late;
+- ``events_lost``: one instance drops twelve events at its memory bound (a ``dropped`` loss
+  report, delivered at once), then is killed with five events not handed over and restarts
+  under a new instance ID on the same host; the restarted process reaps the dead one's counters
+  into a ``tail`` report, which the spool delivers twice (``History.losses``, the ``losses`` rows).
 
 Everything is drawn from a seeded generator, so a history is the same on every run.
 """
@@ -100,6 +104,13 @@ SERVICES = (
     ),
 )
 
+# The events_lost incident: events dropped at the memory bound, events a kill left unhanded, and
+# the tail count the dead process's counters claim (an upper bound: a batch written just before
+# the kill was not counted yet), so the tail loss can only be told from the stored sequence.
+LOSS_DROPPED = 12
+LOSS_TAIL = 5
+LOSS_TAIL_COUNTED = 8
+
 NAMED_CONSUMERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 ANONYMOUS_SHARE = 0.03  # requests without credentials: 401, no user ID
 # Watched as USAGELOG_MONITOR=user:carol,route:/v1/refunds would: these events carry bodies.
@@ -123,13 +134,15 @@ class Incident:
 
 @dataclass
 class History:
-    """Generated events (columns as numpy arrays, one entry per event), dead letters and incidents."""
+    """Generated events (columns as numpy arrays, one entry per event), dead letters, loss reports
+    and incidents."""
 
     start: int
     end: int
     columns: dict[str, np.ndarray]
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)  # ``losses`` rows (epoch-second times)
 
     def __len__(self) -> int:
         return int(self.columns["timestamp"].shape[0])
@@ -337,7 +350,21 @@ def _incident_plan(end: int, users: list[str]) -> list[Incident]:
             "billing-api",
             instance="billing-us-east-1",
         ),
+        # From the first dropped event to the kill.
+        Incident(
+            "events_lost",
+            day[4] + 14 * HOUR + 20 * 60,
+            day[4] + 14 * HOUR + 35 * 60,
+            "billing-api",
+            instance="billing-eu-central-1",
+            count=LOSS_DROPPED,
+        ),
     ]
+
+
+def restarted(instance: str) -> str:
+    """The instance ID the process killed in the events_lost incident comes back with."""
+    return f"{instance}-restarted"
 
 
 def _apply_incidents(history: History, rng: np.random.Generator) -> np.ndarray:
@@ -364,6 +391,16 @@ def _apply_incidents(history: History, rng: np.random.Generator) -> np.ndarray:
         elif incident.kind == "sequence_gap":
             where = np.flatnonzero(history.mask(incident.start, None, service_instance_id=incident.instance))
             keep[where[: incident.count]] = False
+        elif incident.kind == "events_lost":
+            old = incident.instance
+            dropped = np.flatnonzero(history.mask(incident.start, incident.end, service_instance_id=old))
+            dropped = dropped[: incident.count]  # fewer on thin traffic (a small scale)
+            keep[dropped] = False
+            before_kill = np.flatnonzero(history.mask(None, incident.end, service_instance_id=old))
+            keep[before_kill[before_kill > dropped.max(initial=-1)][-LOSS_TAIL:]] = False
+            # The restarted process: a new instance ID, the same host.
+            after_kill = history.mask(incident.end, None, service_instance_id=old)
+            c["service_instance_id"][after_kill] = restarted(old)
         elif incident.kind == "dead_letters":
             history.dead_letters = [
                 {
@@ -404,6 +441,7 @@ def _number(history: History, seed: int, keep: np.ndarray) -> None:
     c["seq"] = seq
     c["event_id"] = event_id
     _watch(c, seq)
+    _loss_reports(history, seq, keep)
     rng = np.random.default_rng(seed + 1)
     ids = rng.integers(0, 2**63, size=(n, 3), dtype=np.int64)
     c["trace_id"] = np.array([f"{a:016x}{b:016x}" for a, b, _ in ids], dtype=object)
@@ -412,6 +450,55 @@ def _number(history: History, seed: int, keep: np.ndarray) -> None:
     for name in list(c):
         c[name] = c[name][keep]
     del c["route_index"], c["anonymous"]
+
+
+def _loss_reports(history: History, seq: np.ndarray, keep: np.ndarray) -> None:
+    """The ``losses`` rows of the events_lost incident, from the sequence numbers the instance
+    allocated (``seq``, before the lost events are taken out) and which events are ``keep``."""
+    incident = next((i for i in history.incidents if i.kind == "events_lost"), None)
+    if incident is None:
+        return
+    c = history.columns
+    mine = c["service_instance_id"] == incident.instance
+    numbers, times, kept = seq[mine], c["timestamp"][mine], keep[mine]
+    stored = int(numbers[kept].max(initial=0))
+    dropped = numbers[~kept & (numbers < stored)]  # consecutive: the first events from the start
+    # Reported once writing works again.
+    dropped_at = int(times[~kept & (numbers < stored)].max(initial=incident.start * NS)) // NS + 60
+    reaped_at = incident.end + 40  # the restarted process reaps the dead one's counters
+    service = next(s for s in SERVICES if s.name == incident.service)
+    host = next(i.host for i in service.instances if i.name == incident.instance)
+    common = {"service_name": incident.service, "service_instance_id": incident.instance, "host_name": host}
+    drop = {
+        **common,
+        "report_id": f"{incident.instance}/dropped/{dropped.size}",
+        "reported_at": dropped_at,
+        "reason": "dropped",
+        "count": int(dropped.size),
+        "first_seq": int(dropped.min()) if dropped.size else 0,
+        "last_seq": int(dropped.max(initial=0)),
+        "allocated_seq": int(numbers[times <= dropped_at * NS].max(initial=0)),
+        "detail": "dropped at the in-memory bound while nothing could be written",
+        "location": "usagelog.events/1@48213",
+        "received_at": dropped_at + 2,
+    }
+    allocated = int(numbers.max(initial=0))
+    tail = {
+        **common,
+        "report_id": f"{incident.instance}/tail/{allocated}",
+        "reported_at": reaped_at,
+        "reason": "tail",
+        "count": LOSS_TAIL_COUNTED,
+        "first_seq": max(1, allocated - LOSS_TAIL_COUNTED + 1),
+        "last_seq": allocated,
+        "allocated_seq": allocated,
+        "detail": f"process 4242 ended; its counters file {incident.instance}.counters",
+        "location": f"loss-{incident.instance}-4242.seg@0",
+        "received_at": reaped_at + 20,
+    }
+    # The spool is read twice (at-least-once): the same report again, two minutes later.
+    history.losses = [drop, tail, {**tail, "received_at": reaped_at + 140}][0 if dropped.size else 1 :]
+    incident.count = int(dropped.size)  # on thin traffic (a small scale) the kill may take them all
 
 
 def _watch(c: dict[str, np.ndarray], seq: np.ndarray) -> None:
@@ -483,7 +570,7 @@ def to_arrow(history: History) -> Any:
 
 def load(store: Any, history: History, batch: int = 500_000) -> None:
     """Store the history: events (checksums computed by the engine, as audit recomputes them),
-    dead letters, then the rollups of every minute they touch, as ingest does."""
+    dead letters, loss reports, then the rollups of every minute they touch, as ingest does."""
     from usagelog.ingest import rollup
 
     load_events(store, history, batch)
@@ -492,7 +579,7 @@ def load(store: Any, history: History, batch: int = 500_000) -> None:
 
 
 def load_events(store: Any, history: History, batch: int = 500_000) -> None:
-    """Store the history's events and dead letters only (no rollups)."""
+    """Store the history's events, dead letters and loss reports only (no rollups)."""
     from usagelog.ingest import queries
 
     db = store.database
@@ -526,6 +613,14 @@ def load_events(store: Any, history: History, batch: int = 500_000) -> None:
             ],
             column_names=columns,
         )
+    _load_losses(store, history.losses)
+
+
+def _load_losses(store: Any, losses: list[dict[str, Any]]) -> None:
+    """One insert per row: a redelivered report arrives as a separate write, as it would."""
+    for row in losses:
+        values = {**row, **{k: _datetime(row[k]) for k in ("reported_at", "received_at")}}
+        store.client.insert(f"{store.database}.losses", [list(values.values())], column_names=list(values))
 
 
 def _datetime(epoch: int) -> Any:
