@@ -3,6 +3,7 @@ and chDB: past it the worker executes itself again in place and goes on consumin
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,26 @@ def test_a_worker_past_its_memory_bound_restarts_in_place_and_stores_everything_
     assert log.count("worker w1 consuming") == restarts + 1  # the same worker, started afresh each time
     assert count_events(url) == (2 * WARM + 2 * len(payloads),) * 2
     assert max(samples) <= bound_mb * MIB + MARGIN, f"{max(samples) / MIB:.0f} MiB, bound {bound_mb} MB"
+
+
+def test_a_stop_asked_for_while_the_worker_restarts_ends_it_cleanly(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    produce(kafka.bootstrap, topics["events"], make_payloads(20, 2, instance="a"))
+    env = {
+        "USAGELOG_BATCH_MAX_MESSAGES": "1",
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "1",  # below any worker's size: a restart after every batch
+    }
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env).start()
+    assert worker.process is not None
+    try:
+        wait_for(lambda: "restarting in place" in worker.log(), 120, "a restart")
+        worker.process.send_signal(signal.SIGTERM)  # while it closes, executes itself, or starts again
+        assert worker.wait(timeout=60) == 0, worker.log()[-3000:]
+    finally:
+        if worker.process.running():
+            worker.kill()
+    assert "Traceback" not in worker.log()
+    rows, distinct = count_events(url)
+    assert rows == distinct and rows % 2 == 0  # whole batches, none twice

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 MB = 1024 * 1024
 # Blocked across the exec: a stop asked for meanwhile waits, pending, for the new program's handler.
@@ -36,10 +37,15 @@ def accept_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-def reexecute() -> None:
-    """Replace this program with a fresh copy of itself; does not return."""
-    argv = [sys.executable, *sys.orig_argv[1:]]
+def reexecute(stopped: Callable[[], bool]) -> None:
+    """Replace this program with a fresh copy of itself, unless ``stopped()`` says a stop was
+    asked for (then return). SIGTERM and SIGINT are blocked first: one that comes after the check
+    stays pending for the new program instead of being handled by this one and forgotten."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    if stopped():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        return
+    argv = [sys.executable, *sys.orig_argv[1:]]
     logging.shutdown()  # flushes the handlers: the log lines so far come before the new program's
     sys.stdout.flush()
     sys.stderr.flush()

@@ -398,6 +398,6 @@ def run_worker(settings: WorkerSettings, *, max_idle_seconds: float = 0.0) -> in
         settings.security.describe(),
     )
     worker.run(max_idle_seconds=max_idle_seconds)
-    if worker.restart and not worker.stopped:  # a stop asked for while closing wins
-        reexecute()
+    if worker.restart:
+        reexecute(lambda: worker.stopped)  # a stop asked for while closing wins
     return 0
