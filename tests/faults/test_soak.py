@@ -25,8 +25,10 @@ RATE = 60.0
 MIB = 1024 * 1024
 # Flat: the median RSS of the last third of the samples within this of the first third's.
 FLAT_RATIO, FLAT_SLACK = 1.2, 32 * MIB
-# A worker (USAGELOG_WORKER_MAX_MEMORY_MB at its default): at most one batch's growth past its bound.
-WORKER_BOUND = WorkerSettings.max_memory_mb * MIB + FLAT_SLACK
+# A worker (USAGELOG_WORKER_MAX_MEMORY_MB at its default) checks its size after each batch, so it may
+# pass the bound by a batch's growth and what closing takes (archive files written) before it restarts.
+WORKER_MARGIN = 64 * MIB
+WORKER_BOUND = WorkerSettings.max_memory_mb * MIB + WORKER_MARGIN
 
 
 def test_steady_load_for_minutes_keeps_memory_flat_lag_bounded_and_loses_nothing(stack: Stack) -> None:
@@ -76,4 +78,4 @@ def test_steady_load_for_minutes_keeps_memory_flat_lag_bounded_and_loses_nothing
         for role, samples in memory.items()
         if role.startswith("worker-") and max(samples) > WORKER_BOUND
     }
-    assert not over, f"workers past their memory bound (+{FLAT_SLACK // MIB} MiB): {over}"
+    assert not over, f"workers past their memory bound (+{WORKER_MARGIN // MIB} MiB): {over}"

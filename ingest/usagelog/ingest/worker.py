@@ -88,6 +88,7 @@ class Worker:
         self._store: Store | None = None
         self._opened = 0.0
         self.restart = False  # stopped to execute afresh: memory passed the bound
+        self._stored = 0  # batches stored and committed by this program
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -125,6 +126,7 @@ class Worker:
         if not self._rotate_archive(wait=wait_for_archive):
             return result  # stopped while the archive was down: the batch is read again
         self._commit(batch)
+        self._stored += 1
         self._update_lag()
         if time.monotonic() - self._opened >= self.settings.store_slice_seconds:
             self._close_store()
@@ -156,10 +158,14 @@ class Worker:
         if rss is None or rss <= bound * MB:
             return False
         _logger.warning(
-            "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: committed, restarting in place",
+            "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: committed, restarting in place%s",
             self.settings.worker_id,
             rss / MB,
             bound,
+            # A bound below what a fresh worker needs restarts it after every batch: say so.
+            " (already after its first batch: the bound is too low for this worker)"
+            if self._stored == 1
+            else "",
         )
         return True
 
