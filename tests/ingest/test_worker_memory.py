@@ -66,7 +66,7 @@ def test_a_worker_past_its_memory_bound_restarts_in_place_and_stores_everything_
             worker.kill()
     log = worker.log()[log_start:]
 
-    restarts = log.count(f"past USAGELOG_WORKER_MAX_MEMORY_MB={bound_mb}: committed, restarting in place")
+    restarts = log.count(f"past USAGELOG_WORKER_MAX_MEMORY_MB={bound_mb}: batch stored, restarting in place")
     assert restarts >= 1, log[-3000:]
     assert log.count("worker w1 consuming") == restarts + 1  # the same worker, started afresh each time
     assert count_events(url) == (2 * WARM + 2 * len(payloads),) * 2

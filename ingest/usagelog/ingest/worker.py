@@ -158,7 +158,8 @@ class Worker:
         if rss is None or rss <= bound * MB:
             return False
         _logger.warning(
-            "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: committed, restarting in place%s",
+            "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: "
+            "batch stored, restarting in place%s",
             self.settings.worker_id,
             rss / MB,
             bound,
