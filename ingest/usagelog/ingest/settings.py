@@ -154,6 +154,10 @@ class WorkerSettings:
     clickhouse_url: str = ""
     database: str = DEFAULT_DATABASE
     wait_seconds: float = DEFAULT_WAIT_SECONDS
+    # USAGELOG_WORKER_MAX_MEMORY_MB: past this resident set the worker starts afresh (0: never).
+    max_memory_mb: int = 448
+    # USAGELOG_WORKER_STORE_SLICE_SECONDS: the store stays open over the batches of this long (0: per batch).
+    store_slice_seconds: float = 5.0
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -404,6 +408,20 @@ class _Reader:
             clickhouse_url=clickhouse_url,
             database=database,
             wait_seconds=wait,
+            max_memory_mb=self.number(
+                "USAGELOG_WORKER_MAX_MEMORY_MB",
+                defaults.max_memory_mb,
+                int,
+                lambda v: v >= 0,
+                "whole megabytes (0 turns the bound off)",
+            ),
+            store_slice_seconds=self.number(
+                "USAGELOG_WORKER_STORE_SLICE_SECONDS",
+                defaults.store_slice_seconds,
+                float,
+                lambda v: v >= 0,
+                "a number of seconds (0 or more)",
+            ),
         )
 
 

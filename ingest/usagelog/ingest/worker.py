@@ -19,6 +19,15 @@ seconds until the store is back; then it publishes, commits and catches up. A st
 the credentials stops the worker with a message naming the settings. Dead letters also go to
 ``USAGELOG_KAFKA_DEAD_LETTER_TOPIC`` when it is set.
 
+The worker keeps the store open across the batches of a slice of
+``USAGELOG_WORKER_STORE_SLICE_SECONDS`` (default 5; 0 opens it for each batch) and closes it
+when the slice is over or no messages are waiting, so other processes get a chDB directory in
+between; fewer sessions also mean less of the memory chDB keeps per session. Past
+``USAGELOG_WORKER_MAX_MEMORY_MB`` of resident memory (default 448, 0: no bound), checked after
+a batch is stored and committed, the worker leaves its group, finalizes its archive files and
+executes itself again in place (same PID, arguments and worker ID), see
+:mod:`~usagelog.ingest.recycle`.
+
 With ``--max-idle`` the worker exits once that long passed without messages; if it never got a
 partition because no broker answered, it fails with :class:`~usagelog.ingest.errors.KafkaError`
 after at most 10 seconds more (without ``--max-idle`` it keeps trying, as a service should).
@@ -30,14 +39,16 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from .archive import open_archive
 from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
+from .recycle import MB, accept_stop_signals, reexecute, rss_bytes
 from .settings import WorkerSettings
-from .store import connect
+from .store import Store, connect
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -73,6 +84,11 @@ class Worker:
         self._last_activity = time.monotonic()
         self._paused = False  # waiting for the archive's store: no flush from a rebalance
         self._archive_down = False  # the last try to publish failed: do not try again at close
+        self._session: ExitStack | None = None  # the open store, while a slice lasts
+        self._store: Store | None = None
+        self._opened = 0.0
+        self.restart = False  # stopped to execute afresh: memory passed the bound
+        self._stored = 0  # batches stored and committed by this program
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -110,8 +126,49 @@ class Worker:
         if not self._rotate_archive(wait=wait_for_archive):
             return result  # stopped while the archive was down: the batch is read again
         self._commit(batch)
+        self._stored += 1
         self._update_lag()
+        if time.monotonic() - self._opened >= self.settings.store_slice_seconds:
+            self._close_store()
         return result
+
+    def _open_store(self) -> Store:
+        if self._store is None:
+            s = self.settings
+            session = ExitStack()
+            self._store = session.enter_context(
+                connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds)
+            )
+            self._session, self._opened = session, time.monotonic()
+        return self._store
+
+    def _close_store(self) -> None:
+        """Give the store (a chDB directory) back for others to use."""
+        session, self._session, self._store = self._session, None, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # the batch is stored and committed already; the next one reopens
+                _logger.warning("closing the store failed", exc_info=True)
+
+    def _over_memory(self) -> bool:
+        """Whether the resident set passed ``USAGELOG_WORKER_MAX_MEMORY_MB``: log it if so."""
+        bound = self.settings.max_memory_mb
+        rss = rss_bytes() if bound else None
+        if rss is None or rss <= bound * MB:
+            return False
+        _logger.warning(
+            "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: "
+            "batch stored, restarting in place%s",
+            self.settings.worker_id,
+            rss / MB,
+            bound,
+            # A bound below what a fresh worker needs restarts it after every batch: say so.
+            " (already after its first batch: the bound is too low for this worker)"
+            if self._stored == 1
+            else "",
+        )
+        return True
 
     def _rotate_archive(self, *, wait: bool) -> bool:
         """Publish due archive files; while the store is down, pause consuming and try again.
@@ -153,6 +210,7 @@ class Worker:
         """Stay in the group for ``seconds`` without taking new messages (the partitions are
         paused; ones assigned meanwhile are paused too, and what they delivered first is kept
         for later). False if the worker was asked to stop."""
+        self._close_store()  # nothing is stored meanwhile: others may have the directory
         deadline = time.monotonic() + seconds
         while not self._stop and time.monotonic() < deadline:
             with kafka_errors(self.settings.brokers):
@@ -192,13 +250,12 @@ class Worker:
         """Storage hiccups (a busy chDB directory, a server restart) are retried with backoff;
         if they persist the worker stops without committing, and the batch is read again."""
         items = [Item("kafka", f"{m.topic()}/{m.partition()}@{m.offset()}", m.value() or b"") for m in batch]
-        s = self.settings
         delay = 1.0
         for attempt in range(1, attempts + 1):
             try:
-                with connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds) as store:
-                    return self.pipeline.process(items, store)
+                return self.pipeline.process(items, self._open_store())
             except Exception:
+                self._close_store()  # opened afresh for the next try
                 if attempt == attempts:
                     raise
                 _logger.exception(
@@ -255,6 +312,10 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self._stop = True
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
     def run(self, *, max_idle_seconds: float = 0.0) -> None:
         """Consume until stopped (or, with ``max_idle_seconds``, until nothing arrived for that long)."""
         s = self.settings
@@ -288,7 +349,11 @@ class Worker:
                 )
                 if due:
                     self._flush()
+                    if self._over_memory():
+                        self.restart = not self._stop
+                        break
                 elif not self._pending:
+                    self._close_store()  # nothing waiting: others may have the directory
                     self._update_lag()
                 self.health.maybe_report()
                 idle = time.monotonic() - self._last_activity
@@ -305,6 +370,7 @@ class Worker:
             self.close()
 
     def close(self) -> None:
+        self._close_store()
         try:
             self.consumer.close()
         except Exception:
@@ -330,6 +396,7 @@ def run_worker(settings: WorkerSettings, *, max_idle_seconds: float = 0.0) -> in
     worker = Worker(settings)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
+    accept_stop_signals()  # blocked across a restart in place: handled now
     _logger.info(
         "worker %s consuming %s from %s (%s)",
         settings.worker_id,
@@ -338,4 +405,6 @@ def run_worker(settings: WorkerSettings, *, max_idle_seconds: float = 0.0) -> in
         settings.security.describe(),
     )
     worker.run(max_idle_seconds=max_idle_seconds)
+    if worker.restart:
+        reexecute(lambda: worker.stopped)  # a stop asked for while closing wins
     return 0

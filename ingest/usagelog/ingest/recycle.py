@@ -1,0 +1,52 @@
+"""A long-running worker's memory bound: measure the resident set, and start afresh in place.
+
+chDB keeps about 2 MiB for every session a process opened and closed (chdb-io/chdb#298), and a
+worker must close its session now and then so that other processes (a CLI query, a second worker
+on the same directory) get the chDB directory. No chDB setting or allocator option takes that
+memory back, so a worker whose resident set passes ``USAGELOG_WORKER_MAX_MEMORY_MB`` (default
+448; 0 turns the bound off) stops cleanly after a committed batch and
+executes itself again: same process ID, arguments, environment and worker ID — the pattern of
+celery's ``worker_max_memory_per_child`` and gunicorn's ``max_requests``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+MB = 1024 * 1024
+# Blocked across the exec: a stop asked for meanwhile waits, pending, for the new program's handler.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size now (None where ``/proc`` is not there: no bound)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def accept_stop_signals() -> None:
+    """Let SIGTERM and SIGINT in (they were blocked if this program was executed by
+    :func:`reexecute`); call once their handlers are installed."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def reexecute(stopped: Callable[[], bool]) -> None:
+    """Replace this program with a fresh copy of itself, unless ``stopped()`` says a stop was
+    asked for (then return). SIGTERM and SIGINT are blocked first: one that comes after the check
+    stays pending for the new program instead of being handled by this one and forgotten."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    if stopped():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        return
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    logging.shutdown()  # flushes the handlers: the log lines so far come before the new program's
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

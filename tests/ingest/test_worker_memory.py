@@ -1,0 +1,96 @@
+"""A Kafka ingest worker's memory bound (``USAGELOG_WORKER_MAX_MEMORY_MB``), against a real broker
+and chDB: past it the worker executes itself again in place and goes on consuming."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.observe import MemorySampler, rss_bytes
+from tests.pipeline import WorkerProcess, count_events, produce, wait_for
+from tests.spoolfill import make_payloads
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+HEADROOM_MB = 24  # the bound is this far above the worker's own size after its first batches
+WARM = 3  # batches stored before the worker's size is taken
+MARGIN = 40 * MIB  # what one batch (and the measuring interval) may add beyond the bound
+
+
+def test_a_worker_past_its_memory_bound_restarts_in_place_and_stores_everything_once(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    topic = topics["events"]
+    # A session opened for every batch: the memory chDB keeps per session grows fastest that way.
+    env = {"USAGELOG_BATCH_MAX_MESSAGES": "1", "USAGELOG_WORKER_STORE_SLICE_SECONDS": "0"}
+
+    # The worker's size once it stored a batch, on this machine, without a bound.
+    produce(kafka.bootstrap, topic, make_payloads(WARM, 2, instance="first"))
+    first = WorkerProcess(
+        tmp_path, kafka.bootstrap, topic, url, "w1", {**env, "USAGELOG_WORKER_MAX_MEMORY_MB": "0"}
+    )
+    first.start()
+    wait_for(lambda: count_events(url)[0] == 2 * WARM, 60, "the first batches stored")
+    assert first.process is not None
+    base = rss_bytes(first.process.pid)
+    assert base is not None and first.stop() == 0
+    bound_mb = base // MIB + HEADROOM_MB
+
+    payloads = []
+    for i in range(3):  # keyed by instance: spread over the three partitions
+        payloads += make_payloads(10, 2, instance=f"inst-{i}")
+    produce(kafka.bootstrap, topic, payloads, [f"inst-{i // 10}".encode() for i in range(len(payloads))])
+    worker = WorkerProcess(
+        tmp_path,
+        kafka.bootstrap,
+        topic,
+        url,
+        "w1",
+        {**env, "USAGELOG_WORKER_MAX_MEMORY_MB": str(bound_mb)},
+        max_idle=6,
+    ).start()
+    assert worker.process is not None
+    pid = worker.process.pid
+    sampler = MemorySampler(lambda: {"worker": pid}, interval=0.2).start()
+    log_start = len(first.log())
+    try:
+        assert worker.wait(timeout=240) == 0, worker.log()[-3000:]
+    finally:
+        samples = sampler.stop()["worker"]
+        if worker.process.running():
+            worker.kill()
+    log = worker.log()[log_start:]
+
+    restarts = log.count(f"past USAGELOG_WORKER_MAX_MEMORY_MB={bound_mb}: batch stored, restarting in place")
+    assert restarts >= 1, log[-3000:]
+    assert log.count("worker w1 consuming") == restarts + 1  # the same worker, started afresh each time
+    assert count_events(url) == (2 * WARM + 2 * len(payloads),) * 2
+    assert max(samples) <= bound_mb * MIB + MARGIN, f"{max(samples) / MIB:.0f} MiB, bound {bound_mb} MB"
+
+
+def test_a_stop_asked_for_while_the_worker_restarts_ends_it_cleanly(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    produce(kafka.bootstrap, topics["events"], make_payloads(20, 2, instance="a"))
+    env = {
+        "USAGELOG_BATCH_MAX_MESSAGES": "1",
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "1",  # below any worker's size: a restart after every batch
+    }
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env).start()
+    assert worker.process is not None
+    try:
+        wait_for(lambda: "restarting in place" in worker.log(), 120, "a restart")
+        worker.process.send_signal(signal.SIGTERM)  # while it closes, executes itself, or starts again
+        assert worker.wait(timeout=60) == 0, worker.log()[-3000:]
+    finally:
+        if worker.process.running():
+            worker.kill()
+    assert "Traceback" not in worker.log()
+    rows, distinct = count_events(url)
+    assert rows == distinct and rows % 2 == 0  # whole batches, none twice
