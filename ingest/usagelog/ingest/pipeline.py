@@ -24,7 +24,6 @@ each event once. A failure of storage raises: the caller must then keep the item
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,7 +87,6 @@ class Pipeline:
 
     def process(self, items: Iterable[Item], store: Store) -> Result:
         """Decode, archive, store, copy and dead-letter ``items``; raises if storage failed."""
-        started = time.monotonic()
         result = Result()
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
@@ -146,6 +144,5 @@ class Pipeline:
                 stored=result.stored,
                 duplicates=result.duplicates,
                 dead_letters=result.dead_letters,
-                seconds=time.monotonic() - started,
             )
         return result
