@@ -89,6 +89,9 @@ class Worker:
         self._opened = 0.0
         self.restart = False  # stopped to execute afresh: memory passed the bound
         self._stored = 0  # batches stored and committed by this program
+        # The group's committed offset (next to read) of each assigned partition, as far as known:
+        # this worker's own commits, else asked of the broker once. Lag is measured from it.
+        self._committed: dict[tuple[str, int], int] = {}
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -103,12 +106,16 @@ class Worker:
         elif self._pending and any((m.topic(), m.partition()) in revoked for m in self._pending):
             self._flush(wait_for_archive=False)
         self._assigned -= revoked
+        for key in revoked:
+            self._committed.pop(key, None)
         _logger.info("revoked %s", sorted(p.partition for p in partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in lost]
         self._assigned -= lost
+        for key in lost:
+            self._committed.pop(key, None)
         _logger.warning(
             "lost %s; their uncommitted messages go to the new owner", sorted(p.partition for p in partitions)
         )
@@ -122,10 +129,12 @@ class Worker:
             return None
 
         batch, self._pending = self._pending, []
+        started = self._batch_started
         result = self._process_with_retries(batch)
         if not self._rotate_archive(wait=wait_for_archive):
             return result  # stopped while the archive was down: the batch is read again
         self._commit(batch)
+        self.health.batch_committed(time.monotonic() - started)
         self._stored += 1
         self._update_lag()
         if time.monotonic() - self._opened >= self.settings.store_slice_seconds:
@@ -225,7 +234,7 @@ class Worker:
                     self._pending.append(message)
                 elif error.fatal():
                     raise KafkaError(f"Kafka consumer failed: {error}")
-            self.health.maybe_report()
+            self._report()
         return not self._stop
 
     def _commit(self, batch: Sequence[Any]) -> None:
@@ -238,6 +247,9 @@ class Worker:
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(after.items())]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
+            for key, offset in after.items():
+                if key in self._assigned:
+                    self._committed[key] = offset
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if error is not None and hasattr(error, "fatal") and error.fatal():
@@ -284,30 +296,40 @@ class Worker:
             )
 
     def _update_lag(self) -> None:
-        """Messages on the assigned partitions not yet read. Where the consumer has no position
-        yet (a partition just taken over, nothing fetched), it will start at the group's
-        committed offset, or at the beginning of the partition when there is none."""
+        """Messages on the assigned partitions not yet stored: per partition, the end offset (high
+        watermark) minus the group's committed offset — or minus the partition's beginning when
+        nothing is committed (``auto.offset.reset=earliest``) — summed. Fetched messages waiting
+        in a batch count: they are not stored yet.
+
+        The end offsets are the consumer's, from its last fetch response: asking the broker
+        waits behind the consumer's own fetch (up to ``fetch.wait.max.ms``, 0.5 s, per
+        partition), which would slow every batch. Only a partition not fetched yet is asked."""
         from confluent_kafka import TopicPartition
 
         lag = 0
         try:
-            positions = self.consumer.position([TopicPartition(t, p) for t, p in self._assigned])
-            unknown = [TopicPartition(tp.topic, tp.partition) for tp in positions if tp.offset < 0]
-            starts = {(tp.topic, tp.partition): tp.offset for tp in positions if tp.offset >= 0}
+            unknown = [TopicPartition(t, p) for t, p in sorted(self._assigned - self._committed.keys())]
             if unknown:
                 for tp in self.consumer.committed(unknown, timeout=5):
-                    offset = tp.offset
-                    if offset < 0:  # nothing committed: auto.offset.reset=earliest
-                        offset, _ = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                    starts[(tp.topic, tp.partition)] = offset
-            for (topic, partition), start in starts.items():
+                    if tp.offset < 0:  # nothing committed: the worker starts at the beginning
+                        tp.offset, _ = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                    self._committed[(tp.topic, tp.partition)] = tp.offset
+            for topic, partition in self._assigned:
                 tp = TopicPartition(topic, partition)
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                lag += max(0, high - start)
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:  # not fetched yet
+                    _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                lag += max(0, high - self._committed[(topic, partition)])
         except Exception:
             _logger.debug("lag not available", exc_info=True)
             return
         self.health.lag = lag
+
+    def _report(self) -> None:
+        """The health line, when due, with the lag measured now."""
+        if self.health.due():
+            self._update_lag()
+            self.health.maybe_report(force=True)
 
     def stop(self, *_: Any) -> None:
         self._stop = True
@@ -355,7 +377,7 @@ class Worker:
                 elif not self._pending:
                     self._close_store()  # nothing waiting: others may have the directory
                     self._update_lag()
-                self.health.maybe_report()
+                self._report()
                 idle = time.monotonic() - self._last_activity
                 if max_idle_seconds and not self._pending and idle > max_idle_seconds:
                     if self._assigned:
