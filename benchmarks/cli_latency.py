@@ -76,7 +76,7 @@ def _check_origin(checkout: Path) -> None:
 
 
 def _build_store(workdir: Path, events: int) -> str:
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "instrumentation"), str(ROOT / "ingest")]
     from tests.spoolfill import write_spool
 
     spool = workdir / "spool"
