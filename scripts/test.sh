@@ -49,4 +49,5 @@ if [ $# -eq 0 ]; then
     .venv/bin/python benchmarks/request_overhead.py --quick
     .venv/bin/python benchmarks/dashboards.py --quick
     .venv/bin/python benchmarks/kill_window.py --quick
+    .venv/bin/python benchmarks/cli_latency.py --quick
 fi

@@ -13,18 +13,17 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from usagelog.wait import wait_until
 
-from .decode import COLUMNS, LOSS_COLUMNS
 from .errors import QueryError, StoreError, UsagelogError
 from .redact import redact, redact_url
 from .settings import (
@@ -113,6 +112,10 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
     import clickhouse_connect
 
     path = chdb_path(url)
+    if path is not None:
+        from .chdb_import import import_chdb_state
+
+        import_chdb_state()
     failure: Exception | None = None  # why the last try failed; None: a foreign engine ran
 
     def try_open() -> Any:
@@ -223,12 +226,20 @@ def _translate(exc: Exception, url: str) -> UsagelogError | None:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, SQL) of every numbered migration, in order."""
+    return list(_read_migrations())
+
+
+@functools.cache
+def _read_migrations() -> tuple[tuple[int, str, str], ...]:
+    # Read once a process: every open checks them, some twice.
+    from importlib import resources
+
     found = []
     for entry in resources.files("usagelog.ingest").joinpath("migrations").iterdir():
         match = re.match(r"^(\d+)_.*\.sql$", entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text()))
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 class Store:
@@ -241,8 +252,9 @@ class Store:
         """Apply migrations not applied yet (up to version ``upto``); returns their names."""
         db = self.database
         wanted = {version for version, _, _ in migrations() if upto is None or version <= upto}
-        recorded = self._applied_versions()
-        if wanted <= recorded and not self._to_heal(recorded)[1]:
+        present = self._tables()
+        recorded = self._applied_versions(present)
+        if wanted <= recorded and not self._to_heal(recorded, present)[1]:
             # Nothing to do, learned by reading alone: a read-only user (the CLI's and Grafana's,
             # deploy/clickhouse/users.sql) opens the store too, and ClickHouse refuses even
             # CREATE ... IF NOT EXISTS to it.
@@ -264,12 +276,15 @@ class Store:
             applied.append(name)
         return applied
 
-    def _applied_versions(self) -> set[int]:
+    def _tables(self) -> set[str]:
+        """The tables (and views) of the database, by reading only."""
         _, rows = self.query(
-            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
-            {"db": self.database},
+            "SELECT name FROM system.tables WHERE database = {db:String}", {"db": self.database}
         )
-        if not rows[0][0]:
+        return {row[0] for row in rows}
+
+    def _applied_versions(self, present: set[str]) -> set[int]:
+        if "schema_migrations" not in present:
             return set()
         _, rows = self.query(f"SELECT version FROM {self.database}.schema_migrations")
         return {int(row[0]) for row in rows}
@@ -283,13 +298,13 @@ class Store:
 
             rebuild(self)
 
-    def _to_heal(self, done: set[int]) -> tuple[set[str], list[tuple[int, str, str]]]:
-        """The tables applied migrations (``done``) created that are gone, and the migrations to
-        run again for them (by reading only)."""
-        tables = self.client.query(
-            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": self.database}
-        )
-        present = {row[0] for row in tables.result_rows}
+    def _to_heal(
+        self, done: set[int], present: set[str] | None = None
+    ) -> tuple[set[str], list[tuple[int, str, str]]]:
+        """The tables applied migrations (``done``) created that are gone from ``present`` (default:
+        read now), and the migrations to run again for them."""
+        if present is None:
+            present = self._tables()
         missing: set[str] = set()
         again = []
         for version, name, sql in migrations():
@@ -346,6 +361,8 @@ class Store:
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:
             unique.setdefault(row["event_id"], row)
+        from .decode import COLUMNS  # protobuf and the event schema: writers only, not the CLI's reads
+
         existing = self.existing_ids(list(unique.values()), table)
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
         if fresh:
@@ -360,6 +377,8 @@ class Store:
         """Loss reports; a report stored before folds into one row by its ID (read with FINAL)."""
         if not losses:
             return
+        from .decode import LOSS_COLUMNS
+
         self.client.insert(
             f"{self.database}.losses",
             [[loss[c] for c in LOSS_COLUMNS] for loss in losses],

@@ -14,14 +14,39 @@ This package depends on OpenTelemetry only: never on Kafka, ClickHouse or chDB c
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, Settings, load_settings
-from .exporters import EventExporter, MemoryExporter
-from .runtime import VERSION, Runtime, get_runtime, reset_runtime, start_runtime
 
-__version__ = VERSION
+if TYPE_CHECKING:
+    from .exporters import EventExporter, MemoryExporter
+    from .runtime import Runtime, get_runtime, reset_runtime, start_runtime  # noqa: F401
+
+    __version__: str
+
 _logger = logging.getLogger("usagelog")
+
+# Imported on first use, not with the package: ``usagelog.instrumentation.event`` (the event's
+# fields and checksum) is read by the ingest side and the CLI, which need none of the runtime
+# (OpenTelemetry metrics, protobuf, the recorder) and should not pay for importing it.
+_LAZY = {
+    "EventExporter": "exporters",
+    "MemoryExporter": "exporters",
+    "Runtime": "runtime",
+    "get_runtime": "runtime",
+    "reset_runtime": "runtime",
+    "start_runtime": "runtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "__version__":
+        return importlib.import_module(".runtime", __name__).VERSION
+    if name in _LAZY:
+        return getattr(importlib.import_module("." + _LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _ensure_tracer_provider() -> None:
@@ -46,6 +71,7 @@ def instrument_app(app: Any, *, exporter: EventExporter | None = None, **setting
 
     from .capture import UsageMiddleware
     from .hooks import connect_flask_signals
+    from .runtime import get_runtime, reset_runtime, start_runtime
 
     if "exporter_name" in settings:
         settings["exporter"] = settings.pop("exporter_name")
@@ -74,6 +100,7 @@ def uninstrument_app(app: Any) -> None:
 
     from .capture import UsageMiddleware
     from .hooks import disconnect_flask_signals
+    from .runtime import get_runtime
 
     if isinstance(app.wsgi_app, UsageMiddleware):
         app.wsgi_app = app.wsgi_app.app
