@@ -17,6 +17,7 @@ from usagelog.ingest.archive import read_archive
 from usagelog.ingest.errors import StoreError
 from usagelog.ingest.settings import ArchiveSettings
 from usagelog.ingest.spool_ingest import ingest_spool
+from usagelog.ingest.engine_decode import EngineDecoder
 from usagelog.ingest.store import Store, connect
 from usagelog.instrumentation.spool import SpoolWriter, read_frames
 
@@ -123,7 +124,11 @@ def test_a_failed_store_keeps_the_segments_and_the_archive_ends_with_each_event_
     def unreachable(self: Any, rows: Any, table: str = "usage_events") -> tuple[int, int]:
         raise StoreError("ClickHouse at http://db:8123 did not answer")
 
+    def engine_unreachable(self: Any, result: Any) -> None:
+        raise StoreError("ClickHouse at http://db:8123 did not answer")
+
     monkeypatch.setattr(Store, "insert_events", unreachable)
+    monkeypatch.setattr(EngineDecoder, "store_staged", engine_unreachable)
     with pytest.raises(StoreError):
         ingest_spool(str(spool), chdb_url, "usagelog", archive=archive)
     monkeypatch.undo()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import rollup
 from .decode import dead_letter, decode_or_dead_letter
+from .engine_decode import EngineDecoder, decoder_setting
 from .health import WorkerHealth
 from .store import Store
 
@@ -80,10 +81,21 @@ class Pipeline:
         archive: Archive | None = None,
         health: WorkerHealth | None = None,
         dead_letter_sink: DeadLetterSink | None = None,
+        decoder: str | None = None,
     ) -> None:
         self.archive = archive
         self.health = health
         self.dead_letter_sink = dead_letter_sink
+        self.decoder = decoder_setting() if decoder is None else decoder
+        self._engines: tuple[Store, EngineDecoder] | None = None
+
+    def _engine(self, store: Store) -> EngineDecoder | None:
+        """The engine decoder of ``store`` (one per open store), or None to decode in Python."""
+        if self.decoder == "python" or not EngineDecoder.available(store):
+            return None
+        if self._engines is None or self._engines[0] is not store:
+            self._engines = (store, EngineDecoder(store))
+        return self._engines[1]
 
     def process(self, items: Iterable[Item], store: Store) -> Result:
         """Decode, archive, store, copy and dead-letter ``items``; raises if storage failed."""
@@ -91,6 +103,7 @@ class Pipeline:
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
         losses: list[dict[str, Any]] = []
+        readable: list[Item] = []
         for item in items:
             result.items += 1
             if item.damage:
@@ -103,28 +116,48 @@ class Pipeline:
                         service_instance_id=item.instance,
                     )
                 )
-                continue
+            else:
+                readable.append(item)
+        engine = self._engine(store) if readable else None
+        staged = engine.stage([item.payload for item in readable]) if engine is not None else None
+        for item in readable if staged is None else [readable[n] for n in staged.leftover]:
             decoded, bad = decode_or_dead_letter(item.payload, item.source, item.location)
             rows.extend(decoded.rows)
             letters.extend(bad)
             losses.extend({**loss, "location": item.location} for loss in decoded.losses)
             result.ignored += decoded.ignored
-        result.events = len(rows)
+        minutes = rollup.minutes_of(rows)
+        if staged is not None and engine is not None:
+            engine.count_staged(staged)
+            result.events += staged.events
+            result.ignored += staged.ignored
+            minutes |= staged.minutes
+            if self.archive is not None and staged.events:
+                self.archive.stage(engine.staged_rows(staged))
+        result.events += len(rows)
         if self.archive is not None and rows:
             self.archive.stage(rows)
+        if staged is not None and engine is not None and staged.events:
+            engine.store_staged(staged)
+            result.stored, result.duplicates, result.monitored = (
+                staged.stored,
+                staged.duplicates,
+                staged.monitored,
+            )
         for start in range(0, len(rows), INSERT_CHUNK):
             stored, duplicates = store.insert_events(rows[start : start + INSERT_CHUNK])
             result.stored += stored
             result.duplicates += duplicates
         monitored = [row for row in rows if row["monitored"]]
         if monitored:
-            result.monitored, _ = store.insert_events(monitored, table="monitored_events")
+            copied, _ = store.insert_events(monitored, table="monitored_events")
+            result.monitored += copied
         store.insert_losses(losses)
         result.losses = len(losses)
         store.insert_dead_letters(letters)
         # Every minute the payloads touched, duplicates included: a redelivery whose first
         # delivery crashed before this point is recomputed now.
-        rollup.refresh(store, rollup.minutes_of(rows))
+        rollup.refresh(store, minutes)
         result.dead_letters = len(letters)
         for loss in losses:
             _logger.warning(
