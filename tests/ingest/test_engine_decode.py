@@ -1,0 +1,209 @@
+"""The engine decoder stores exactly what the reference decoder stores: the same rows, dead letters,
+loss reports and counts, for real events, for every kind of damage, and for generated attributes
+(hypothesis). Each case goes through the pipeline twice on one chDB engine: once with
+``decoder="engine"`` into database ``e``, once with ``decoder="python"`` into ``p``."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from tests.ingest.test_decode import make_exchange, payload_of, rewrite, set_attribute
+from tests.ingest.test_decode_properties import (
+    RECORD_ATTRIBUTES,
+    RESOURCE_ATTRIBUTES,
+    _any_value,
+    _builder,
+    _set,
+    values,
+)
+from tests.lossreports import loss_payload, loss_record
+from tests.spoolfill import make_payloads
+from usagelog.ingest.decode import decode_payload
+from usagelog.ingest.engine_decode import EngineDecoder, decoder_setting
+from usagelog.ingest.errors import SettingsError
+from usagelog.ingest.pipeline import Item, Pipeline, Result
+from usagelog.ingest.store import Store, connect
+from usagelog.instrumentation import event as ev
+
+BUILDER = _builder()
+
+
+@pytest.fixture(scope="module")
+def stores() -> Iterator[tuple[Store, Store]]:
+    directory = tempfile.mkdtemp(prefix="engine-decode-")
+    try:
+        with connect("chdb://" + directory + "/chdb", database="e") as engine_store:
+            python_store = Store(engine_store.client, "p")
+            python_store.migrate()
+            yield engine_store, python_store
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _clear(store: Store) -> None:
+    for table in ("usage_events", "monitored_events", "dead_letters", "losses"):
+        store.client.command(f"TRUNCATE TABLE {store.database}.{table}")
+
+
+def _contents(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    db = store.database
+    return {
+        table: store.query(f"SELECT * EXCEPT ({skip}) FROM {db}.{table} ORDER BY {order}")[1]
+        for table, skip, order in (
+            ("usage_events", "inserted_at", "event_id"),
+            ("monitored_events", "inserted_at", "event_id"),
+            ("dead_letters", "received_at", "location, reason, event_id"),
+            ("losses", "received_at", "report_id"),
+        )
+    }
+
+
+def both(stores: tuple[Store, Store], *batches: list[bytes]) -> tuple[list[Result], dict[str, Any]]:
+    """Run each batch through both decoders; assert equal results and contents; return them."""
+    engine_store, python_store = stores
+    for store in stores:
+        _clear(store)
+    results: list[Result] = []
+    for batch in batches:
+        items = [Item("kafka", f"t/0@{n}", payload) for n, payload in enumerate(batch)]
+        by_engine = Pipeline(decoder="engine").process(items, engine_store)
+        by_python = Pipeline(decoder="python").process(items, python_store)
+        assert by_engine == by_python
+        results.append(by_engine)
+    contents = _contents(engine_store)
+    assert contents == _contents(python_store)
+    return results, contents
+
+
+def test_real_events_are_stored_by_the_engine_as_by_the_reference_decoder(
+    stores: tuple[Store, Store],
+) -> None:
+    batch = [
+        payload_of(BUILDER, make_exchange(seq=1), make_exchange(seq=2, user_headers={})),
+        *make_payloads(3, 50, instance="bulk", monitor="user:user-3"),
+    ]
+    results, contents = both(stores, batch, batch)  # the second time: every event a duplicate
+    assert [(r.events, r.stored, r.duplicates) for r in results] == [(152, 152, 0), (152, 0, 152)]
+    assert len(contents["usage_events"]) == 152 and contents["monitored_events"]
+    assert contents["dead_letters"] == [] and contents["losses"] == []
+
+
+def test_the_engine_takes_regular_events_and_leaves_the_rest_to_the_reference_decoder(
+    stores: tuple[Store, Store],
+) -> None:
+    good = payload_of(BUILDER, make_exchange(seq=3))
+
+    def tamper(rec: Any, _: Any) -> None:
+        set_attribute(rec, ev.PATH, string_value="/orders/43")
+
+    def negative(rec: Any, _: Any) -> None:
+        set_attribute(rec, ev.STATUS, int_value=-1)
+
+    def text_as_number(rec: Any, _: Any) -> None:
+        set_attribute(rec, ev.ROUTE, int_value=5)
+
+    def no_id(rec: Any, _: Any) -> None:
+        set_attribute(rec, ev.EVENT_ID, string_value="")
+
+    other = LogRecord(event_name="app.log", time_unix_nano=1)
+    batch = [
+        good,
+        rewrite(good, tamper),
+        rewrite(good, negative),
+        rewrite(good, text_as_number),
+        rewrite(good, no_id),
+        b"\x0a\xff\xff not protobuf",
+        payload_of(BUILDER, make_exchange(seq=9), extra_records=(other,)),
+        loss_payload("i-1", [loss_record("r-1", count=4, first_seq=10, last_seq=13)]),
+    ]
+    engine_store, _ = stores
+    staged = EngineDecoder(engine_store).stage(batch)
+    assert staged is None  # one payload the engine cannot read: the whole batch is the reference's
+    readable = [p for p in batch if not p.startswith(b"\x0a\xff")]
+    staged = EngineDecoder(engine_store).stage(readable)
+    assert staged is not None and staged.leftover == [1, 2, 3, 4, 6]  # 6: the loss report
+    results, contents = both(stores, batch)
+    assert (results[0].events, results[0].ignored, results[0].losses) == (2, 1, 1)
+    assert len(contents["dead_letters"]) == 5 and len(contents["losses"]) == 1
+    results, _ = both(stores, readable)
+    assert (results[0].events, results[0].dead_letters) == (2, 4)
+
+
+def test_extra_attributes_of_other_types_and_repeated_keys_go_to_the_reference_decoder(
+    stores: tuple[Store, Store],
+) -> None:
+    def extras(rec: Any, request: Any) -> None:
+        for key, value in (("x.text", AnyValue(string_value="a")), ("x.n", AnyValue(int_value=-3))):
+            _set(rec.attributes, key, value)
+        _set(
+            request.resource_logs[0].resource.attributes, "deployment.environment", AnyValue(string_value="p")
+        )
+
+    def double(rec: Any, _: Any) -> None:
+        _set(rec.attributes, "x.ratio", AnyValue(double_value=0.1))
+
+    def repeated(rec: Any, _: Any) -> None:
+        kv = rec.attributes.add()
+        kv.key, kv.value.string_value = "x.twice", "1"
+        kv = rec.attributes.add()
+        kv.key, kv.value.string_value = "x.twice", "2"
+
+    good = payload_of(BUILDER, make_exchange(seq=4))
+    batch = [rewrite(good, extras), rewrite(payload_of(BUILDER, make_exchange(seq=5)), double)]
+    batch.append(rewrite(payload_of(BUILDER, make_exchange(seq=6)), repeated))
+    staged = EngineDecoder(stores[0]).stage(batch)
+    assert staged is not None and staged.leftover == [1, 2]
+    _, contents = both(stores, batch)
+    attributes = {
+        row[0]: row[-1] for row in stores[0].query("SELECT event_id, attributes FROM e.usage_events")[1]
+    }
+    wanted = {"x.text": "a", "x.n": "-3", "resource.deployment.environment": "p"}
+    assert any(wanted.items() <= a.items() for a in attributes.values())
+    assert len(contents["usage_events"]) == 3
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.dictionaries(st.sampled_from([*RECORD_ATTRIBUTES, "x.extra", "y"]), values, max_size=6),
+    st.dictionaries(st.sampled_from([*RESOURCE_ATTRIBUTES, "deployment.environment"]), values, max_size=4),
+    st.integers(0, 2**64 - 1),
+)
+def test_any_attribute_values_are_stored_alike_by_both_decoders(
+    stores: tuple[Store, Store],
+    record_values: dict[str, dict[str, Any]],
+    resource_values: dict[str, dict[str, Any]],
+    time_ns: int,
+) -> None:
+    request = ExportLogsServiceRequest.FromString(payload_of(BUILDER, make_exchange(seq=11)))
+    record = request.resource_logs[0].scope_logs[0].log_records[0]
+    record.time_unix_nano = time_ns
+    for key, spec in record_values.items():
+        _set(record.attributes, key, _any_value(spec))
+    for key, spec in resource_values.items():
+        _set(request.resource_logs[0].resource.attributes, key, _any_value(spec))
+    for rejected in decode_payload(request.SerializeToString()).rejected:
+        if rejected.reason.startswith("checksum mismatch"):  # a sender can make it match
+            _set(record.attributes, ev.CHECKSUM, AnyValue(string_value=ev.checksum(rejected.detail)))
+    both(stores, [request.SerializeToString(), payload_of(BUILDER, make_exchange(seq=12))])
+
+
+def test_the_decoder_setting_names_the_variable_when_wrong() -> None:
+    assert (
+        decoder_setting({}) == "engine" and decoder_setting({"USAGELOG_INGEST_DECODER": "python"}) == "python"
+    )
+    with pytest.raises(SettingsError, match="USAGELOG_INGEST_DECODER"):
+        decoder_setting({"USAGELOG_INGEST_DECODER": "fast"})
