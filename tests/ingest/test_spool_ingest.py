@@ -14,10 +14,10 @@ import pytest
 
 from tests.spoolfill import make_payloads, write_spool
 from usagelog.ingest.archive import read_archive
+from usagelog.ingest.engine_decode import EngineDecoder
 from usagelog.ingest.errors import StoreError
 from usagelog.ingest.settings import ArchiveSettings
 from usagelog.ingest.spool_ingest import ingest_spool
-from usagelog.ingest.engine_decode import EngineDecoder
 from usagelog.ingest.store import Store, connect
 from usagelog.instrumentation.spool import SpoolWriter, read_frames
 

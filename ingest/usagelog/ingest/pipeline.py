@@ -13,7 +13,8 @@ damaged spool frame). :meth:`Pipeline.process` does the same for both, in this o
 4. store dead letters — payloads that are not OTLP, events that fail their checks, damaged
    or torn frames — with the reason, the location and the instance when known, and hand them
    to the source's dead-letter sink (the Kafka dead-letter topic);
-5. recompute the rollups of every minute the payloads touched, duplicates included.
+5. note every minute the payloads touched, duplicates included, for the rollups, which are
+   recomputed at most every :data:`ROLLUP_SECONDS` and before the source closes the store.
 
 The caller gives up the items' origin (deletes the spool segments, commits the Kafka offsets)
 only after ``process`` returned, so a crash at any point leaves them to be read again; storage
@@ -24,6 +25,7 @@ each event once. A failure of storage raises: the caller must then keep the item
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("usagelog.ingest")
 
 INSERT_CHUNK = 10_000  # rows per INSERT
+# Rollups are recomputed at most this often (and when a source closes its store): each recompute
+# reads every event of the minutes it covers, so once per batch would be quadratic within a minute.
+ROLLUP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,15 @@ class Pipeline:
         self.dead_letter_sink = dead_letter_sink
         self.decoder = decoder_setting() if decoder is None else decoder
         self._engines: tuple[Store, EngineDecoder] | None = None
+        self._rolled_up = -ROLLUP_SECONDS  # the first batch also recomputes what a crash left noted
+
+    def refresh_rollups(self, store: Store, *, force: bool = False) -> None:
+        """Recompute the noted minutes' rollups when :data:`ROLLUP_SECONDS` passed since the last
+        time (or now, with ``force``: sources call it before they close the store)."""
+        now = time.monotonic()
+        if force or now - self._rolled_up >= ROLLUP_SECONDS:
+            rollup.refresh_pending(store)
+            self._rolled_up = now
 
     def _engine(self, store: Store) -> EngineDecoder | None:
         """The engine decoder of ``store`` (one per open store), or None to decode in Python."""
@@ -156,8 +170,9 @@ class Pipeline:
         result.losses = len(losses)
         store.insert_dead_letters(letters)
         # Every minute the payloads touched, duplicates included: a redelivery whose first
-        # delivery crashed before this point is recomputed now.
-        rollup.refresh(store, minutes)
+        # delivery crashed before this point is recomputed too.
+        rollup.note(store, minutes)
+        self.refresh_rollups(store)
         result.dead_letters = len(letters)
         for loss in losses:
             _logger.warning(

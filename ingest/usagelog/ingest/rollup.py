@@ -9,8 +9,10 @@ hours holding those minutes are then recomputed from the minute rollup the same 
 
 Events only ever join a minute, never leave it, so the newest recompute of a minute is complete:
 it saw every event stored before it began, and an event stored later triggers a later recompute.
-Callers recompute before they give up the batch's source (delete the spool segment, commit the
-Kafka offsets), so a crash in between recomputes on the retry.
+Ingest notes the minutes a batch touched in ``rollup_pending`` (:func:`note`) before it gives up
+the batch's source (deletes the spool segment, commits the Kafka offsets), and recomputes the
+noted minutes (:func:`refresh_pending`) at most every :data:`~usagelog.ingest.pipeline.ROLLUP_SECONDS`
+and before it closes its session; a crash in between leaves the notes for the next run.
 """
 
 from __future__ import annotations
@@ -49,6 +51,34 @@ def refresh(store: Store, minutes: Iterable[int]) -> int:
     for start in range(0, len(hours), _CHUNK):
         _refresh_hours(store, hours[start : start + _CHUNK])
     return len(touched)
+
+
+def note(store: Store, minutes: Iterable[int]) -> None:
+    """Note ``minutes`` (epoch seconds) for the next :func:`refresh_pending`; durable on return."""
+    touched = sorted({int(m) // 60 * 60 for m in minutes})
+    if touched:
+        rows = [[m] for m in touched]
+        store.client.insert(f"{store.database}.rollup_pending", rows, column_names=["minute"])
+
+
+def refresh_pending(store: Store) -> int:
+    """Recompute every noted minute, then forget the notes it covered; returns the minutes done.
+
+    A note made while this runs (by another writer on a server) is newer than the cutoff and stays.
+    """
+    db = store.database
+    result = store.client.query(
+        f"SELECT groupUniqArray(toUnixTimestamp(minute)), max(noted_at) FROM {db}.rollup_pending"
+    )
+    minutes, cutoff = result.result_rows[0]
+    if not minutes:
+        return 0
+    done = refresh(store, (int(m) for m in minutes))
+    store.client.command(
+        f"DELETE FROM {db}.rollup_pending WHERE noted_at <= {{cutoff:DateTime64(6, 'UTC')}}",
+        parameters={"cutoff": cutoff},
+    )
+    return done
 
 
 def rebuild(store: Store) -> int:

@@ -146,6 +146,7 @@ def ingest_spool(
                             finished = False
                             break
                     group.finish(pipeline, store, stats)
+                    pipeline.refresh_rollups(store, force=True)
                     if progress is not None and handled_in_slice:
                         progress(stats, total)
                 finally:

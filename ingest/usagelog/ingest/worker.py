@@ -153,6 +153,11 @@ class Worker:
 
     def _close_store(self) -> None:
         """Give the store (a chDB directory) back for others to use."""
+        if self._store is not None:
+            try:
+                self.pipeline.refresh_rollups(self._store, force=True)
+            except Exception:  # the minutes stay noted: the next session recomputes them
+                _logger.warning("recomputing the rollups failed", exc_info=True)
         session, self._session, self._store = self._session, None, None
         if session is not None:
             try:
