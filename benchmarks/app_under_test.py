@@ -1,12 +1,14 @@
-"""The Flask app under test and the five ways of instrumenting it that the benchmark compares.
+"""The Flask app under test and the ways of instrumenting it that the benchmark compares.
 
 Each variant is set up in a fresh process (OpenTelemetry providers, the stock Flask
 instrumentation and the usagelog runtime are process-global), either by the test-client
 child of ``request_overhead.py`` or by a gunicorn worker through :func:`create_application`.
 
-A variant returns a :class:`Probe`: ``flush()`` drains whatever the variant still has
-queued (usagelog's background encoder, the SDK's batch log processor) and returns how many
-events were exported so far, or ``None`` when the variant exports nothing.
+A variant returns a :class:`Probe`: ``flush(expected)`` drains whatever the variant still has
+queued (usagelog's background encoder, the SDK's batch log processor, a peer's export to the
+local stub, waiting for ``expected`` events there) and returns how many events were exported so
+far, or ``None`` when the variant exports nothing. The peers (Apitally, Moesif) are in
+``peers.py``; they are optional: :func:`available_variants` lists them only when installed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def build_app() -> Flask:
 
 
 class Probe:
-    def __init__(self, flush: Callable[[], int | None] = lambda: None) -> None:
+    def __init__(self, flush: Callable[[int], int | None] = lambda expected: None) -> None:
         self.flush = flush
 
 
@@ -86,7 +88,7 @@ def _setup_usagelog(app: Flask, capture_body: str) -> Probe:
     exporter = MemoryExporter()
     runtime = instrument_app(app, exporter=exporter, capture_body=capture_body)
 
-    def flush() -> int:
+    def flush(expected: int) -> int:
         runtime.flush()
         return exporter.count
 
@@ -197,11 +199,35 @@ def setup_naive(app: Flask) -> Probe:
         )
         return response
 
-    def flush() -> int:
+    def flush(expected: int) -> int:
         provider.force_flush()
         return exporter.count
 
     return Probe(flush)
+
+
+def setup_apitally(app: Flask) -> Probe:
+    from peers import setup_apitally
+
+    return setup_apitally(app, bodies=False)  # type: ignore[no-any-return]
+
+
+def setup_apitally_bodies(app: Flask) -> Probe:
+    from peers import setup_apitally
+
+    return setup_apitally(app, bodies=True)  # type: ignore[no-any-return]
+
+
+def setup_moesif(app: Flask) -> Probe:
+    from peers import setup_moesif
+
+    return setup_moesif(app, bodies=False)  # type: ignore[no-any-return]
+
+
+def setup_moesif_bodies(app: Flask) -> Probe:
+    from peers import setup_moesif
+
+    return setup_moesif(app, bodies=True)  # type: ignore[no-any-return]
 
 
 VARIANTS: dict[str, tuple[str, Callable[[Flask], Probe]]] = {
@@ -210,8 +236,33 @@ VARIANTS: dict[str, tuple[str, Callable[[Flask], Probe]]] = {
     "usagelog": ("usagelog, bodies off", setup_usagelog),
     "usagelog-bodies": ("usagelog, bodies on", setup_usagelog_bodies),
     "naive": ("stock OTel + SDK log record per request", setup_naive),
+    "apitally": ("Apitally, bodies off (defaults)", setup_apitally),
+    "apitally-bodies": ("Apitally, bodies and request headers on", setup_apitally_bodies),
+    "moesif": ("Moesif, bodies off (LOG_BODY false)", setup_moesif),
+    "moesif-bodies": ("Moesif, bodies on (defaults)", setup_moesif_bodies),
 }
 LOGGING_VARIANTS = ("usagelog", "usagelog-bodies", "naive")
+# The peers, with the package each needs; they deliver to the local stub (peers.py, peer_stub.py).
+PEER_VARIANTS = {
+    "apitally": "apitally",
+    "apitally-bodies": "apitally",
+    "moesif": "moesifwsgi",
+    "moesif-bodies": "moesifwsgi",
+}
+# Which usagelog variant each peer is compared with: the one capturing the same fields.
+PEER_COUNTERPART = {
+    "apitally": "usagelog",
+    "moesif": "usagelog",
+    "apitally-bodies": "usagelog-bodies",
+    "moesif-bodies": "usagelog-bodies",
+}
+
+
+def available_variants() -> list[str]:
+    """Every variant whose packages are installed (the peers are optional: the ``bench`` extra)."""
+    import importlib.util
+
+    return [v for v in VARIANTS if v not in PEER_VARIANTS or importlib.util.find_spec(PEER_VARIANTS[v])]
 
 
 def usagelog_location() -> str | None:
@@ -236,20 +287,29 @@ def build_variant(variant: str) -> tuple[Flask, Probe]:
 def create_application(variant: str) -> Callable[..., Iterable[bytes]]:
     """The WSGI callable gunicorn serves: the variant's app, plus an uninstrumented stats route.
 
-    ``GET /__bench/stats`` drains the variant's queue and then reports the worker's PID, its
-    CPU time (all threads, user + system, ``CLOCK_PROCESS_CPUTIME_ID``) and the number of
-    events exported. It is dispatched before the app, so no instrumentation sees it and it
-    never counts as a logged request.
+    ``GET /__bench/stats?expect=N`` drains the variant's queue (a peer: until the stub holds
+    ``N`` events) and then reports the worker's PID, its CPU time (all threads, user + system,
+    ``CLOCK_PROCESS_CPUTIME_ID``), the serving thread's CPU time (``CLOCK_THREAD_CPUTIME_ID``)
+    before and after the drain, and the number of events exported. The sync worker serves
+    every request on its main thread, so the serving thread's time between two stats calls is
+    the request path's and the rest of the process's time is the background threads'. The
+    route is dispatched before the app, so no instrumentation sees it and it never counts as a
+    logged request.
     """
     app, probe = build_variant(variant)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == STATS_PATH:
-            events = probe.flush()
+            query = environ.get("QUERY_STRING", "")
+            expected = int(query.removeprefix("expect=")) if query.startswith("expect=") else 0
+            thread_ns = time.thread_time_ns()
+            events = probe.flush(expected)
             body = json.dumps(
                 {
                     "pid": os.getpid(),
                     "cpu_ns": time.process_time_ns(),
+                    "thread_ns": thread_ns,
+                    "thread_end_ns": time.thread_time_ns(),
                     "events": events,
                     "usagelog": usagelog_location(),
                 }

@@ -36,67 +36,68 @@ variant exported a number of events different from the number of requests it ser
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import overhead_report  # noqa: E402
 from app_under_test import (  # noqa: E402  (the benchmark folder is not a package)
     HEADERS,
     ITEM_PATH,
     LOGGING_VARIANTS,
+    PEER_VARIANTS,
     POST_BODY,
     POST_PATH,
     STATS_PATH,
     VARIANTS,
+    available_variants,
     build_variant,
     usagelog_location,
 )
+from overhead_report import AT_BASELINE, BASELINE, METHODS, MODES, label, variant_of  # noqa: E402
+from peers import stub_counts  # noqa: E402
 
 from usagelog.process import Child  # noqa: E402
 
-METHODS = ("GET", "POST")
 EXPECTED_STATUS = {"GET": 200, "POST": 201}
-MODES = ("test_client", "server")
-BASELINE = "otel"
-TARGET_US = 15.0
 START_TIMEOUT = 60.0
 REPLY_TIMEOUT = 600.0
-AT_BASELINE = "@base"  # suffix of a variant run on the --baseline checkout's usagelog
-
-
-def _variant(name: str) -> str:
-    """The app_under_test variant behind a benchmark variant name (``usagelog@base`` → ``usagelog``)."""
-    return name.removesuffix(AT_BASELINE)
-
-
-def _label(name: str) -> str:
-    label = VARIANTS[_variant(name)][0]
-    return f"{label} (baseline)" if name.endswith(AT_BASELINE) else label
+_variant = variant_of
+_worker_ids = itertools.count(1)
 
 
 def _paths(n: int) -> list[str]:
     return [ITEM_PATH.format(i % 1000) for i in range(n)]
 
 
-def _child_env(variant: str, baseline: Path | None) -> dict[str, str]:
-    """The parent's environment without ``USAGELOG_*`` and ``OTEL_*``: every variant runs on defaults.
-    A ``@base`` variant imports ``usagelog`` from the ``baseline`` checkout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
+def _worker_id(variant: str) -> str:
+    """A peer's path prefix at the stub: unique per process of the run."""
+    return f"{_variant(variant)}-{os.getpid()}-{next(_worker_ids)}"
+
+
+def _child_env(variant: str, baseline: Path | None, worker_id: str) -> dict[str, str]:
+    """The parent's environment without ``USAGELOG_*``, ``OTEL_*`` and ``APITALLY_*``: every variant
+    runs on defaults. A ``@base`` variant imports ``usagelog`` from the ``baseline`` checkout. A
+    peer gets the stub's address and its own path prefix there (``BENCH_PEER_STUB``,
+    ``BENCH_WORKER_ID``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_", "APITALLY_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    env["BENCH_WORKER_ID"] = worker_id
     if baseline is not None and variant.endswith(AT_BASELINE):
         paths = [str(baseline / "instrumentation"), str(baseline / "ingest")]
         env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH", "")] if p])
@@ -115,8 +116,12 @@ def _check_origin(name: str, location: str | None, baseline: Path | None) -> Non
 class Worker(Protocol):
     """One variant in its own process, ready to serve chunks of requests."""
 
-    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
-        """Send ``n`` requests; return (wall ns, CPU ns of the serving process, unexpected statuses)."""
+    worker_id: str  # its path prefix at the peer stub
+
+    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int, int]:
+        """Send ``n`` requests, then drain the variant's queue. Return (wall ns of the requests, CPU
+        ns of the serving process including the drain, CPU ns of the thread that served the
+        requests, unexpected statuses)."""
 
     def events(self) -> int | None:
         """Events the variant exported so far (after draining its queue); None if it exports none."""
@@ -151,17 +156,20 @@ def serve_test_client(variant: str, total_requests: int) -> None:
     """Child side: build the variant, then run the chunks the parent asks for, one JSON reply per line."""
     app, probe = build_variant(variant)
     send = _test_client_sender(app, _paths(total_requests))
+    served = 0
     print(json.dumps(["ready", usagelog_location()]), flush=True)
     for line in sys.stdin:
         command, *args = line.split()
         if command in METHODS:
             start, n = int(args[0]), int(args[1])
-            wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+            wall, cpu, thread = time.perf_counter_ns(), time.process_time_ns(), time.thread_time_ns()
             bad = send(command, start, n)
-            probe.flush()  # inside the timed region: the background encoding is part of the cost
-            reply: Any = [time.perf_counter_ns() - wall, time.process_time_ns() - cpu, bad]
+            served += n
+            wall, thread = time.perf_counter_ns() - wall, time.thread_time_ns() - thread
+            probe.flush(served)  # inside the CPU-timed region: the background encoding is part of the cost
+            reply: Any = [wall, time.process_time_ns() - cpu, thread, bad]
         elif command == "events":
-            reply = probe.flush()
+            reply = probe.flush(served)
         else:
             return
         print(json.dumps(reply), flush=True)
@@ -171,13 +179,14 @@ class TestClientWorker:
     def __init__(self, variant: str, total_requests: int, baseline: Path | None) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", _variant(variant)]
         cmd += ["--requests", str(total_requests)]
+        self.worker_id = _worker_id(variant)
         self._logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-")  # removed in close()
         # Requests and replies over stdin/stdout; stderr to the log.
         self._child = Child.start(
             cmd,
             log=Path(self._logs.name) / "child.log",
             name=f"test-client child ({variant})",
-            env=_child_env(variant, baseline),
+            env=_child_env(variant, baseline, self.worker_id),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -211,9 +220,9 @@ class TestClientWorker:
             raise RuntimeError(f"test-client child died: {self._child.log()[-2000:]}")
         return json.loads(line)
 
-    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
-        wall, cpu, bad = self._ask(f"{method} {start} {n}")
-        return wall, cpu, bad
+    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int, int]:
+        wall, cpu, thread, bad = self._ask(f"{method} {start} {n}")
+        return wall, cpu, thread, bad
 
     def events(self) -> int | None:
         return self._ask("events")  # type: ignore[no-any-return]
@@ -274,15 +283,17 @@ class ServerWorker:
         ]
         cmd += ["--timeout", "300", f"app_under_test:create_application({_variant(variant)!r})"]
         self._logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-")  # removed in close()
+        self.worker_id = _worker_id(variant)
         self._child = Child.start(
             cmd,
             log=Path(self._logs.name) / "gunicorn.log",
             name=f"gunicorn ({variant})",
-            env=_child_env(variant, baseline),
+            env=_child_env(variant, baseline, self.worker_id),
             pass_fds=(listener.fileno(),),
         )
         listener.close()
         self._paths = _paths(total_requests)
+        self._served = 0
         try:
             # The socket already listens, so the first request waits in the backlog until the worker is up.
             first = self._stats(timeout=START_TIMEOUT)
@@ -298,13 +309,14 @@ class ServerWorker:
             raise
 
     def _stats(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Drain the variant's queue, then read the worker's CPU time (see ``create_application``)."""
-        status, body = _request(self.port, "GET", STATS_PATH, None, timeout)
+        """Drain the variant's queue, then read the worker's CPU times (see ``create_application``)."""
+        path = f"{STATS_PATH}?expect={self._served}"
+        status, body = _request(self.port, "GET", path, None, timeout)
         if status != 200:
             raise RuntimeError(f"stats route answered {status}")
         return json.loads(body)  # type: ignore[no-any-return]
 
-    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int]:
+    def chunk(self, method: str, start: int, n: int) -> tuple[int, int, int, int]:
         before = self._stats()
         wall = time.perf_counter_ns()
         bad = 0
@@ -314,8 +326,12 @@ class ServerWorker:
             else:
                 status, _ = _request(self.port, "POST", POST_PATH, POST_BODY)
             bad += status != EXPECTED_STATUS[method]
-        after = self._stats()  # the flush is inside the timed region
-        return time.perf_counter_ns() - wall, after["cpu_ns"] - before["cpu_ns"], bad
+        wall = time.perf_counter_ns() - wall
+        self._served += n
+        after = self._stats()  # the flush is inside the CPU-timed region
+        # The serving thread's CPU from the end of one drain to the start of the next: the requests.
+        thread = after["thread_ns"] - before["thread_end_ns"]
+        return wall, after["cpu_ns"] - before["cpu_ns"], thread, bad
 
     def events(self) -> int | None:
         return self._stats()["events"]  # type: ignore[no-any-return]
@@ -326,6 +342,24 @@ class ServerWorker:
 
 
 # -- one round: all variants of one mode, interleaved -----------------------------------------------------
+
+
+def _start_workers(
+    mode: str, variants: list[str], total: int, baseline: Path | None, failures: list[str]
+) -> dict[str, Worker]:
+    """Start every variant's process at once (their imports overlap), in the given order."""
+    factory: Callable[[str, int, Path | None], Worker] = (
+        TestClientWorker if mode == "test_client" else ServerWorker
+    )
+    workers: dict[str, Worker] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(variants)) as pool:
+        futures = {v: pool.submit(factory, v, total, baseline) for v in variants}
+        for v, future in futures.items():
+            try:
+                workers[v] = future.result()
+            except Exception as exc:
+                failures.append(f"{v} ({mode}): {exc}")
+    return workers
 
 
 def run_round(
@@ -340,24 +374,17 @@ def run_round(
     """Start every variant's process, warm them up, then time chunks in turns. Returns per variant:
     the chunk samples, their medians, the chunk-by-chunk difference to stock OTel and the event count."""
     total = warmup + requests
-    factory: Callable[[str, int, Path | None], Worker] = (
-        TestClientWorker if mode == "test_client" else ServerWorker
-    )
     workers: dict[str, Worker] = {}
     try:
-        for v in variants:
-            try:
-                workers[v] = factory(v, total, baseline)
-            except Exception as exc:
-                failures.append(f"{v} ({mode}): {exc}")
+        workers = _start_workers(mode, variants, total, baseline, failures)
         samples: dict[str, dict[str, dict[str, list[float]]]] = {
-            v: {m: {"wall_us": [], "cpu_us": []} for m in METHODS} for v in workers
+            v: {m: {k: [] for k in overhead_report.KEYS} for m in METHODS} for v in workers
         }
         bad = dict.fromkeys(workers, 0)
         cpu_before = {}
         for v, worker in workers.items():
             for method in METHODS:
-                bad[v] += worker.chunk(method, requests, warmup)[2] if warmup else 0
+                bad[v] += worker.chunk(method, requests, warmup)[3] if warmup else 0
             if isinstance(worker, ServerWorker):
                 cpu_before[v] = proc_cpu_seconds(worker.pid)
         names = list(workers)
@@ -367,9 +394,12 @@ def run_round(
             turn = (done // chunk) % len(names)
             for v in names[turn:] + names[:turn]:
                 for method in METHODS:
-                    wall, cpu, errors = workers[v].chunk(method, done, n)
-                    samples[v][method]["wall_us"].append(wall / n / 1000)
-                    samples[v][method]["cpu_us"].append(cpu / n / 1000)
+                    wall, cpu, thread, errors = workers[v].chunk(method, done, n)
+                    s = samples[v][method]
+                    s["wall_us"].append(wall / n / 1000)
+                    s["cpu_us"].append(cpu / n / 1000)
+                    s["thread_us"].append(thread / n / 1000)
+                    s["background_us"].append((cpu - thread) / n / 1000)
                     bad[v] += errors
             done += n
         result: dict[str, Any] = {}
@@ -381,21 +411,15 @@ def run_round(
                     (proc_cpu_seconds(worker.pid) - cpu_before[v]) / (2 * requests) * 1e6
                 )
             entry["events"] = worker.events()
+            if _variant(v) in PEER_VARIANTS:
+                entry["delivered"] = stub_counts(os.environ["BENCH_PEER_STUB"], worker.worker_id)
             for method in METHODS:
-                s = samples[v][method]
-                entry[method] = {k: statistics.median(s[k]) for k in ("wall_us", "cpu_us")}
-                if BASELINE in samples:
-                    base = samples[BASELINE][method]
-                    entry[method]["added"] = {
-                        k: statistics.median(a - b for a, b in zip(s[k], base[k], strict=True))
-                        for k in ("wall_us", "cpu_us")
-                    }
+                base = samples[BASELINE][method] if BASELINE in samples else None
+                entry[method] = overhead_report.chunk_medians(samples[v][method], base)
                 if v + AT_BASELINE in samples:  # this code against the baseline checkout's
-                    before = samples[v + AT_BASELINE][method]
-                    entry[method]["vs_baseline"] = {
-                        k: statistics.median(a - b for a, b in zip(s[k], before[k], strict=True))
-                        for k in ("wall_us", "cpu_us")
-                    }
+                    older = samples[v + AT_BASELINE][method]
+                    vs_older = overhead_report.chunk_medians(samples[v][method], older)
+                    entry[method]["vs_baseline"] = vs_older["added"]
             result[v] = entry
         return result
     finally:
@@ -407,120 +431,34 @@ def run_round(
 
 
 def _check(variant: str, mode: str, entry: dict[str, Any]) -> list[str]:
-    """Problems that fail the run: bad responses, or usagelog not exporting one event per request.
+    """Problems that fail the run: bad responses, usagelog not exporting one event per request, or a
+    peer whose events did not reach the stub.
 
     The naive reference is only warned about: the SDK's batch processor drops records by
-    design when its queue is full, worth knowing but not a failure of usagelog.
+    design when its queue is full, worth knowing but not a failure of usagelog. So is a peer
+    that delivered some events but not one per request (a peer's own loss is its business, and
+    is printed); one that delivered none did not run as in production and fails the run.
     """
     problems = []
     if entry["bad_responses"]:
         problems.append(f"{variant} ({mode}): {entry['bad_responses']} responses with an unexpected status")
-    if _variant(variant) in LOGGING_VARIANTS and entry["events"] != entry["sent"]:
+    checked = _variant(variant) in LOGGING_VARIANTS or _variant(variant) in PEER_VARIANTS
+    if checked and entry["events"] != entry["sent"]:
         message = f"{variant} ({mode}): {entry['events']} events exported for {entry['sent']} requests"
-        if variant.startswith("usagelog"):
+        if variant.startswith("usagelog") or (_variant(variant) in PEER_VARIANTS and not entry["events"]):
             problems.append(message)
         else:
             print(f"warning: {message}", file=sys.stderr)
     return problems
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def summarise(variants: list[str], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Medians over rounds of: per variant and method, µs per request and µs added over stock OTel."""
-    median: dict[str, Any] = {}
-    added: dict[str, Any] = {}
-    changed: dict[str, Any] = {}
-    for v in variants:
-        median[v], added[v] = {}, {}
-        if v + AT_BASELINE in variants:
-            changed[v] = {}
-        for m in METHODS:
-            median[v][m], added[v][m] = {}, {}
-            if v in changed:
-                changed[v][m] = {}
-            for mode in MODES:
-                rounds = [r[v] for r in runs[mode] if v in r]
-                for key in ("wall_us", "cpu_us"):
-                    name = f"{mode}_{key}"
-                    median[v][m][name] = _median([e[m][key] for e in rounds])
-                    added[v][m][name] = _median([e[m]["added"][key] for e in rounds if "added" in e[m]])
-                    if v in changed:
-                        changed[v][m][name] = _median(
-                            [e[m]["vs_baseline"][key] for e in rounds if "vs_baseline" in e[m]]
-                        )
-    proc_stat = {v: _median([r[v]["proc_stat_cpu_us"] for r in runs["server"] if v in r]) for v in variants}
-    return {
-        "median": median,
-        "added_over_stock_otel": added,
-        "added_over_baseline": changed,
-        "server_proc_stat_cpu_us": proc_stat,
-    }
-
-
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.1f}" if signed else f"{value:.1f}"
-
-
-def render_table(summary: dict[str, Any]) -> str:
-    median, added = summary["median"], summary["added_over_stock_otel"]
-    header = (
-        "| variant | method | test client µs/req | test client CPU µs/req | server µs/req (client-observed) "
-        "| server CPU µs/req | added vs stock OTel: test client CPU µs | added vs stock OTel: server CPU µs |"
-    )
-    lines = [header, "|---|---|--:|--:|--:|--:|--:|--:|"]
-    for v in median:
-        for m in METHODS:
-            x, a = median[v][m], added[v][m]
-            base = v == BASELINE
-            lines.append(
-                f"| {_label(v)} | {m} | {_fmt(x['test_client_wall_us'])} "
-                f"| {_fmt(x['test_client_cpu_us'])} | {_fmt(x['server_wall_us'])} "
-                f"| {_fmt(x['server_cpu_us'])} "
-                f"| {'—' if base else _fmt(a['test_client_cpu_us'], True)} "
-                f"| {'—' if base else _fmt(a['server_cpu_us'], True)} |"
-            )
-    return "\n".join(lines)
-
-
-def render_added(summary: dict[str, Any]) -> str:
-    added = summary["added_over_stock_otel"]
-    lines = [f"CPU µs added per request on top of stock OTel (target for usagelog: {TARGET_US:g} µs):"]
-    labels = (
-        ("usagelog", "usagelog, bodies off"),
-        ("usagelog-bodies", "usagelog, bodies on"),
-        ("naive", "naive SDK log record (reference)"),
-    )
-    for v, label in labels:
-        if v in added:
-            parts = [
-                f"{m} {_fmt(added[v][m]['test_client_cpu_us'], True)} test client, "
-                f"{_fmt(added[v][m]['server_cpu_us'], True)} server"
-                for m in METHODS
-            ]
-            lines.append(f"  {label:33} " + "; ".join(parts))
-    changed = summary.get("added_over_baseline") or {}
-    if changed:
-        lines.append(
-            "CPU µs this code adds per request over the baseline checkout (chunk by chunk; - is faster):"
-        )
-        for v, by_method in changed.items():
-            parts = [
-                f"{m} {_fmt(by_method[m]['test_client_cpu_us'], True)} test client, "
-                f"{_fmt(by_method[m]['server_cpu_us'], True)} server"
-                for m in METHODS
-            ]
-            lines.append(f"  {_label(v):33} " + "; ".join(parts))
-    return "\n".join(lines)
-
-
 def _progress(round_no: int, mode: str, result: dict[str, Any], took: float) -> None:
     for v, e in result.items():
-        timings = "  ".join(f"{m} {e[m]['wall_us']:7.1f} µs ({e[m]['cpu_us']:6.1f} cpu)" for m in METHODS)
+        timings = "  ".join(
+            f"{m} {e[m]['wall_us']:7.1f} µs ({e[m]['cpu_us']:6.1f} cpu = {e[m]['thread_us']:6.1f} "
+            f"+ {e[m]['background_us']:5.1f})"
+            for m in METHODS
+        )
         extra = " ".join(f"{m} {e[m]['added']['cpu_us']:+.1f}" for m in METHODS if "added" in e[m])
         extra = f"added cpu {extra}" if extra and v != BASELINE else ""
         print(
@@ -528,6 +466,35 @@ def _progress(round_no: int, mode: str, result: dict[str, Any], took: float) -> 
             file=sys.stderr,
         )
     print(f"round {round_no} {mode:11} done in {took:.1f} s", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def peer_stub(needed: bool) -> Iterator[str | None]:
+    """The local stub the peers send to (``peer_stub.py``), in its own process, on a free 127.0.0.1
+    port; its address is exported as ``BENCH_PEER_STUB`` for the variants' processes."""
+    if not needed:
+        yield None
+        return
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    logs = tempfile.TemporaryDirectory(prefix="usagelog-bench-stub-")
+    child = Child.start(
+        [sys.executable, str(BENCH_DIR / "peer_stub.py"), "--fd", str(listener.fileno())],
+        log=Path(logs.name) / "stub.log",
+        name="peer stub",
+        pass_fds=(listener.fileno(),),
+    )
+    listener.close()
+    os.environ["BENCH_PEER_STUB"] = url
+    try:
+        stub_counts(url, "ready")  # the socket listens already: this waits until the stub serves
+        yield url
+    finally:
+        os.environ.pop("BENCH_PEER_STUB", None)
+        child.stop(timeout=10)
+        logs.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,7 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="untimed requests per method before timing (default 200)")
     parser.add_argument("--chunk", type=int, help="requests per timed chunk (default 250; 100 with --quick)")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
+        "--variants",
+        help="comma-separated subset of: "
+        + ", ".join(VARIANTS)
+        + " (default: all whose packages are installed)",
     )
     parser.add_argument("--no-server", action="store_true", help="skip the gunicorn measurements")
     parser.add_argument(
@@ -565,10 +535,20 @@ def main(argv: list[str] | None = None) -> int:
     chunk = args.chunk or (100 if args.quick else 250)
     if requests <= 0 or rounds <= 0 or chunk <= 0 or warmup < 0:
         parser.error("--requests, --rounds and --chunk must be positive, --warmup not negative")
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        parser.error(f"unknown variants: {', '.join(unknown)}")
+    installed = available_variants()
+    if args.variants:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variants: {', '.join(unknown)}")
+        missing = [v for v in variants if v not in installed]
+        if missing:
+            parser.error(f"not installed: {', '.join(missing)} (pip install -e '.[bench]')")
+    else:
+        variants = installed
+        skipped = [v for v in VARIANTS if v not in installed]
+        if skipped:
+            print(f"skipping {', '.join(skipped)}: not installed (the bench extra)", file=sys.stderr)
     baseline = args.baseline.resolve() if args.baseline else None
     if baseline is not None:
         if not (baseline / "instrumentation" / "usagelog" / "instrumentation").is_dir():
@@ -580,51 +560,55 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     failures: list[str] = []
     started = time.monotonic()
-    for round_no in range(1, rounds + 1):
-        # Rotate the starting variant every round as well.
-        turn = (round_no - 1) % len(variants)
-        order = variants[turn:] + variants[:turn]
-        for mode in modes if round_no % 2 else modes[::-1]:
-            t0 = time.monotonic()
-            try:
-                result = run_round(mode, order, requests, warmup, chunk, failures, baseline)
-            except Exception as exc:
-                failures.append(f"{mode} round {round_no}: {exc}")
-                print(f"round {round_no} {mode} FAILED: {exc}", file=sys.stderr, flush=True)
-                continue
-            for v, entry in result.items():
-                failures += _check(v, mode, entry)
-            runs[mode].append(result)
-            _progress(round_no, mode, result, time.monotonic() - t0)
+    with peer_stub(any(_variant(v) in PEER_VARIANTS for v in variants)):
+        for round_no in range(1, rounds + 1):
+            # Rotate the starting variant every round as well.
+            turn = (round_no - 1) % len(variants)
+            order = variants[turn:] + variants[:turn]
+            for mode in modes if round_no % 2 else modes[::-1]:
+                t0 = time.monotonic()
+                try:
+                    result = run_round(mode, order, requests, warmup, chunk, failures, baseline)
+                except Exception as exc:
+                    failures.append(f"{mode} round {round_no}: {exc}")
+                    print(f"round {round_no} {mode} FAILED: {exc}", file=sys.stderr, flush=True)
+                    continue
+                for v, entry in result.items():
+                    failures += _check(v, mode, entry)
+                runs[mode].append(result)
+                _progress(round_no, mode, result, time.monotonic() - t0)
     elapsed = time.monotonic() - started
 
-    summary = summarise(variants, runs)
+    summary = overhead_report.summarise(variants, runs)
     print(
         f"\n{requests} requests per method x {rounds} round(s), chunks of {chunk}, {warmup} warm-up; "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {elapsed:.0f} s\n",
         file=out,
     )
-    print(render_table(summary), file=out)
-    print("\n" + render_added(summary), file=out)
+    print(overhead_report.render_table(summary), file=out)
+    print("\n" + overhead_report.render_added(summary), file=out)
     if runs["server"]:
         print(
             "\nCross-check, worker CPU µs/req from /proc/<pid>/stat (10 ms ticks, GET and POST together): "
-            + ", ".join(f"{v} {_fmt(x)}" for v, x in summary["server_proc_stat_cpu_us"].items()),
+            + ", ".join(f"{v} {x:.1f}" for v, x in summary["server_proc_stat_cpu_us"].items() if x),
             file=out,
         )
     counts = {
         v: (
-            sum(r[v]["events"] for mode in MODES for r in runs[mode] if v in r),
+            sum(r[v]["events"] or 0 for mode in MODES for r in runs[mode] if v in r),
             sum(r[v]["sent"] for mode in MODES for r in runs[mode] if v in r),
         )
         for v in variants
-        if _variant(v) in LOGGING_VARIANTS
+        if _variant(v) in LOGGING_VARIANTS or _variant(v) in PEER_VARIANTS
     }
     print(
-        "\nEvents exported / requests sent, all runs: "
+        "\nEvents exported (peers: received by the stub) / requests sent, all runs: "
         + "; ".join(f"{v} {e}/{s} {'ok' if e == s else 'MISMATCH'}" for v, (e, s) in counts.items()),
         file=out,
     )
+    for v, fields in summary["peer_fields"].items():
+        print(f"{v} sends: {', '.join(fields or [])}", file=out)
+    print("\n" + overhead_report.render_targets(summary), file=out)
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures), file=out)
     if args.json:
@@ -636,8 +620,9 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
-            "variants": {v: _label(v) for v in variants},
+            "variants": {v: label(v) for v in variants},
             "baseline": str(baseline) if baseline else None,
+            "events": {v: {"exported": e, "sent": s} for v, (e, s) in counts.items()},
             **summary,
             "runs": runs,
             "failures": failures,

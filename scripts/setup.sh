@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs usagelog with its ingest and dev extras.
+# Creates .venv (if missing) and installs usagelog with its ingest, dev and bench extras
+# (bench: the peers the request-overhead benchmark compares with).
 # Re-running is cheap: pip only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-echo "setup: installing usagelog[ingest,dev] into .venv" >&2
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+echo "setup: installing usagelog[ingest,dev,bench] into .venv" >&2
+.venv/bin/python -m pip install --quiet -e ".[dev,bench]"
