@@ -25,7 +25,7 @@ machine's clock. Every request must be found exactly once, or the run fails. As 
 each row: the reader can never see a row before its ``inserted_at``, and its lag behind it is
 what a chDB reader waits on top (its turn on the directory lock, its poll interval).
 
-    python benchmarks/freshness.py                  # 60 req/s for 30 s per path (~2.5 min)
+    python benchmarks/freshness.py                  # 60 req/s for 30 s per path (~2 min)
     python benchmarks/freshness.py --quick          # 10 s per path (< 1 min plus startup)
     python benchmarks/freshness.py --paths embedded --rate 100 --seconds 60
     python benchmarks/freshness.py --json > freshness.json   # table on stderr, JSON on stdout
@@ -271,6 +271,7 @@ def summarize(
         "found": len(sent) - len(missing),
         "missing": len(missing),
         "stored_twice": len(twice),
+        "seen_by_reader": sum(1 for s in sent if s.trace_id in seen),
         "freshness_s": percentiles(fresh) if fresh else None,
         "seen_by_reader_s": percentiles(seen_fresh) if seen_fresh else None,
         "reader_after_inserted_s": percentiles(reader_lag) if reader_lag else None,
@@ -334,7 +335,10 @@ def run_kafka(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
             collector.stop()
     finally:
         broker.stop()
-    return summarize("kafka", result["sent"], stored_rows(url), result["seen"])
+    summary = summarize("kafka", result["sent"], stored_rows(url), result["seen"])
+    # Restarts past USAGELOG_WORKER_MAX_MEMORY_MB: each one is a rebalance, a pause in storing.
+    summary["worker_restarts"] = worker.log().count("restarting in place")
+    return summary
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -347,25 +351,35 @@ WHY_NOT = {
     "sending queue (batch flush_timeout), the worker's batch (USAGELOG_BATCH_MAX_SECONDS) and its "
     "turn on the chDB directory",
 }
+WHY_NOT_READER = {
+    "embedded": "the reader waits for the spool ingest's turn on the chDB directory, then its own poll",
+    "kafka": "while messages keep coming the worker holds the chDB directory for a whole "
+    "USAGELOG_WORKER_STORE_SLICE_SECONDS (5 s) slice, and a reader in another process waits for it "
+    "(0 opens the store per batch: a reader then waits < 0.5 s, but chDB keeps ~4 MiB per session, "
+    "so the worker restarts for memory far more often); a ClickHouse server has no such turn",
+}
+
+
+def _target(name: str, p99: float | None, ok: bool, why_not: str) -> dict[str, Any]:
+    met = ok and p99 is not None and p99 < TARGET_SECONDS
+    return {"name": name, "met": met, "value": p99, "why_not": None if met else why_not}
 
 
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per path: the row stored (``inserted_at``), the target's measure; then the same as seen
+    by a chDB reader in another process, which has its own poll and its turn on the directory
+    lock on top."""
     rows = []
     for r in results:
+        ok = r["missing"] == 0 and r["stored_twice"] == 0
         p99 = r["freshness_s"]["p99"] if r["freshness_s"] else None
-        met = p99 is not None and p99 < TARGET_SECONDS and r["missing"] == 0
-        reader = r["seen_by_reader_s"]
         rows.append(
-            {
-                "name": f"freshness p99 < {TARGET_SECONDS:g} s ({r['path']})",
-                "met": met,
-                "value": p99,
-                "why_not": None if met else WHY_NOT[r["path"]],
-                # What a chDB reader in another process saw: its own poll and its turn on the
-                # directory lock on top (a ClickHouse server has no such turn).
-                "reader_p99": reader["p99"] if reader else None,
-            }
+            _target(f"freshness p99 < {TARGET_SECONDS:g} s ({r['path']})", p99, ok, WHY_NOT[r["path"]])
         )
+    for r in results:
+        reader = r["seen_by_reader_s"]["p99"] if r["seen_by_reader_s"] else None
+        name = f"freshness p99 < {TARGET_SECONDS:g} s ({r['path']}, seen by a chDB reader process)"
+        rows.append(_target(name, reader, r["missing"] == 0, WHY_NOT_READER[r["path"]]))
     return rows
 
 
@@ -387,7 +401,9 @@ def table(results: list[dict[str, Any]], rate: float, seconds: float, settings: 
                 lines.append(f"{r['path']:<10} {label:<30} {figures}")
         lines.append(
             f"{r['path']:<10} requests {r['requests']}, found {r['found']}, missing {r['missing']}, "
-            f"stored twice {r['stored_twice']}, seen before inserted_at {r['reader_before_inserted']}"
+            f"stored twice {r['stored_twice']}, seen by the reader {r['seen_by_reader']}, "
+            f"before inserted_at {r['reader_before_inserted']}"
+            + (f", worker restarts {r['worker_restarts']}" if "worker_restarts" in r else "")
         )
     for t in targets(results):
         state = "met" if t["met"] else "NOT met"
