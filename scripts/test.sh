@@ -50,4 +50,5 @@ if [ $# -eq 0 ]; then
     .venv/bin/python benchmarks/dashboards.py --quick
     .venv/bin/python benchmarks/kill_window.py --quick
     .venv/bin/python benchmarks/cli_latency.py --quick
+    .venv/bin/python benchmarks/freshness.py --quick
 fi

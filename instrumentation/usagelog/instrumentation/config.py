@@ -52,7 +52,8 @@ request; costs an encoding and a ``write`` per request (see ``docs/inapp-loss.md
 USAGELOG_SPOOL_SEGMENT_BYTES = "USAGELOG_SPOOL_SEGMENT_BYTES"
 """A spool segment is sealed (made ready for ingest) at this size (default 8 MiB)."""
 USAGELOG_SPOOL_SEGMENT_SECONDS = "USAGELOG_SPOOL_SEGMENT_SECONDS"
-"""... or at this age, whichever comes first (default 5 s)."""
+"""... or at this age, whichever comes first (default 1 s: what an event waits before ingest can
+read it; see docs/benchmarks.md, "Freshness")."""
 USAGELOG_SPOOL_FSYNC = "USAGELOG_SPOOL_FSYNC"
 """``true`` (default): fsync every spool write, so a machine crash loses nothing written."""
 USAGELOG_USER_ID_HMAC_KEY = "USAGELOG_USER_ID_HMAC_KEY"
@@ -129,7 +130,7 @@ class Settings:
     max_queue_bytes: int = 64 * 1024 * 1024
     journal: bool = False
     spool_segment_bytes: int = 8 * 1024 * 1024
-    spool_segment_seconds: float = 5.0
+    spool_segment_seconds: float = 1.0
     spool_fsync: bool = True
     user_id_hmac_key: str = field(default="", repr=False)
     client_ip: str = "full"

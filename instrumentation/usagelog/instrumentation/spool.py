@@ -56,7 +56,7 @@ class SpoolWriter:
         instance_id: str,
         *,
         segment_bytes: int = 8 * 1024 * 1024,
-        segment_seconds: float = 5.0,
+        segment_seconds: float = 1.0,
         fsync: bool = True,
     ) -> None:
         self.directory = Path(directory)
