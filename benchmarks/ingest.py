@@ -1,0 +1,284 @@
+"""Ingest throughput: events stored per second and per CPU-second, spool and Kafka, against the
+engine's own insert of the same rows.
+
+One set of real encoded usage events (``tests/spoolfill.py``: OTLP payloads as the in-app
+exporter writes them, 2,500 events a spool segment and a Kafka message) is stored four ways, each
+in its own process and its own chDB directory, side by side in one run:
+
+- ``spool, engine``: ``usagelog ingest --spool`` with the default decoder (the engine reads the
+  payloads, :mod:`usagelog.ingest.engine_decode`);
+- ``spool, python``: the same with ``USAGELOG_INGEST_DECODER=python`` (the reference decoder);
+- ``raw insert``: the rows the engine run stored, exported as one Native file, inserted into a
+  fresh store with one ``INSERT ... SELECT FROM file()`` (timed around that statement only): the
+  ceiling no decoder can pass;
+- ``kafka, 1 worker`` and ``kafka, 2 workers`` (unless ``--no-kafka``): the payloads in a topic of
+  a real broker (2 partitions), consumed by ``usagelog ingest --from kafka://...`` until stored.
+
+Events/s is events over wall time; events per CPU-second is events over the process's CPU time
+(all threads, the engine's included, from ``wait4``): the per-core figure. Rounds alternate the
+variants. Every run is checked: each event stored exactly once, else the script exits non-zero.
+
+    python benchmarks/ingest.py                 # 1,000,000 events, 2 rounds (~4 min here)
+    python benchmarks/ingest.py --quick         # 100,000 events, 1 round, no Kafka (CI)
+    python benchmarks/ingest.py --json > ingest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "instrumentation"), str(ROOT / "ingest")]
+PER_SEGMENT = 2500
+TARGET_PER_CORE = 100_000
+WHY_NOT_PER_CORE = (
+    "the engine's protobuf read into the staging table (~3.6 us an event) and the minute rollups' "
+    "recompute come on top of the insert itself"
+)
+COLUMNS_SQL = "SELECT * EXCEPT inserted_at FROM usagelog.usage_events"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
+    paths = [str(ROOT / "instrumentation"), str(ROOT / "ingest"), str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**env, **extra}
+
+
+def _run(args: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
+    """Run a child to its end; wall time, CPU time (all threads) and peak RSS."""
+    started = time.perf_counter()
+    with log.open("wb") as out:
+        child = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"{' '.join(args[:6])} failed ({status}): {log.read_text()[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}
+
+
+def _count(url: str) -> tuple[int, int]:
+    code = (
+        "import sys; from usagelog.ingest.store import connect\n"
+        f"with connect({url!r}) as s:\n"
+        "    print(*s.query('SELECT count(), uniqExact(event_id) FROM usagelog.usage_events')[1][0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    rows, ids = out.stdout.split()
+    return int(rows), int(ids)
+
+
+def _check(name: str, url: str, events: int) -> None:
+    rows, ids = _count(url)
+    if (rows, ids) != (events, events):
+        raise SystemExit(f"{name}: stored {rows} rows, {ids} distinct, of {events} events")
+
+
+def spool_run(work: Path, pristine: Path, decoder: str, events: int, n: int) -> dict[str, float]:
+    spool, url = work / f"spool-{decoder}-{n}", f"chdb://{work}/db-{decoder}-{n}"
+    shutil.copytree(pristine, spool)
+    args = [sys.executable, "-m", "usagelog.cli", "ingest", "--spool", str(spool), "--clickhouse", url]
+    figures = _run(args, _env(USAGELOG_INGEST_DECODER=decoder), work / f"spool-{decoder}-{n}.log")
+    _check(f"spool {decoder}", url, events)
+    return figures
+
+
+RAW_CHILD = """
+import sys, time, resource
+from usagelog.ingest.store import connect
+with connect(sys.argv[1]) as store:
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    source = "FROM file('" + sys.argv[2] + "', Native)"
+    store.client.command("INSERT INTO usagelog.usage_events SELECT *, now64(3) " + source)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print(wall, cpu)
+"""
+
+EXPORT_CHILD = """
+import sys
+from usagelog.ingest.store import connect
+with connect(sys.argv[1]) as store:
+    store.client.command("INSERT INTO FUNCTION file('" + sys.argv[2] + "', Native) " + sys.argv[3])
+"""
+
+
+def raw_run(work: Path, source_url: str, events: int, n: int) -> dict[str, float]:
+    native = work / f"rows-{n}.native"
+    if not native.exists():
+        subprocess.run(
+            [sys.executable, "-c", EXPORT_CHILD, source_url, str(native), COLUMNS_SQL], env=_env(), check=True
+        )
+    url = f"chdb://{work}/db-raw-{n}"
+    out = subprocess.run(
+        [sys.executable, "-c", RAW_CHILD, url, str(native)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall, cpu = (float(x) for x in out.stdout.split()[-2:])
+    _check("raw insert", url, events)
+    return {"wall_s": wall, "cpu_s": cpu, "max_rss_mb": 0.0}
+
+
+def kafka_runs(
+    work: Path, payloads: list[bytes], events: int, rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    from tests.pipeline import broker_module, produce
+
+    broker = broker_module().KafkaBroker(work / "kafka", partitions=2)
+    broker.start()
+    runs: dict[str, list[dict[str, float]]] = {"kafka, 1 worker": [], "kafka, 2 workers": []}
+    try:
+        topic = "ingest-bench"
+        broker.create_topics([topic, f"{topic}.deadletter"], partitions=2)
+        produce(broker.bootstrap, topic, payloads)
+        for n in range(rounds):
+            for workers in (1, 2):
+                name = f"kafka, {workers} worker{'s' if workers > 1 else ''}"
+                url = f"chdb://{work}/db-kafka{workers}-{n}"
+                env = _env(
+                    USAGELOG_KAFKA_GROUP=f"bench-{workers}-{n}",
+                    USAGELOG_KAFKA_DEAD_LETTER_TOPIC=f"{topic}.deadletter",
+                    USAGELOG_STATE_DIR=str(work / f"state-{workers}-{n}"),
+                    USAGELOG_KAFKA_AUTO_OFFSET_RESET="earliest",
+                )
+                args = [sys.executable, "-m", "usagelog.cli", "ingest", "--from", f"kafka://{broker.bootstrap}/{topic}",
+                        "--clickhouse", url, "--max-idle", "3"]  # fmt: skip
+                started = time.perf_counter()
+                children = []
+                for w in range(workers):
+                    log = (work / f"kafka{workers}-{n}-{w}.log").open("wb")
+                    children.append(
+                        subprocess.Popen(
+                            [*args, "--worker-id", f"w{w}"], env=env, stdout=log, stderr=subprocess.STDOUT
+                        )
+                    )
+                cpu, rss, done_at = 0.0, 0.0, 0.0
+                for child in children:
+                    _, status, usage = os.wait4(child.pid, 0)
+                    done_at = max(done_at, time.perf_counter())
+                    if status != 0:
+                        raise SystemExit(f"{name}: a worker failed ({status}); see {work}")
+                    cpu += usage.ru_utime + usage.ru_stime
+                    rss = max(rss, usage.ru_maxrss / 1024)
+                # Each worker stops after 3 s without messages: that wait is not ingest.
+                wall = done_at - started - 3.0
+                _check(name, url, events)
+                runs[name].append({"wall_s": wall, "cpu_s": cpu, "max_rss_mb": rss})
+    finally:
+        broker.stop()
+    return runs
+
+
+def summarize(name: str, runs: list[dict[str, float]], events: int) -> dict[str, Any]:
+    wall = statistics.median(r["wall_s"] for r in runs)
+    cpu = statistics.median(r["cpu_s"] for r in runs)
+    return {
+        "variant": name,
+        "events": events,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "events_per_s": round(events / wall),
+        "events_per_cpu_s": round(events / cpu),
+        "cpu_s_per_100k": round(cpu / events * 100_000, 2),
+        "max_rss_mb": round(max(r["max_rss_mb"] for r in runs)),
+    }
+
+
+def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    result = []
+    for name in ("spool, engine", "kafka, 1 worker"):
+        if name not in rows:
+            continue
+        value = rows[name]["events_per_cpu_s"]
+        met = value >= TARGET_PER_CORE
+        result.append({
+            "name": f"ingest ≥ {TARGET_PER_CORE:,} events/s per core ({name.split(',')[0]})",
+            "met": met, "value": value,
+            "why_not": None if met else WHY_NOT_PER_CORE,
+        })  # fmt: skip
+    if "raw insert" in rows and "spool, engine" in rows:
+        share = rows["spool, engine"]["events_per_s"] / rows["raw insert"]["events_per_s"]
+        result.append({
+            "name": "ingest ≥ 1/4 of the raw insert of the same rows (spool)", "met": share >= 0.25,
+            "value": round(share, 3),
+            "why_not": None if share >= 0.25 else "decoding, checks, dedup and rollups cost more than the insert",
+        })  # fmt: skip
+    if "kafka, 2 workers" in rows:
+        ratio = rows["kafka, 2 workers"]["events_per_s"] / rows["kafka, 1 worker"]["events_per_s"]
+        result.append({
+            "name": "two workers ≥ 1.8x one (Kafka)", "met": ratio >= 1.8, "value": round(ratio, 2),
+            "why_not": None if ratio >= 1.8 else (
+                "on chDB one process holds the engine at a time and the engine does the decoding: the "
+                "workers take turns; on 2 cores one worker already keeps both busy"),
+        })  # fmt: skip
+    return result
+
+
+def table(rows: dict[str, dict[str, Any]], tgts: list[dict[str, Any]]) -> str:
+    head = f"{'variant':<18} {'events':>9} {'wall s':>8} {'CPU s':>8} {'events/s':>10} {'per CPU-s':>10} {'CPU s/100k':>10} {'RSS MB':>7}"
+    lines = [head]
+    for r in rows.values():
+        lines.append(
+            f"{r['variant']:<18} {r['events']:>9,} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['events_per_s']:>10,} "
+            f"{r['events_per_cpu_s']:>10,} {r['cpu_s_per_100k']:>10.2f} {r['max_rss_mb']:>7}"
+        )
+    for t in tgts:
+        lines.append(f"target {t['name']}: {'met' if t['met'] else 'NOT met'} ({t['value']})"
+                     + ("" if t["met"] else f": {t['why_not']}"))  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="100,000 events, 1 round, no Kafka")
+    parser.add_argument("--events", type=int, default=0, help="events (default 1,000,000; --quick 100,000)")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds (default 2; --quick 1)")
+    parser.add_argument("--no-kafka", action="store_true", help="leave out the Kafka workers")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout, table on stderr")
+    args = parser.parse_args()
+    events = args.events or (100_000 if args.quick else 1_000_000)
+    events -= events % PER_SEGMENT
+    rounds = args.rounds or (1 if args.quick else 2)
+    from tests.spoolfill import make_payloads, write_spool
+
+    work = Path(tempfile.mkdtemp(prefix="usagelog-ingest-bench-"))
+    try:
+        pristine = work / "pristine"
+        write_spool(pristine, events // PER_SEGMENT, PER_SEGMENT)
+        runs: dict[str, list[dict[str, float]]] = {"spool, engine": [], "spool, python": [], "raw insert": []}
+        for n in range(rounds):
+            for decoder in ("engine", "python") if n % 2 == 0 else ("python", "engine"):
+                runs[f"spool, {decoder}"].append(spool_run(work, pristine, decoder, events, n))
+                print(f"round {n + 1}: spool, {decoder} done", file=sys.stderr)
+            runs["raw insert"].append(raw_run(work, f"chdb://{work}/db-engine-0", events, n))
+        if not (args.quick or args.no_kafka):
+            payloads = make_payloads(events // PER_SEGMENT, PER_SEGMENT, instance="kafka-bench")
+            runs.update(kafka_runs(work, payloads, events, rounds))
+        rows = {name: summarize(name, r, events) for name, r in runs.items() if r}
+        tgts = targets(rows)
+        print(table(rows, tgts), file=sys.stderr if args.json else sys.stdout)
+        if args.json:
+            print(json.dumps({"benchmark": "ingest", "events": events, "rounds": rounds,
+                              "results": list(rows.values()), "targets": tgts}, indent=2))  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
