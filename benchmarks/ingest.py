@@ -236,7 +236,8 @@ def table(rows: dict[str, dict[str, Any]], tgts: list[dict[str, Any]]) -> str:
     for r in rows.values():
         lines.append(
             f"{r['variant']:<18} {r['events']:>9,} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
-            f"{r['events_per_s']:>10,} {r['events_per_cpu_s']:>10,} {r['cpu_s_per_100k']:>10.2f} {r['max_rss_mb']:>7}"
+            f"{r['events_per_s']:>10,} {r['events_per_cpu_s']:>10,} "
+            f"{r['cpu_s_per_100k']:>10.2f} {r['max_rss_mb']:>7}"
         )
     for t in tgts:
         lines.append(f"target {t['name']}: {'met' if t['met'] else 'NOT met'} ({t['value']})"
