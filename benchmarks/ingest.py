@@ -2,7 +2,7 @@
 engine's own insert of the same rows.
 
 One set of real encoded usage events (``tests/spoolfill.py``: OTLP payloads as the in-app
-exporter writes them, 2,500 events a spool segment and a Kafka message) is stored four ways, each
+exporter writes them, 2,500 events a spool segment, 1,000 a Kafka message) is stored four ways, each
 in its own process and its own chDB directory, side by side in one run:
 
 - ``spool, engine``: ``usagelog ingest --spool`` with the default decoder (the engine reads the
@@ -271,7 +271,8 @@ def main() -> int:
                 print(f"round {n + 1}: spool, {decoder} done", file=sys.stderr)
             runs["raw insert"].append(raw_run(work, f"chdb://{work}/db-engine-0", events, n))
         if not (args.quick or args.no_kafka):
-            payloads = make_payloads(events // PER_SEGMENT, PER_SEGMENT, instance="kafka-bench")
+            # 1,000 events a message: the broker's default message limit is 1 MB.
+            payloads = make_payloads(events // 1000, 1000, instance="kafka-bench")
             runs.update(kafka_runs(work, payloads, events, rounds))
         rows = {name: summarize(name, r, events) for name, r in runs.items() if r}
         tgts = targets(rows)

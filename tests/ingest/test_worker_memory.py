@@ -3,6 +3,7 @@ and chDB: past it the worker executes itself again in place and goes on consumin
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,27 @@ def test_a_stop_asked_for_while_the_worker_restarts_ends_it_cleanly(
     assert "Traceback" not in worker.log()
     rows, distinct = count_events(url)
     assert rows == distinct and rows % 2 == 0  # whole batches, none twice
+
+
+def test_a_batch_ends_at_its_byte_bound_whatever_the_message_count(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(12, 1500, instance="big")  # ~700 kB a message
+    produce(kafka.bootstrap, topics["events"], payloads)
+    size = max(len(p) for p in payloads)
+    # The twelve are in the topic before the worker starts: its first consume (up to 1000 messages
+    # or 1 s) returns them all, and without the byte bound they would make one batch.
+    env = {
+        "USAGELOG_BATCH_MAX_BYTES": str(2 * size),
+        "USAGELOG_HEALTH_INTERVAL_SECONDS": "1",
+    }
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=5).start()
+    try:
+        assert worker.wait(timeout=120) == 0, worker.log()[-3000:]
+    finally:
+        if worker.process is not None and worker.process.running():
+            worker.kill()
+    batches = sum(int(n) for n in re.findall(r"batches=(\d+)", worker.log()))
+    assert batches >= 12 // 3, worker.log()[-3000:]  # a batch ends with the message that passes the bound
+    assert count_events(url) == (12 * 1500, 12 * 1500)

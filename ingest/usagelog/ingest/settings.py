@@ -32,7 +32,11 @@ The Kafka worker, ``tail`` and ``replay``:
   applied last
 - ``USAGELOG_BATCH_MAX_MESSAGES`` (default ``1000``): a batch is stored when it has this many Kafka
   messages...
-- ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old
+- ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old...
+- ``USAGELOG_BATCH_MAX_BYTES`` (default ``33554432``, 32 MiB): ...or holds this many payload
+  bytes. With librdkafka's prefetch queue (``queued.max.messages.kbytes``, set to the same
+  amount unless ``USAGELOG_KAFKA_CONFIG`` says otherwise) it bounds the worker's memory whatever
+  the message size.
 - ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
 
 The archive, written by the Kafka worker and by ``usagelog ingest`` from the spool:
@@ -148,6 +152,7 @@ class WorkerSettings:
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     batch_max_messages: int = 1000
     batch_max_seconds: float = 1.0
+    batch_max_bytes: int = 32 * 1024 * 1024
     archive: ArchiveSettings = ArchiveSettings(url=".usagelog/archive")
     worker_id: str = ""
     health_interval: float = 10.0
@@ -173,6 +178,8 @@ class WorkerSettings:
             "reconnect.backoff.ms": 500,
             "reconnect.backoff.max.ms": 10000,
             "client.id": f"usagelog-{self.worker_id}",
+            # Fetched messages waiting to be consumed: bounded like a batch (librdkafka: 64 MiB).
+            "queued.max.messages.kbytes": max(1, self.batch_max_bytes // 1024),
         }
         config.update(self.security.librdkafka())
         config.update(self.kafka_config)
@@ -400,6 +407,7 @@ class _Reader:
             kafka_config=kafka_config,
             batch_max_messages=self.positive("USAGELOG_BATCH_MAX_MESSAGES", defaults.batch_max_messages, int),
             batch_max_seconds=self.positive("USAGELOG_BATCH_MAX_SECONDS", defaults.batch_max_seconds, float),
+            batch_max_bytes=self.positive("USAGELOG_BATCH_MAX_BYTES", defaults.batch_max_bytes, int),
             archive=archive,
             worker_id=name,
             health_interval=self.positive(

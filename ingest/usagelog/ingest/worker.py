@@ -85,6 +85,7 @@ class Worker:
         self._paused = False  # waiting for the archive's store: no flush from a rebalance
         self._archive_down = False  # the last try to publish failed: do not try again at close
         self._session: ExitStack | None = None  # the open store, while a slice lasts
+        self._pending_bytes = 0  # payload bytes of the pending batch (USAGELOG_BATCH_MAX_BYTES)
         self._store: Store | None = None
         self._opened = 0.0
         self.restart = False  # stopped to execute afresh: memory passed the bound
@@ -368,10 +369,15 @@ class Worker:
                         continue
                     if not self._pending:
                         self._batch_started = time.monotonic()
+                        self._pending_bytes = 0
                     self._pending.append(message)
+                    self._pending_bytes += len(message.value() or b"")
                     self._last_activity = time.monotonic()
+                    if self._pending_bytes >= s.batch_max_bytes:
+                        self._flush()  # one consume may return more than a batch holds
                 due = self._pending and (
                     len(self._pending) >= s.batch_max_messages
+                    or self._pending_bytes >= s.batch_max_bytes
                     or time.monotonic() - self._batch_started >= s.batch_max_seconds
                 )
                 if due:
