@@ -79,7 +79,8 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
 ) -> None:
     spool = tmp_path / "spool"
     archive = tmp_path / "archive"
-    total = write_spool(spool, segments=40, per_segment=400)
+    # ~57 MB: two of ingest's groups (GROUP_BYTES), so a kill after the first lands half-way.
+    total = write_spool(spool, segments=60, per_segment=2000)
     command = [
         sys.executable,
         "-m",
@@ -98,13 +99,13 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
     env.pop("USAGELOG_WORKER_ID", None)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
-    while len(list(spool.glob("*.seg"))) > 25 and time.monotonic() < deadline:
+    while len(list(spool.glob("*.seg"))) == 60 and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     remaining = len(list(spool.glob("*.seg")))
-    assert 0 < remaining < 40, "the kill should land half-way"
+    assert 0 < remaining < 60, "the kill should land half-way"
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert list(spool.glob("*.seg")) == []

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -119,6 +120,20 @@ def _to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     if missing:
         raise ValueError(f"usage rows without a value for: {', '.join(missing)}")
     return table
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """The archive's schema for a table read from the engine (dictionary-encoded low-cardinality
+    strings, nullable fields), checked like :func:`_to_table` checks rows."""
+    columns = []
+    for wanted in SCHEMA:
+        column = table.column(wanted.name)
+        if column.null_count:
+            raise ValueError(f"usage rows without a value for: {wanted.name}")
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns.append(column.cast(wanted.type))
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -321,7 +336,20 @@ class Archive:
         groups: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(row["timestamp"] // _HOUR_NS, []).append(row)
-        tables = {_partition_of(hour * _HOUR_NS): _to_table(g) for hour, g in groups.items()}
+        self._stage_tables({_partition_of(hour * _HOUR_NS): _to_table(g) for hour, g in groups.items()})
+
+    def stage_table(self, table: pa.Table) -> None:
+        """:meth:`stage` for rows already in columns (the engine's, read as Arrow)."""
+        if self._lock is None:
+            raise ArchiveError("archive is closed")
+        table = _conform(table)
+        hours = pc.divide(table.column("timestamp").cast(pa.int64()), _HOUR_NS)
+        tables = {}
+        for hour in pc.unique(hours).to_pylist():
+            tables[_partition_of(hour * _HOUR_NS)] = table.filter(pc.equal(hours, hour))
+        self._stage_tables(tables)
+
+    def _stage_tables(self, tables: dict[str, pa.Table]) -> None:
         for partition, table in tables.items():
             directory = self.staging_dir / partition
             _make_dirs(directory)

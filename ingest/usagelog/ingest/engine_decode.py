@@ -313,13 +313,7 @@ class EngineDecoder:
             )
         return int(fresh), int(total) - int(fresh)
 
-    def staged_rows(self, result: EngineResult) -> list[dict[str, Any]]:
-        """The staged regular events as decode's rows (for the archive)."""
-        good = self._good(result)
-        columns = [
-            f"toUnixTimestamp64Nano({c}) AS {c}" if ev.BY_COLUMN[c].arrow == "timestamp_ns" else c
-            for c in ev.COLUMNS
-        ]
-        read = self.store.client.query(f"SELECT {', '.join(columns)} FROM {self.db}.{STAGE} WHERE {good}")
-        names = list(ev.COLUMNS)
-        return [dict(zip(names, row, strict=True)) for row in read.result_rows]
+    def staged_table(self, result: EngineResult) -> Any:
+        """The staged regular events as an Arrow table of the event's columns (for the archive)."""
+        read = f"SELECT {', '.join(ev.COLUMNS)} FROM {self.db}.{STAGE} WHERE {self._good(result)}"
+        return self.store.client.query_arrow(read)

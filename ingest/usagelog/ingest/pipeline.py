@@ -147,7 +147,7 @@ class Pipeline:
             result.ignored += staged.ignored
             minutes |= staged.minutes
             if self.archive is not None and staged.events:
-                self.archive.stage(engine.staged_rows(staged))
+                self.archive.stage_table(engine.staged_table(staged))
         result.events += len(rows)
         if self.archive is not None and rows:
             self.archive.stage(rows)
