@@ -46,9 +46,6 @@ fi
 .venv/bin/python -m pytest "$@"
 if [ $# -eq 0 ]; then
     echo "test: benchmarks' quick modes (prove the harnesses run; numbers are in docs/benchmarks.md)" >&2
-    .venv/bin/python benchmarks/request_overhead.py --quick
-    .venv/bin/python benchmarks/dashboards.py --quick
+    .venv/bin/python benchmarks/run.py --quick
     .venv/bin/python benchmarks/kill_window.py --quick
-    .venv/bin/python benchmarks/cli_latency.py --quick
-    .venv/bin/python benchmarks/freshness.py --quick
 fi
