@@ -239,7 +239,7 @@ class EngineDecoder:
         command(f"CREATE OR REPLACE TABLE {self.db}.{SEEN} (event_id String) ENGINE = Memory")
         self._ready = True
 
-    def stage(self, payloads: list[bytes], archive_rows: bool = False) -> EngineResult | None:
+    def stage(self, payloads: list[bytes]) -> EngineResult | None:
         """Read ``payloads`` into the staging table; None when the engine cannot read them."""
         from .errors import QueryError
 
@@ -312,6 +312,12 @@ class EngineDecoder:
                 f"WHERE {good} AND event_id NOT IN (SELECT event_id FROM {db}.{SEEN}) LIMIT 1 BY event_id"
             )
         return int(fresh), int(total) - int(fresh)
+
+    def clear(self) -> None:
+        """Empty the staging tables (their memory is the batch's size)."""
+        if self._ready:
+            self.store.client.command(f"TRUNCATE TABLE {self.db}.{STAGE}")
+            self.store.client.command(f"TRUNCATE TABLE {self.db}.{SEEN}")
 
     def staged_table(self, result: EngineResult) -> Any:
         """The staged regular events as an Arrow table of the event's columns (for the archive)."""

@@ -158,6 +158,8 @@ class Pipeline:
                 staged.duplicates,
                 staged.monitored,
             )
+        if engine is not None:
+            engine.clear()
         for start in range(0, len(rows), INSERT_CHUNK):
             stored, duplicates = store.insert_events(rows[start : start + INSERT_CHUNK])
             result.stored += stored
