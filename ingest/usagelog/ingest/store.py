@@ -67,6 +67,7 @@ def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            _say_wanted(path)
             return False
         return True
 
@@ -88,6 +89,27 @@ def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def _say_wanted(lock: str) -> None:
+    """Tell the process holding ``lock`` that another one waits (see :func:`wanted_since`)."""
+    try:
+        Path(lock + ".wanted").touch()
+    except OSError:  # a read-only directory: the holder lets go at the end of its slice anyway
+        pass
+
+
+def wanted_since(url: str, since: float) -> bool:
+    """Whether another process has waited for the chDB directory of ``url`` since ``since``
+    (``time.time()``): a worker holding it over a slice of batches lets go after the current
+    batch, so a CLI query or a dashboard waits one batch, not a slice."""
+    path = chdb_path(url)
+    if path is None:
+        return False
+    try:
+        return os.stat(path + ".lock.wanted").st_mtime >= since
+    except OSError:
+        return False
 
 
 def _engine_busy(path: str) -> bool:

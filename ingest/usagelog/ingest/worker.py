@@ -21,8 +21,10 @@ the credentials stops the worker with a message naming the settings. Dead letter
 
 The worker keeps the store open across the batches of a slice of
 ``USAGELOG_WORKER_STORE_SLICE_SECONDS`` (default 5; 0 opens it for each batch) and closes it
-when the slice is over or no messages are waiting, so other processes get a chDB directory in
-between; fewer sessions also mean less of the memory chDB keeps per session. Past
+when the slice is over, when no messages are waiting, or after the current batch when another
+process waits for the directory (it says so with a ``.lock.wanted`` file: a CLI query or a dashboard
+then waits one batch, not a slice); fewer sessions also mean less of the memory chDB keeps per
+session. Past
 ``USAGELOG_WORKER_MAX_MEMORY_MB`` of resident memory (default 448, 0: no bound), checked after
 a batch is stored and committed, the worker leaves its group, finalizes its archive files and
 executes itself again in place (same PID, arguments and worker ID), see
@@ -48,7 +50,7 @@ from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
 from .recycle import MB, accept_stop_signals, reexecute, rss_bytes
 from .settings import WorkerSettings
-from .store import Store, connect
+from .store import Store, connect, wanted_since
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -86,6 +88,7 @@ class Worker:
         self._archive_down = False  # the last try to publish failed: do not try again at close
         self._session: ExitStack | None = None  # the open store, while a slice lasts
         self._pending_bytes = 0  # payload bytes of the pending batch (USAGELOG_BATCH_MAX_BYTES)
+        self._opened_at = 0.0  # time.time() when the store was opened
         self._store: Store | None = None
         self._opened = 0.0
         self.restart = False  # stopped to execute afresh: memory passed the bound
@@ -138,7 +141,8 @@ class Worker:
         self.health.batch_committed(time.monotonic() - started)
         self._stored += 1
         self._update_lag()
-        if time.monotonic() - self._opened >= self.settings.store_slice_seconds:
+        slice_over = time.monotonic() - self._opened >= self.settings.store_slice_seconds
+        if slice_over or wanted_since(self.settings.clickhouse_url, self._opened_at):
             self._close_store()
         return result
 
@@ -149,7 +153,7 @@ class Worker:
             self._store = session.enter_context(
                 connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds)
             )
-            self._session, self._opened = session, time.monotonic()
+            self._session, self._opened, self._opened_at = session, time.monotonic(), time.time()
         return self._store
 
     def _close_store(self) -> None:

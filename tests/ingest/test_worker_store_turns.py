@@ -1,0 +1,58 @@
+"""A worker holding a chDB directory over a slice of batches lets a waiting process in after the
+current batch, not at the end of the slice (real broker, real worker, the CLI as the reader)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pipeline import WorkerProcess, count_events, produce, wait_for
+from tests.spoolfill import make_payloads
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_query_waiting_for_the_directory_gets_it_after_one_batch_not_a_slice(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    topic = topics["events"]
+    # A slice far longer than the reader is willing to wait, and messages arriving all the time,
+    # so the worker never finds the topic empty (which also closes the store).
+    env = {"USAGELOG_WORKER_STORE_SLICE_SECONDS": "120", "USAGELOG_BATCH_MAX_SECONDS": "0.5"}
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topic, url, "w1", env).start()
+    stop = threading.Event()
+    sent = [0]
+
+    def load() -> None:
+        first = 1
+        while not stop.is_set():
+            produce(kafka.bootstrap, topic, make_payloads(1, 20, instance="steady", first_seq=first))
+            first += 20
+            sent[0] += 20
+            time.sleep(0.2)
+
+    feeder = threading.Thread(target=load, daemon=True)
+    feeder.start()
+    try:
+        wait_for(lambda: "assigned" in worker.log(), 60, "the worker's partitions")
+        time.sleep(3)  # the worker is inside its slice, storing a batch every half second
+        reader_env = {**os.environ, "USAGELOG_CLICKHOUSE_WAIT_SECONDS": "20"}
+        query = [sys.executable, "-m", "usagelog.cli", "query", "--clickhouse", url,
+                 "SELECT count() FROM usagelog.usage_events"]  # fmt: skip
+        answer = subprocess.run(query, capture_output=True, text=True, timeout=60, env=reader_env)
+        assert answer.returncode == 0, answer.stderr
+        assert "in use by another usagelog process" not in answer.stderr
+    finally:
+        stop.set()
+        feeder.join(timeout=30)
+    wait_for(lambda: count_events(url)[0] == sent[0], 60, "every event stored")
+    assert worker.stop() == 0
+    assert count_events(url) == (sent[0], sent[0])
