@@ -44,7 +44,8 @@ _logger = logging.getLogger("usagelog.ingest")
 INSERT_CHUNK = 10_000  # rows per INSERT
 # Rollups are recomputed at most this often (and when a source closes its store): each recompute
 # reads every event of the minutes it covers, so once per batch would be quadratic within a minute.
-ROLLUP_SECONDS = 1.0
+# Dashboards read rollups only for ranges over 7 days, where seconds of delay do not show.
+ROLLUP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)

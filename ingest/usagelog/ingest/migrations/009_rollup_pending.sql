@@ -1,6 +1,6 @@
 -- rollup_pending: the minutes whose rollups are due for a recompute. Ingest notes the minutes a
 -- batch touched here in the same step as it stores the batch, and recomputes them (then forgets
--- them) at most every second and before it gives up its session, instead of after every batch:
+-- them) at most every few seconds and before it gives up its session, instead of after every batch:
 -- at high rates the current minute holds millions of events, and recomputing it after each batch
 -- made ingest quadratic within a minute. A crash between the two leaves the minutes noted here;
 -- the next ingest recomputes them.
