@@ -79,7 +79,7 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
 ) -> None:
     spool = tmp_path / "spool"
     archive = tmp_path / "archive"
-    # ~57 MB: two of ingest's groups (GROUP_BYTES), so a kill after the first lands half-way.
+    # ~57 MB: several of ingest's groups (GROUP_BYTES), so a kill after the first lands half-way.
     total = write_spool(spool, segments=60, per_segment=2000)
     command = [
         sys.executable,

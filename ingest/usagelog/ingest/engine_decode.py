@@ -148,13 +148,15 @@ def _stage_select(path: str) -> str:
         "WITH rec.attributes.key AS rk, rec.attributes.value.value AS rt, "
         "rec.attributes.value.string_value AS rs, rec.attributes.value.int_value AS ri, "
         "rec.attributes.value.bool_value AS rb, "
-        "rl.resource_attributes.key AS sk, rl.resource_attributes.value.value AS st, "
-        "rl.resource_attributes.value.string_value AS ss, rl.resource_attributes.value.int_value AS si, "
-        "rl.resource_attributes.value.bool_value AS sb, "
+        "ra.key AS sk, ra.value.value AS st, ra.value.string_value AS ss, ra.value.int_value AS si, "
+        "ra.value.bool_value AS sb, "
         f"{_array(known_r)} AS known_r, {_array(known_s)} AS known_s "
         f"SELECT {', '.join(selected)}, no, {kind} AS kind, {ok} AS ok "
         f"FROM file({_quote(path)}, Protobuf, {_quote(_STRUCTURE)}) "
-        "ARRAY JOIN resource_logs AS rl ARRAY JOIN arrayFlatten(rl.scope_logs_log_records) AS rec"
+        # One row per resource (its attributes and its records), then one per record: only the
+        # resource's attributes are repeated on every record's row, never the records themselves.
+        "ARRAY JOIN resource_logs.resource_attributes AS ra, resource_logs.scope_logs_log_records AS sl "
+        "ARRAY JOIN arrayFlatten(sl) AS rec"
     )
 
 

@@ -33,7 +33,7 @@ The Kafka worker, ``tail`` and ``replay``:
 - ``USAGELOG_BATCH_MAX_MESSAGES`` (default ``1000``): a batch is stored when it has this many Kafka
   messages...
 - ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old...
-- ``USAGELOG_BATCH_MAX_BYTES`` (default ``33554432``, 32 MiB): ...or holds this many payload
+- ``USAGELOG_BATCH_MAX_BYTES`` (default ``8388608``, 8 MiB): ...or holds this many payload
   bytes. With librdkafka's prefetch queue (``queued.max.messages.kbytes``, set to the same
   amount unless ``USAGELOG_KAFKA_CONFIG`` says otherwise) it bounds the worker's memory whatever
   the message size.
@@ -152,7 +152,8 @@ class WorkerSettings:
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     batch_max_messages: int = 1000
     batch_max_seconds: float = 1.0
-    batch_max_bytes: int = 32 * 1024 * 1024
+    # The engine needs about 12x a batch's bytes to decode it: ~100 MiB at the default.
+    batch_max_bytes: int = 8 * 1024 * 1024
     archive: ArchiveSettings = ArchiveSettings(url=".usagelog/archive")
     worker_id: str = ""
     health_interval: float = 10.0
