@@ -371,6 +371,12 @@ NARROW_BY_TIME: tuple[tuple[str, str], ...] = (
     ("request_size", "UInt64 CODEC(T64, ZSTD(1))"),
     ("response_size", "UInt64 CODEC(T64, ZSTD(1))"),
     ("seq", "UInt64 CODEC(T64, ZSTD(1))"),  # with the instance: the rollups' dedup key (was event_id)
+    # What the Errors dashboard's newest errors (path, event ID), the Pipeline dashboard's freshness
+    # and the alert rules (inserted_at, observed_timestamp) read by time.
+    ("path", "String CODEC(ZSTD(3))"),
+    ("event_prefix", "UInt64 CODEC(ZSTD(1))"),
+    ("observed_lag_ns", "Int64 CODEC(T64, ZSTD(1))"),
+    ("inserted_lag_ms", "Int64 CODEC(T64, ZSTD(1))"),
 )
 
 
