@@ -14,7 +14,6 @@ far, or ``None`` when the variant exports nothing. The peers (Apitally, Moesif) 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, g, jsonify, request
+from probe import Probe, jwt_sub
 
 ITEM_PATH = "/api/items/{}"
 POST_PATH = "/api/items"
@@ -49,11 +49,6 @@ def build_app() -> Flask:
         return jsonify(id=101, **payload), 201
 
     return app
-
-
-class Probe:
-    def __init__(self, flush: Callable[[int], int | None] = lambda expected: None) -> None:
-        self.flush = flush
 
 
 # -- the variants ------------------------------------------------------------------------------
@@ -128,17 +123,6 @@ class _OtlpBytesExporter:
         pass
 
 
-def _jwt_sub(authorization: str | None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or token.count(".") != 2:
-        return ""
-    segment = token.split(".")[1]
-    try:
-        return str(json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))).get("sub", ""))
-    except (ValueError, binascii.Error):
-        return ""
-
-
 def setup_naive(app: Flask) -> Probe:
     """Stock instrumentation plus one SDK log record per request from an ``after_request`` hook.
 
@@ -178,7 +162,7 @@ def setup_naive(app: Flask) -> Probe:
             "network.protocol.version": env.get("SERVER_PROTOCOL", ""),
             "client.address": request.remote_addr or "",
             "user_agent.original": request.user_agent.string,
-            "user.id": _jwt_sub(request.headers.get("Authorization")),
+            "user.id": jwt_sub(request.headers.get("Authorization")),
             "http.response.status_code": response.status_code,
             "http.request.body.size": request.content_length or 0,
             "http.response.body.size": response.calculate_content_length() or 0,

@@ -75,7 +75,7 @@ def setup_apitally(app: Flask, bodies: bool) -> Any:
     import apitally.flask
     from apitally import set_consumer
     from apitally.shared import activation
-    from app_under_test import Probe, _jwt_sub
+    from probe import Probe, jwt_sub
 
     url, worker = _stub()
     options: dict[str, Any] = {}
@@ -89,7 +89,7 @@ def setup_apitally(app: Flask, bodies: bool) -> Any:
 
     @app.before_request
     def _identify() -> None:
-        user = _jwt_sub(request.headers.get("Authorization"))
+        user = jwt_sub(request.headers.get("Authorization"))
         if user:
             set_consumer(user)
 
@@ -112,8 +112,8 @@ def setup_apitally(app: Flask, bodies: bool) -> Any:
 def setup_moesif(app: Flask, bodies: bool) -> Any:
     """``app.wsgi_app = MoesifMiddleware(app.wsgi_app, settings)``, its Flask setup; ``LOG_BODY``
     (default true) captures request and response bodies."""
-    from app_under_test import Probe
     from moesifwsgi import MoesifMiddleware  # type: ignore[import-untyped]
+    from probe import Probe
 
     url, worker = _stub()
     settings = {
