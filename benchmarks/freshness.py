@@ -4,12 +4,8 @@ The demo API (``usagelog.demo.app`` under ``opentelemetry-instrument``, one proc
 a steady rate; every request carries its own W3C ``traceparent``, so its event carries a trace ID
 the client knows, and the client notes the wall-clock time it read the response. Then:
 
-- **embedded**: ``USAGELOG_EXPORTER=spool``; a follower process stores the spool continuously:
-  :func:`usagelog.ingest.spool_ingest.ingest_spool` (what ``usagelog ingest --spool`` runs) as
-  soon as :func:`usagelog.instrumentation.spool.has_claimable` sees a sealed segment, checking
-  every :data:`FOLLOW_POLL_SECONDS`. usagelog has no follow mode of its own: ``usagelog ingest``
-  is a run that ends, so this loop is the tightest a deployment can run it (minus the process
-  start of a CLI run each time).
+- **embedded**: ``USAGELOG_EXPORTER=spool``; ``usagelog ingest --spool DIR --follow`` stores the
+  spool continuously (a round as soon as a segment is sealed, looked for every 0.2 s).
 - **kafka**: ``USAGELOG_EXPORTER=otlp`` to the real collector (``collector/build.sh``, base and
   monitored configs) → the real Kafka broker (``kafka/broker.py``, 3 partitions) → one ingest
   worker (``usagelog ingest --from kafka://...``) → chDB.
@@ -53,7 +49,6 @@ if str(REPO) not in sys.path:  # tests.pipeline: the broker, collector and worke
     sys.path.insert(0, str(REPO))
 
 TARGET_SECONDS = 5.0
-FOLLOW_POLL_SECONDS = 0.2  # the embedded follower looks for sealed segments this often
 POLL_SECONDS = 1.0  # the reader's poll interval
 WARMUP_REQUESTS = 10
 CLIENT_THREADS = 4
@@ -115,28 +110,13 @@ def drive(port: int, rate: float, seconds: float) -> list[Sent]:
     return sent
 
 
-# -- helper processes (this script, run with --follow-spool or --reader) -----------------------
+# -- helper processes (this script, run with --reader) -----------------------
 
 
 def _stop_on_term() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     return stop
-
-
-def follow_spool(spool: str, url: str) -> int:
-    """Store the spool whenever a segment is ready, until SIGTERM; then once more."""
-    from usagelog.ingest.spool_ingest import ingest_spool
-    from usagelog.instrumentation.spool import has_claimable
-
-    stop = _stop_on_term()
-    while not stop.is_set():
-        if has_claimable(spool):
-            ingest_spool(spool, url, "usagelog")
-        else:
-            stop.wait(FOLLOW_POLL_SECONDS)
-    ingest_spool(spool, url, "usagelog")
-    return 0
 
 
 def _trace_expr(store: Any) -> str:
@@ -290,7 +270,24 @@ def run_embedded(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
     from usagelog.demo.run import start_instances, stop_instances
 
     spool, url = workdir / "spool", "chdb://" + str(workdir / "chdb")
-    follower = _helper(["--follow-spool", str(spool), url], workdir / "follower.log", "spool follower")
+    from usagelog.process import Child
+
+    follower = Child.start(
+        [
+            sys.executable,
+            "-m",
+            "usagelog.cli",
+            "ingest",
+            "--spool",
+            str(spool),
+            "--clickhouse",
+            url,
+            "--follow",
+        ],
+        log=workdir / "follower.log",
+        name="spool follower",
+        env=dict(os.environ),
+    )
     instances = start_instances(spool, workdir / "logs", count=1)
     try:
         result = measure(instances[0].port, url, workdir, rate, seconds)
@@ -429,11 +426,8 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="a setting for every process (app, ingest); repeat for several (e.g. an earlier default)",
     )
-    parser.add_argument("--follow-spool", nargs=2, metavar=("SPOOL", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--reader", nargs=2, metavar=("URL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.follow_spool:
-        return follow_spool(*args.follow_spool)
     if args.reader:
         return reader(*args.reader)
 

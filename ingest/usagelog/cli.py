@@ -207,6 +207,11 @@ def _group(group: click.Group, name: str, text: str) -> Callable[[F], click.Grou
     "none, with --from .usagelog/archive; none turns it off)",
 )
 @click.option(
+    "--follow",
+    is_flag=True,
+    help="from the spool: keep storing segments as they are sealed, until SIGTERM or Ctrl-C",
+)
+@click.option(
     "--max-idle",
     type=float,
     default=0.0,
@@ -214,7 +219,7 @@ def _group(group: click.Group, name: str, text: str) -> Callable[[F], click.Grou
     "exit 1 if no broker answered by then",
 )
 @click.pass_context
-def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any) -> int:
+def ingest(ctx: click.Context, /, source: str | None, max_idle: float, follow: bool, **_: Any) -> int:
     settings = _settings(
         ctx,
         spool=_given(ctx, "spool"),
@@ -231,6 +236,8 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
         _log_to_stderr()
         _apply_retention(settings)
         return run_worker(settings.worker, max_idle_seconds=max_idle)
+    if follow:
+        return _follow_spool(settings)
     from usagelog.ingest.spool_ingest import IngestStats, ingest_spool
 
     def progress(stats: IngestStats, total: int) -> None:
@@ -267,6 +274,44 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, **_: Any)
         round(elapsed, 2),
     )
     print(render(columns, [row], settings.fmt))
+    return 0
+
+
+def _follow_spool(settings: Settings) -> int:
+    """``usagelog ingest --spool --follow``: store segments as they are sealed until stopped;
+    past ``USAGELOG_WORKER_MAX_MEMORY_MB`` start afresh in place, as the workers do."""
+    import signal
+
+    from usagelog.ingest.recycle import accept_stop_signals, reexecute
+    from usagelog.ingest.settings import load_max_memory_mb
+    from usagelog.ingest.spool_ingest import follow_spool
+
+    bound = load_max_memory_mb()
+    stop: list[bool] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    accept_stop_signals()  # blocked across a restart in place: handled now
+    _apply_retention(settings)
+    print(f"usagelog: following the spool {settings.spool_dir}", file=sys.stderr, flush=True)
+    stats, over = follow_spool(
+        settings.spool_dir,
+        settings.clickhouse_url,
+        settings.database,
+        lambda: bool(stop),
+        archive=settings.archive,
+        max_memory_mb=bound,
+    )
+    for url in stats.archived or []:
+        print(f"usagelog: archived {redact_url(url)}", file=sys.stderr)
+    if over:
+        print(
+            f"usagelog: {stats.inserted} events stored; past USAGELOG_WORKER_MAX_MEMORY_MB={bound}: "
+            "restarting in place",
+            file=sys.stderr,
+            flush=True,
+        )
+        reexecute(lambda: bool(stop))
+    print(f"usagelog: stopped following; {stats.inserted} events stored", file=sys.stderr)
     return 0
 
 

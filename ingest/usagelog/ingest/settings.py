@@ -521,6 +521,21 @@ def load_retention(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     return days
 
 
+def load_max_memory_mb(environ: Mapping[str, str] | None = None) -> int:
+    """``USAGELOG_WORKER_MAX_MEMORY_MB`` alone (``usagelog ingest --spool --follow`` reads it as
+    the workers do); a bad value raises :class:`SettingsError` naming the variable."""
+    reader = _Reader(environ)
+    value = reader.number(
+        "USAGELOG_WORKER_MAX_MEMORY_MB",
+        WorkerSettings.max_memory_mb,
+        int,
+        lambda v: v >= 0,
+        "whole megabytes (0 turns the bound off)",
+    )
+    reader.done()
+    return value
+
+
 def parse_kafka_url(url: str) -> tuple[str, str]:
     """``kafka://host:port[,host:port]/topic`` → (brokers, topic); topic may be empty."""
     parsed = urlparse(url)

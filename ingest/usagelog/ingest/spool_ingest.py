@@ -13,6 +13,9 @@ With an archive (``USAGELOG_ARCHIVE_URL``, off by default for the spool), events
 before they are stored and the archive's files are written when the run ends; a run that died
 leaves its staged chunks, which the next run (or worker) finalizes.
 
+``usagelog ingest --spool --follow`` (:func:`follow_spool`) runs the same rounds continuously:
+one whenever a segment is ready, until stopped, with one pipeline and one archive for all rounds.
+
 Before reading, :func:`~usagelog.instrumentation.losses.reap_orphans` turns the counter files
 that API processes which are gone left in the spool into loss reports (``usagelog.loss``).
 """
@@ -25,15 +28,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from usagelog.instrumentation.losses import reap_orphans
-from usagelog.instrumentation.spool import DamagedFrame, claim_segments, list_segments, segment_instance
+from usagelog.instrumentation.spool import (
+    DamagedFrame,
+    claim_segments,
+    has_claimable,
+    list_segments,
+    segment_instance,
+)
 
 from .archive import open_archive
 from .pipeline import Item, Pipeline, Result
+from .recycle import MB, rss_bytes
 from .settings import ArchiveSettings
 from .store import Store, connect
 
 # Let other processes (a CLI query, say) have the chDB directory between slices.
 SLICE_SECONDS = 5.0
+# ``usagelog ingest --spool --follow`` looks for a segment ready to be stored this often.
+FOLLOW_POLL_SECONDS = 0.2
 # Segments go through the pipeline (and are deleted) in groups of about this many payload
 # bytes (~17,000 events): the engine reads a group in one statement, and a kill loses at most a
 # group's progress. The engine's memory for a group is about 12x its bytes (~100 MiB here); larger
@@ -125,38 +137,88 @@ def ingest_spool(
     First the counter files of API processes that are gone become loss reports (a sealed
     segment each), so they are stored with the rest.
     """
-    stats = IngestStats()
-    reap_orphans(spool_dir)
-    total = len(list_segments(spool_dir))
     archiver = open_archive(archive) if archive is not None else None
-    pipeline = Pipeline(archive=archiver)
+    stats = IngestStats()
     try:
-        while True:
-            handled_in_slice = 0
-            with connect(url, database=database) as store:
-                started = time.monotonic()
-                group = _Group()
-                finished = True
-                try:
-                    for segment in claim_segments(spool_dir):
-                        group.add(segment)
-                        handled_in_slice += 1
-                        if group.nbytes >= GROUP_BYTES:
-                            group.finish(pipeline, store, stats)
-                            if progress is not None:
-                                progress(stats, total)
-                        if time.monotonic() - started > SLICE_SECONDS:
-                            finished = False
-                            break
-                    group.finish(pipeline, store, stats)
-                    pipeline.refresh_rollups(store, force=True)
-                    if progress is not None and handled_in_slice:
-                        progress(stats, total)
-                finally:
-                    group.release()
-            if finished or handled_in_slice == 0:
-                break
+        _ingest(spool_dir, url, database, Pipeline(archive=archiver), stats, progress)
     finally:
         if archiver is not None:
             stats.archived = archiver.close()
     return stats
+
+
+def follow_spool(
+    spool_dir: str,
+    url: str,
+    database: str,
+    stopped: Callable[[], bool],
+    *,
+    archive: ArchiveSettings | None = None,
+    max_memory_mb: int = 0,
+    poll_seconds: float = FOLLOW_POLL_SECONDS,
+) -> tuple[IngestStats, bool]:
+    """Store the spool continuously: whenever a segment is ready (sealed, or left by a writer
+    that is gone), until ``stopped()``; then once more. The store is opened for each round and
+    closed after, so other processes get a chDB directory between rounds, and the archive (one per
+    follower) writes its files as its limits say and when the follower stops.
+
+    Returns the totals and whether the resident set passed ``max_memory_mb`` (0: no bound) after a
+    round: the caller then starts afresh in place (chDB keeps memory for every session opened).
+    """
+    archiver = open_archive(archive) if archive is not None else None
+    pipeline = Pipeline(archive=archiver)
+    stats = IngestStats()
+    over = False
+    try:
+        while not stopped():
+            if not has_claimable(spool_dir):
+                time.sleep(poll_seconds)
+                continue
+            _ingest(spool_dir, url, database, pipeline, stats, None)
+            rss = rss_bytes() if max_memory_mb else None
+            if rss is not None and rss > max_memory_mb * MB:
+                over = True
+                break
+        if not over:
+            _ingest(spool_dir, url, database, pipeline, stats, None)
+    finally:
+        if archiver is not None:
+            stats.archived = archiver.close()
+    return stats, over
+
+
+def _ingest(
+    spool_dir: str,
+    url: str,
+    database: str,
+    pipeline: Pipeline,
+    stats: IngestStats,
+    progress: Progress | None,
+) -> None:
+    reap_orphans(spool_dir)
+    total = len(list_segments(spool_dir))
+    while True:
+        handled_in_slice = 0
+        with connect(url, database=database) as store:
+            started = time.monotonic()
+            group = _Group()
+            finished = True
+            try:
+                for segment in claim_segments(spool_dir):
+                    group.add(segment)
+                    handled_in_slice += 1
+                    if group.nbytes >= GROUP_BYTES:
+                        group.finish(pipeline, store, stats)
+                        if progress is not None:
+                            progress(stats, total)
+                    if time.monotonic() - started > SLICE_SECONDS:
+                        finished = False
+                        break
+                group.finish(pipeline, store, stats)
+                pipeline.refresh_rollups(store, force=True)
+                if progress is not None and handled_in_slice:
+                    progress(stats, total)
+            finally:
+                group.release()
+        if finished or handled_in_slice == 0:
+            break
