@@ -59,7 +59,7 @@ _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re
 
 
 @contextmanager
-def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
+def _file_lock(path: str, wait: float, what: str, announce: bool = True) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
@@ -67,7 +67,8 @@ def _file_lock(path: str, wait: float, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _say_wanted(path)
+            if announce:
+                _say_wanted(path)
             return False
         return True
 
@@ -177,9 +178,18 @@ def _open_client(url: str, database: str | None, wait: float) -> Any:
 
 @contextmanager
 def connect(
-    url: str, *, database: str = DEFAULT_DATABASE, wait: float | None = None, migrate_schema: bool = True
+    url: str,
+    *,
+    database: str = DEFAULT_DATABASE,
+    wait: float | None = None,
+    migrate_schema: bool = True,
+    announce: bool = True,
 ) -> Iterator[Store]:
     """Open the store for a short while (``with connect(url) as store: ...``).
+
+    While it waits for a chDB directory another process holds, it says so (``announce``; see
+    :func:`wanted_since`): workers holding it let go after their batch. Workers themselves do not
+    announce, so workers sharing a directory keep taking turns by slices.
 
     ``wait`` defaults to ``USAGELOG_CLICKHOUSE_WAIT_SECONDS``. A bad URL or database name raises
     :class:`SettingsError`; ClickHouse unreachable or a chDB directory kept busy,
@@ -189,7 +199,8 @@ def connect(
     wait = wait_seconds() if wait is None else wait
     path = chdb_path(url)
     # A server takes concurrent clients; a chDB directory one process at a time.
-    turn = nullcontext() if path is None else _file_lock(path + ".lock", wait, f"the chDB directory {path}")
+    what = f"the chDB directory {path}"
+    turn = nullcontext() if path is None else _file_lock(path + ".lock", wait, what, announce)
     with turn:
         client = _Client(_open_client(url, None, wait), url)
         try:

@@ -151,7 +151,7 @@ class Worker:
             s = self.settings
             session = ExitStack()
             self._store = session.enter_context(
-                connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds)
+                connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds, announce=False)
             )
             self._session, self._opened, self._opened_at = session, time.monotonic(), time.time()
         return self._store
