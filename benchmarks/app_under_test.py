@@ -19,6 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -242,11 +243,14 @@ PEER_COUNTERPART = {
 }
 
 
-def available_variants() -> list[str]:
-    """Every variant whose packages are installed (the peers are optional: the ``bench`` extra)."""
-    import importlib.util
+# The peers and what they need beyond usagelog's dependencies (scripts/setup.sh installs them;
+# benchmarks/peers-requirements.txt says why apart): only peer variants put this on their path.
+PEERS_DIR = Path(__file__).resolve().parent.parent / ".venv" / "peers"
 
-    return [v for v in VARIANTS if v not in PEER_VARIANTS or importlib.util.find_spec(PEER_VARIANTS[v])]
+
+def available_variants() -> list[str]:
+    """Every variant whose packages are installed (the peers are optional: ``PEERS_DIR``)."""
+    return [v for v in VARIANTS if v not in PEER_VARIANTS or (PEERS_DIR / PEER_VARIANTS[v]).is_dir()]
 
 
 def usagelog_location() -> str | None:

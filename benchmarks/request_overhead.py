@@ -61,6 +61,7 @@ from app_under_test import (  # noqa: E402  (the benchmark folder is not a packa
     ITEM_PATH,
     LOGGING_VARIANTS,
     PEER_VARIANTS,
+    PEERS_DIR,
     POST_BODY,
     POST_PATH,
     STATS_PATH,
@@ -101,6 +102,8 @@ def _child_env(variant: str, baseline: Path | None, worker_id: str) -> dict[str,
     if baseline is not None and variant.endswith(AT_BASELINE):
         paths = [str(baseline / "instrumentation"), str(baseline / "ingest")]
         env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH", "")] if p])
+    if _variant(variant) in PEER_VARIANTS:
+        env["PYTHONPATH"] = os.pathsep.join([p for p in [env.get("PYTHONPATH", "")] if p] + [str(PEERS_DIR)])
     return env
 
 
