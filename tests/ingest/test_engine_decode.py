@@ -207,3 +207,9 @@ def test_the_decoder_setting_names_the_variable_when_wrong() -> None:
     )
     with pytest.raises(SettingsError, match="USAGELOG_INGEST_DECODER"):
         decoder_setting({"USAGELOG_INGEST_DECODER": "fast"})
+
+
+def test_an_event_stamped_after_2106_is_stored_without_a_rollup_minute(stores: tuple[Store, Store]) -> None:
+    late = 2**33 * 10**9 + 123  # in 2242: past DateTime's range (2106), within DateTime64(9)'s (2262)
+    results, contents = both(stores, [payload_of(BUILDER, make_exchange(seq=21, start_ns=late))])
+    assert results[0].stored == 1 and len(contents["usage_events"]) == 1

@@ -55,7 +55,8 @@ def refresh(store: Store, minutes: Iterable[int]) -> int:
 
 def note(store: Store, minutes: Iterable[int]) -> None:
     """Note ``minutes`` (epoch seconds) for the next :func:`refresh_pending`; durable on return."""
-    touched = sorted({int(m) // 60 * 60 for m in minutes})
+    # Rollup minutes are DateTime (seconds, up to 2106): an event stamped later has no minute there.
+    touched = sorted(m for m in {int(m) // 60 * 60 for m in minutes} if 0 <= m < 2**32)
     if touched:
         rows = [[m] for m in touched]
         store.client.insert(f"{store.database}.rollup_pending", rows, column_names=["minute"])
