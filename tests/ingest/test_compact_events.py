@@ -28,16 +28,26 @@ def _built() -> tuple[dict[str, Any], ...]:
     """Real encoded events (canonical IDs), and IDs of every other form with valid checksums."""
     rows = [row for p in make_payloads(2, 40, instance="i-real") for row in decode_payload(p).rows]
     odd = []
-    for seq, event_id, trace, span in (
-        (1, "ABCDEF0123456789" + "0000000000000001", "", ""),  # upper case: not rebuilt from its parts
-        (2, "0123456789abcdef" + "0000000000000005", "ab" * 16, "cd" * 8),  # ends with another seq
-        (3, "short-id", "", "01" * 8),
-        (4, "0000000000000000" + "0000000000000004", "00" * 15 + "01", ""),  # zero prefix, hex() drops it
-        (5, "ffffffffffffffff" + "0000000000000005", "", ""),
+    # Observed time is stored after timestamp + duration: the extremes wrap and come back exact.
+    first = rows[0]
+    for seq, event_id, trace, span, duration, observed in (
+        (1, "ABCDEF0123456789" + "0000000000000001", "", "", 5, first["observed_timestamp"]),  # upper case
+        (
+            2,
+            "0123456789abcdef" + "0000000000000005",
+            "ab" * 16,
+            "cd" * 8,
+            2**64 - 1,
+            0,
+        ),  # ends with another seq
+        (3, "short-id", "", "01" * 8, 0, 2**63 - 1),
+        (4, "0000000000000000" + "0000000000000004", "00" * 15 + "01", "", 2**63, 1),  # zero prefix
+        (5, "ffffffffffffffff" + "0000000000000005", "", "", 7, first["timestamp"] - 1),
     ):
         row = dict(
-            rows[0], service_instance_id="i-odd", seq=seq, event_id=event_id, trace_id=trace, span_id=span
+            first, service_instance_id="i-odd", seq=seq, event_id=event_id, trace_id=trace, span_id=span
         )
+        row["duration_ns"], row["observed_timestamp"] = duration, observed
         row["checksum"] = ev.checksum(row)
         odd.append(row)
     return tuple(rows + odd)
@@ -93,6 +103,19 @@ def test_migration_010_converts_a_store_written_before_it(chdb_url: str) -> None
             "SELECT count() FROM usagelog.instances WHERE service_instance_id = 'i-new'"
         )
         assert (consumers, instances) == (1, 1)
+
+
+def test_migration_010_leaves_a_table_that_is_already_compact_alone(chdb_url: str) -> None:
+    # As a cluster's operator creates it (replicated) before the first worker starts.
+    with connect(chdb_url) as store:
+        assert store.insert_events(_events()) == (85, 0)
+        _, [(uuid,)] = store.query("SELECT uuid FROM system.tables WHERE name = 'usage_events'")
+        store.client.command("DELETE FROM usagelog.schema_migrations WHERE version = 10")
+    with connect(chdb_url) as store:
+        _, [(again,)] = store.query("SELECT uuid FROM system.tables WHERE name = 'usage_events'")
+        assert again == uuid
+        assert store.query("SELECT count() FROM usagelog.usage_events")[1] == [(85,)]
+        assert store.schema_version() == COMPACT
 
 
 @pytest.mark.parametrize("crashed_after", [1, 2, 3, 4])

@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 ROLLUP_MIGRATION = 5
+COMPACT_MIGRATION = 10  # converts usage_events to its compact form (usagelog.ingest.stored)
 # The tables (and views) a migration creates, and every table it names, in its SQL.
 _CREATED = re.compile(
     r"CREATE\s+(?:TABLE|(?:MATERIALIZED\s+)?VIEW)\s+IF\s+NOT\s+EXISTS\s+\$\{DATABASE\}\.(\w+)", re.IGNORECASE
@@ -283,6 +284,10 @@ class Store:
         self._compact.clear()
         return applied
 
+    def _has_compact_events(self) -> bool:
+        self._compact.pop("usage_events", None)
+        return self.compact("usage_events")
+
     def compact(self, table: str) -> bool:
         """Whether ``table`` has the compact stored form (:mod:`usagelog.ingest.stored`); read once."""
         if table not in self._compact:
@@ -310,7 +315,12 @@ class Store:
         return {int(row[0]) for row in rows}
 
     def _run_migration(self, version: int, sql: str) -> None:
-        for statement in _statements(sql.replace("${DATABASE}", self.database)):
+        statements = _statements(sql.replace("${DATABASE}", self.database))
+        if version == COMPACT_MIGRATION and self._has_compact_events():
+            # Already compact: converted before a crash, or created so by hand (a cluster's
+            # replicated table, which a rebuild here would replace with a single-node one).
+            statements = [f"DROP TABLE IF EXISTS {self.database}.usage_events_new"]
+        for statement in statements:
             self.client.command(statement)
         if version == ROLLUP_MIGRATION:
             # Rollups of the events stored before the rollup tables existed.

@@ -2,12 +2,14 @@
 
 ``usage_events`` is stored compactly (migration 010): trace and span IDs as bytes, the first 64 bits
 of the checksum, the event ID as its per-process prefix when it ends with the event's sequence
-number, observed and inserted times as offsets from the timestamp. ALIAS columns give every reader
-the logical columns back, so only writers need this module: both ingest paths insert through it —
-:meth:`Store.insert_events` converts Python rows with :func:`stored_rows`, the engine decoder converts
-its staging table in SQL with :func:`select_sql`. ``monitored_events`` (small, short-lived) keeps the
-logical columns as they are. Which form a table has is read from the table (``Store.compact``):
-a store not migrated to 010 yet (or a test's, migrated part way) has the logical form everywhere.
+number, the observed time as an offset from the request's end (timestamp + duration; Int64
+arithmetic wraps both ways, so every value comes back exact), the insert time from its start.
+ALIAS columns give every reader the logical columns back, so only writers need this module: both
+ingest paths insert through it — :meth:`Store.insert_events` converts Python rows with
+:func:`stored_rows`, the engine decoder converts its staging table in SQL with :func:`select_sql`.
+``monitored_events`` (small, short-lived) keeps the logical columns as they are. Which form a table
+has is read from the table (``Store.compact``): a store not migrated to 010 yet (or a test's,
+migrated part way) has the logical form everywhere.
 
 The duplicate check of the compact table looks up a batch's (instance, seq) pairs in its
 ``by_instance`` projection (constant time, whatever the table holds) and compares the full event ID.
@@ -45,7 +47,8 @@ _COMPACT_SQL: dict[str, tuple[tuple[str, str], ...]] = {
     "observed_timestamp": (
         (
             "observed_offset_ns",
-            "toUnixTimestamp64Nano(observed_timestamp) - toUnixTimestamp64Nano(timestamp)",
+            "toUnixTimestamp64Nano(observed_timestamp) - toUnixTimestamp64Nano(timestamp) "
+            "- toInt64(duration_ns)",
         ),
     ),
     "inserted_at": (
@@ -90,6 +93,11 @@ def _fixed(hex_text: str, size: int) -> bytes:
     return data[:size].ljust(size, b"\0")
 
 
+def _int64(n: int) -> int:
+    """``n`` as ClickHouse's Int64 arithmetic gives it (wrapping, two's complement)."""
+    return (n + 2**63) % 2**64 - 2**63
+
+
 def _checksum64(checksum: str) -> int:
     try:
         return int(checksum[:16], 16) if checksum else 0
@@ -117,7 +125,8 @@ def stored_rows(
             elif c == "checksum":
                 values.append(_checksum64(row["checksum"]))
             elif c == "observed_timestamp":
-                values.append(int(row["observed_timestamp"]) - int(row["timestamp"]))
+                end = int(row["timestamp"]) + int(row["duration_ns"])
+                values.append(_int64(int(row["observed_timestamp"]) - end))
             elif c == "inserted_at":
                 raise ValueError("inserted_at is set by the table")
             else:

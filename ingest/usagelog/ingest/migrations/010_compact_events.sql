@@ -7,9 +7,12 @@
 --   arrival; the audit recomputes the first 64 over the stored columns); checksum: its 16 hex digits.
 -- - The event ID, <16 hex digits random per process><seq as 16 hex digits>, is not stored: only its
 --   first half (event_prefix) is, and event_id_other holds any ID of another form whole.
--- - observed_timestamp as nanoseconds after timestamp, inserted_at as milliseconds after it.
+-- - observed_timestamp as nanoseconds after the request's end (timestamp + duration_ns; Int64
+--   arithmetic wraps both ways, so any value comes back exact), inserted_at as milliseconds after
+--   timestamp.
 -- - Month partitions (a consumer's year is 12 parts to read, not 365), ordered by consumer and time
---   as before; codecs per column. Retention: expired rows leave in TTL merges (ttl_only_drop_parts
+--   as before; codecs per column, and ZSTD for the projections' columns (they do not take the
+--   table's codecs: default_compression_codec applies to them). Retention: expired rows leave in TTL merges (ttl_only_drop_parts
 --   off: a month part would otherwise outlive the retention by up to a month).
 -- - Projections: by_time (what dashboards, alert rules and rollups read by time) and by_instance
 --   (an instance's sequence: ingest's duplicate check reads a batch's (instance, seq) pairs there).
@@ -22,7 +25,7 @@ CREATE TABLE ${DATABASE}.usage_events_new
 (
     event_prefix        UInt64 CODEC(ZSTD(1)),
     event_id_other      String CODEC(ZSTD(1)),
-    timestamp           DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    timestamp           DateTime64(9, 'UTC') CODEC(T64, ZSTD(1)),
     duration_ns         UInt64 CODEC(T64, ZSTD(1)),
     user_id             String CODEC(ZSTD(1)),
     trace_bin           FixedString(16) CODEC(NONE),
@@ -31,7 +34,7 @@ CREATE TABLE ${DATABASE}.usage_events_new
     service_instance_id LowCardinality(String) CODEC(ZSTD(1)),
     host_name           LowCardinality(String) CODEC(ZSTD(1)),
     host_id             LowCardinality(String) CODEC(ZSTD(1)),
-    process_pid         UInt32 CODEC(ZSTD(1)),
+    process_pid         UInt32 CODEC(T64, ZSTD(1)),
     cluster             LowCardinality(String) CODEC(ZSTD(1)),
     region              LowCardinality(String) CODEC(ZSTD(1)),
     method              LowCardinality(String) CODEC(ZSTD(1)),
@@ -57,7 +60,7 @@ CREATE TABLE ${DATABASE}.usage_events_new
     trace_id            String ALIAS if(trace_bin = toFixedString('', 16), '', lower(hex(trace_bin))),
     span_id             String ALIAS if(span_bin = toFixedString('', 8), '', lower(hex(span_bin))),
     checksum            String ALIAS leftPad(lower(hex(checksum64)), 16, '0'),
-    observed_timestamp  DateTime64(9, 'UTC') ALIAS fromUnixTimestamp64Nano(toUnixTimestamp64Nano(timestamp) + observed_offset_ns, 'UTC'),
+    observed_timestamp  DateTime64(9, 'UTC') ALIAS fromUnixTimestamp64Nano(toUnixTimestamp64Nano(timestamp) + toInt64(duration_ns) + observed_offset_ns, 'UTC'),
     inserted_at         DateTime64(3, 'UTC') ALIAS fromUnixTimestamp64Milli(intDiv(toUnixTimestamp64Nano(timestamp), 1000000) + inserted_offset_ms, 'UTC'),
     PROJECTION by_time
     (
@@ -75,7 +78,8 @@ CREATE TABLE ${DATABASE}.usage_events_new
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (user_id, timestamp, service_instance_id, seq, event_prefix, event_id_other)
-SETTINGS deduplicate_merge_projection_mode = 'rebuild', ttl_only_drop_parts = 0;
+SETTINGS deduplicate_merge_projection_mode = 'rebuild', ttl_only_drop_parts = 0,
+    default_compression_codec = 'ZSTD(1)';
 
 INSERT INTO ${DATABASE}.usage_events_new
     (event_prefix, event_id_other, timestamp, duration_ns, user_id, trace_bin, span_bin, service_name,
@@ -95,7 +99,7 @@ SELECT
     path, query, status_code, error_type, client_address, user_agent, request_body, response_body,
     request_size, response_size, seq, monitored,
     reinterpretAsUInt64(reverse(unhex(substring(checksum, 1, 16)))),
-    toUnixTimestamp64Nano(observed_timestamp) - toUnixTimestamp64Nano(timestamp),
+    toUnixTimestamp64Nano(observed_timestamp) - toUnixTimestamp64Nano(timestamp) - toInt64(duration_ns),
     user_id_claimed, attributes,
     toUnixTimestamp64Milli(inserted_at) - intDiv(toUnixTimestamp64Nano(timestamp), 1000000)
 FROM ${DATABASE}.usage_events
