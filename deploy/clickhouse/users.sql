@@ -13,7 +13,8 @@
 -- usagelog_collector   usagelog_otel_writer   the collector's optional clickhouse overlay (its own
 --                                             database usagelog_otel, which the exporter creates)
 --
--- Nobody here gets DROP, TRUNCATE, ALTER DELETE/UPDATE, access management, SYSTEM, or any
+-- Nobody here gets DROP (but the writer's on usage_events and usage_events_new: migration 010
+-- converts usage_events by building usage_events_new and exchanging the two), TRUNCATE, ALTER DELETE/UPDATE, access management, SYSTEM, or any
 -- source (FILE, URL, S3, REMOTE, ...): ClickHouse refuses the table functions file(), url(),
 -- s3(), remote() to a user without the matching source privilege. The readers' profile adds
 -- readonly = 2 (reads and query settings only; Grafana sets per-query settings, which
@@ -28,6 +29,8 @@ GRANT SELECT, INSERT,
       ALTER ADD COLUMN, ALTER MODIFY SETTING, ALTER ADD PROJECTION, ALTER MATERIALIZE PROJECTION,
       ALTER MODIFY TTL
     ON ${DATABASE}.* TO usagelog_writer;
+GRANT DROP TABLE ON ${DATABASE}.usage_events TO usagelog_writer;
+GRANT DROP TABLE ON ${DATABASE}.usage_events_new TO usagelog_writer;
 
 CREATE ROLE OR REPLACE usagelog_reader;
 GRANT SELECT ON ${DATABASE}.* TO usagelog_reader;
@@ -35,7 +38,11 @@ GRANT SELECT ON ${DATABASE}.* TO usagelog_reader;
 CREATE ROLE OR REPLACE usagelog_otel_writer;
 GRANT SELECT, INSERT, CREATE DATABASE, CREATE TABLE ON ${OTEL_DATABASE}.* TO usagelog_otel_writer;
 
-CREATE SETTINGS PROFILE OR REPLACE usagelog_read_only SETTINGS readonly = 2, allow_ddl = 0;
+-- optimize_use_implicit_projections = 0: with it, chDB/ClickHouse 26.9 miscounts count() over a
+-- time range that covers part of a month partition of usage_events (it adds an exact count from
+-- the primary key, whose second column is the timestamp, to a read of the same rows).
+CREATE SETTINGS PROFILE OR REPLACE usagelog_read_only SETTINGS readonly = 2, allow_ddl = 0,
+    optimize_use_implicit_projections = 0;
 
 -- ── users (a granted role is active at login: new users have DEFAULT ROLE ALL) ──────────────
 CREATE USER OR REPLACE usagelog_worker IDENTIFIED WITH sha256_hash BY '${WORKER_PASSWORD_SHA256}';

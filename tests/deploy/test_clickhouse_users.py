@@ -126,11 +126,20 @@ def test_a_bad_database_name_is_named() -> None:
     assert result.returncode != 0 and "USAGELOG_CLICKHOUSE_DATABASE=" in result.stderr
 
 
+# The one exception: migration 010 rebuilds usage_events and exchanges it with its rebuilt copy.
+MIGRATION_DROPS = {
+    ("usagelog_writer", "DROP TABLE", "usagelog.usage_events"),
+    ("usagelog_writer", "DROP TABLE", "usagelog.usage_events_new"),
+}
+
+
 def test_no_role_may_delete_data_manage_access_or_read_files_and_urls(rendered: list[str]) -> None:
     for role in ("usagelog_writer", "usagelog_reader", "usagelog_otel_writer"):
         grants = grants_to(rendered, role)
         assert grants, f"{role} has no grants"
         for privileges, on in grants:
+            if (role, privileges, on) in MIGRATION_DROPS:
+                continue
             assert not FORBIDDEN.search(privileges), f"{role}: {privileges}"
             assert on in ("usagelog.*", "usagelog_otel.*"), f"{role} reaches {on}"
     assert grants_to(rendered, "usagelog_reader") == [("SELECT", "usagelog.*")]
@@ -147,6 +156,10 @@ NEEDS = [
     (r"^ALTER TABLE \S+ MATERIALIZE PROJECTION", "ALTER MATERIALIZE PROJECTION"),
     (r"^ALTER TABLE \S+ (MODIFY|REMOVE) TTL", "ALTER MODIFY TTL"),
     (r"^INSERT INTO", "INSERT"),
+    # Migration 010 rebuilds usage_events as usage_events_new and exchanges the two.
+    (r"^DROP TABLE (IF EXISTS )?\S+\.usage_events_new$", "DROP TABLE"),
+    (r"^EXCHANGE TABLES \S+\.usage_events AND \S+\.usage_events_new$", "DROP TABLE"),
+    (r"^EXCHANGE TABLES", "CREATE TABLE"),
 ]
 # Run by the code besides the migration files: store.migrate and retention.apply_retention.
 RUNTIME_STATEMENTS = [
@@ -163,6 +176,11 @@ def test_the_writer_may_run_every_statement_the_migrations_and_retention_run(ren
         p.strip() for privileges, _ in grants_to(rendered, "usagelog_writer") for p in privileges.split(",")
     }
     assert {"SELECT", "INSERT"} <= granted
+    # DROP only where migration 010 needs it, never on the whole database.
+    assert {on for privileges, on in grants_to(rendered, "usagelog_writer") if "DROP" in privileges} == {
+        "usagelog.usage_events",
+        "usagelog.usage_events_new",
+    }
     run = RUNTIME_STATEMENTS + [
         " ".join(statement.split())
         for _, _, sql in migrations()
@@ -176,8 +194,8 @@ def test_the_writer_may_run_every_statement_the_migrations_and_retention_run(ren
 
 def test_readers_have_the_read_only_profile_and_only_the_reader_role(rendered: list[str]) -> None:
     assert (
-        "CREATE SETTINGS PROFILE OR REPLACE usagelog_read_only SETTINGS readonly = 2, allow_ddl = 0"
-        in rendered
+        "CREATE SETTINGS PROFILE OR REPLACE usagelog_read_only SETTINGS readonly = 2, allow_ddl = 0, "
+        "optimize_use_implicit_projections = 0" in rendered
     )
     for user in ("usagelog_cli", "grafana"):
         create = next(s for s in rendered if s.startswith(f"CREATE USER OR REPLACE {user} "))

@@ -15,6 +15,7 @@ import pytest
 from usagelog.demo.run import start_instances, stop_instances
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect
+from usagelog.instrumentation import event as ev
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,8 @@ def test_canaries_reach_no_sink(tmp_path: Path) -> None:
     stats = ingest_spool(str(spool), url, "usagelog")
     assert stats.inserted == 12
     with connect(url) as store:
-        _, rows = store.query("SELECT * FROM usagelog.usage_events")
+        # Stored columns and the logical ones (ALIAS columns are not in *).
+        _, rows = store.query(f"SELECT *, {', '.join(ev.COLUMNS)} FROM usagelog.usage_events")
         _, dead = store.query("SELECT * FROM usagelog.dead_letters")
     stored = repr(rows) + repr(dead)
     assert "password" in stored  # bodies really were captured: the field name is there

@@ -57,13 +57,15 @@ def _clear(store: Store) -> None:
 
 def _contents(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     db = store.database
+    # usage_events: the stored columns (both paths store the same bytes) and the logical ones.
+    logical = ", ".join(ev.COLUMNS)
     return {
-        table: store.query(f"SELECT * EXCEPT ({skip}) FROM {db}.{table} ORDER BY {order}")[1]
-        for table, skip, order in (
-            ("usage_events", "inserted_at", "event_id"),
-            ("monitored_events", "inserted_at", "event_id"),
-            ("dead_letters", "received_at", "location, reason, event_id"),
-            ("losses", "received_at", "report_id"),
+        table: store.query(f"SELECT {columns} FROM {db}.{table} ORDER BY {order}")[1]
+        for table, columns, order in (
+            ("usage_events", f"* EXCEPT (inserted_offset_ms), {logical}", "event_id"),
+            ("monitored_events", "* EXCEPT (inserted_at)", "event_id"),
+            ("dead_letters", "* EXCEPT (received_at)", "location, reason, event_id"),
+            ("losses", "* EXCEPT (received_at)", "report_id"),
         )
     }
 

@@ -32,7 +32,7 @@ REFUSED = [
     "DROP TABLE usagelog.usage_events",
     "TRUNCATE TABLE usagelog.usage_events",
     "ALTER TABLE usagelog.usage_events DELETE WHERE 1",
-    "INSERT INTO usagelog.usage_events (event_id) SELECT 'x'",
+    "INSERT INTO usagelog.usage_events (user_id) SELECT 'x'",
     "CREATE TABLE usagelog.leak (a String) ENGINE = File(CSV, '{files}/secret.csv')",
     "SELECT * FROM file('{files}/secret.csv', CSVWithNames)",
     "INSERT INTO FUNCTION file('{files}/written.csv', CSV, 'a UInt8') VALUES (1)",
@@ -126,8 +126,11 @@ def test_tables_dropped_by_hand_are_recreated_with_their_projection_and_settings
         assert (
             store.query("SELECT name FROM system.projections WHERE table = 'usage_events'")[1] == projections
         )
-        _, ddl = store.query("SHOW CREATE TABLE usagelog.usage_events")
+        _, ddl = store.query("SHOW CREATE TABLE usagelog.dead_letters")
         assert "ttl_only_drop_parts = 1" in ddl[0][0]
+        # usage_events in its compact form again (010), whose month parts expire row by row.
+        _, ddl = store.query("SHOW CREATE TABLE usagelog.usage_events")
+        assert "ttl_only_drop_parts = 0" in ddl[0][0] and "trace_bin" in ddl[0][0]
         assert store.migrate() == []  # nothing left to heal
 
 

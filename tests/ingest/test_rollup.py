@@ -102,7 +102,7 @@ def test_a_batch_stored_twice_does_not_inflate_the_rollups(chdb_url: str) -> Non
         history.load(store, events)
         # The same rows again, checksums included: copied from the table, as a second writer has them.
         store.client.command(
-            "INSERT INTO usagelog.usage_events SELECT * EXCEPT inserted_at, now64(3) AS inserted_at "
+            "INSERT INTO usagelog.usage_events SELECT * "
             "FROM usagelog.usage_events WHERE toStartOfHour(timestamp) = toDateTime({hour:Int64}, 'UTC')",
             parameters={"hour": hour},
         )

@@ -4,25 +4,48 @@ and ``tail`` follow that declaration, and a new field needs only the declaration
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from usagelog.ingest import archive, decode, tail
+from usagelog.ingest import archive, decode, stored, tail
 from usagelog.ingest.store import connect
 from usagelog.instrumentation import event as ev
 
 
+def _logical(stored: str) -> str:
+    """A stored type as the event declares it (a stored form may use LowCardinality where the
+    declaration says String: the values read the same)."""
+    match = re.fullmatch(r"LowCardinality\((.*)\)", stored)
+    return match.group(1) if match else stored
+
+
 def test_the_declaration_matches_the_tables_the_migrations_create(chdb_url: str) -> None:
     with connect(chdb_url) as store:
-        for table in ("usage_events", "monitored_events"):
-            _, rows = store.query(
-                "SELECT name, type FROM system.columns WHERE database = 'usagelog' AND table = {t:String} "
-                "ORDER BY position",
-                {"t": table},
-            )
-            assert rows == [(f.column, f.clickhouse) for f in ev.FIELDS], table
+        # monitored_events stores the declared columns as they are, in order.
+        _, rows = store.query(
+            "SELECT name, type FROM system.columns WHERE database = 'usagelog' "
+            "AND table = 'monitored_events' ORDER BY position"
+        )
+        assert rows == [(f.column, f.clickhouse) for f in ev.FIELDS]
+        # usage_events stores some compactly and gives back every declared column, stored or ALIAS,
+        # under its name with its declared type; every other column is stored.py's stored form.
+        _, rows = store.query(
+            "SELECT name, type, default_kind FROM system.columns WHERE database = 'usagelog' "
+            "AND table = 'usage_events' ORDER BY position"
+        )
+        by_name = {name: (kind, default) for name, kind, default in rows}
+        for f in ev.FIELDS:
+            assert f.column in by_name, f.column
+            kind, default = by_name[f.column]
+            assert _logical(kind) == _logical(f.clickhouse), f.column
+            assert default in ("", "ALIAS", "DEFAULT"), f.column
+        derived = {name for name, (_, default) in by_name.items() if default == "ALIAS"}
+        physical = [name for name, _, default in rows if default != "ALIAS"]
+        assert physical == [*stored.stored_columns(True, ev.COLUMNS), "inserted_offset_ms"]
+        assert derived == {"event_id", "trace_id", "span_id", "checksum", "observed_timestamp", "inserted_at"}
 
 
 def test_checksum_positions_run_without_gaps_and_match_the_stored_order() -> None:

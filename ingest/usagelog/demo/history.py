@@ -580,26 +580,30 @@ def load(store: Any, history: History, batch: int = 500_000) -> None:
 
 def load_events(store: Any, history: History, batch: int = 500_000) -> None:
     """Store the history's events, dead letters and loss reports only (no rollups)."""
-    from usagelog.ingest import queries
+    from usagelog.ingest import queries, stored
 
     db = store.database
     table = to_arrow(history)
     stage = f"{db}._history_stage"
     store.client.command(f"DROP TABLE IF EXISTS {stage}")
-    store.client.command(f"CREATE TABLE {stage} ENGINE = Memory EMPTY AS SELECT * FROM {db}.usage_events")
+    names = table.column_names
+    # The logical columns (usage_events stores some differently and gives them back as ALIAS
+    # columns, which SELECT * leaves out); both tables take them through their stored form.
+    store.client.command(
+        f"CREATE TABLE {stage} ENGINE = Memory EMPTY AS SELECT {', '.join(names)} FROM {db}.usage_events"
+    )
+    columns = [*names, "checksum"]
+    with_checksum = f"(SELECT {', '.join(names)}, {queries._checksum_sql()} AS checksum FROM {stage})"
     try:
-        names = table.column_names
         for offset in range(0, table.num_rows, batch):
             store.client.insert_arrow(stage, table.slice(offset, batch))
-            store.client.command(
-                f"INSERT INTO {db}.usage_events ({', '.join(names)}, checksum) "
-                f"SELECT {', '.join(names)}, {queries._checksum_sql()} FROM {stage}"
-            )
-            # Ingest copies monitored events to their own table too.
-            store.client.command(
-                f"INSERT INTO {db}.monitored_events ({', '.join(names)}, checksum) "
-                f"SELECT {', '.join(names)}, {queries._checksum_sql()} FROM {stage} WHERE monitored"
-            )
+            for target, where in (("usage_events", ""), ("monitored_events", " WHERE monitored")):
+                # Ingest copies monitored events to their own table too.
+                compact = store.compact(target)
+                store.client.command(
+                    f"INSERT INTO {db}.{target} ({', '.join(stored.stored_columns(compact, columns))}) "
+                    f"SELECT {stored.select_sql(compact, columns)} FROM {with_checksum}{where}"
+                )
             store.client.command(f"TRUNCATE TABLE {stage}")
     finally:
         store.client.command(f"DROP TABLE IF EXISTS {stage}")

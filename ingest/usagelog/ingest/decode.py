@@ -45,6 +45,10 @@ _TEXTS: tuple[str, ...] = tuple(
 )
 
 
+# Trace and span IDs: none, or this many bytes (W3C trace context; all zeros is invalid there too).
+_ID_SIZES: tuple[tuple[str, int], ...] = (("trace_id", 16), ("span_id", 8))
+
+
 class DecodeError(ValueError):
     """The payload is not an OTLP ``ExportLogsServiceRequest``."""
 
@@ -218,6 +222,10 @@ def _check(row: dict[str, Any]) -> str:
             return f"usage event with a non-text {column} ({type(row[column]).__name__})"
     if not row["event_id"]:
         return "usage event without usagelog.event_id"
+    for column, size in _ID_SIZES:
+        # Stored as bytes (usage_events.trace_bin/span_bin), zeros meaning none.
+        if len(row[column]) not in (0, 2 * size) or row[column] == "0" * 2 * size:
+            return f"usage event with an invalid {column} ({row[column][:64]!r}: {size} bytes, not all zero)"
     try:
         for column, _ in _RANGES:
             row[column] = int(row[column])

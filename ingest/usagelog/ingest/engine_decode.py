@@ -115,6 +115,9 @@ def _stage_select(path: str) -> str:
     regular += [
         "rec.time_unix_nano < 9223372036854775808",
         "rec.observed_time_unix_nano < 9223372036854775808",
+        # Trace and span IDs are stored as bytes: none, or 16 and 8 bytes not all zero (decode._check).
+        "(rec.trace_id = '' OR (length(rec.trace_id) = 16 AND rec.trace_id != unhex(repeat('0', 32))))",
+        "(rec.span_id = '' OR (length(rec.span_id) = 8 AND rec.span_id != unhex(repeat('0', 16))))",
         "length(arrayDistinct(rk)) = length(rk)",
         "length(arrayDistinct(sk)) = length(sk)",
         # Extra attributes are kept as text: strings and integers read the same in Python and SQL.
@@ -293,24 +296,26 @@ class EngineDecoder:
             result.monitored, _ = self._insert("monitored_events", f"{good} AND monitored")
 
     def _insert(self, table: str, good: str) -> tuple[int, int]:
-        """Insert the staged rows matching ``good`` whose ID ``table`` does not hold; returns
-        (stored, skipped as duplicates)."""
+        """Insert the staged rows matching ``good`` whose ID ``table`` does not hold, in the table's
+        stored form (:mod:`usagelog.ingest.stored`); returns (stored, skipped as duplicates)."""
+        from .stored import seen_sql, select_sql, stored_columns
+
         client, db = self.store.client, self.db
+        staged = f"(SELECT {{}} FROM {db}.{STAGE} WHERE {good})"
         client.command(f"TRUNCATE TABLE {db}.{SEEN}")
         client.command(
-            f"INSERT INTO {db}.{SEEN} SELECT event_id FROM {db}.{table} "
-            f"WHERE timestamp BETWEEN (SELECT min(timestamp) FROM {db}.{STAGE} WHERE {good}) "
-            f"AND (SELECT max(timestamp) FROM {db}.{STAGE} WHERE {good}) "
-            f"AND event_id IN (SELECT event_id FROM {db}.{STAGE} WHERE {good})"
+            f"INSERT INTO {db}.{SEEN} "
+            + seen_sql(db, table, staged.format("service_instance_id, seq"), staged.format("event_id"))
         )
         total, fresh = client.query(
             f"SELECT count(), uniqExactIf(event_id, event_id NOT IN (SELECT event_id FROM {db}.{SEEN})) "
             f"FROM {db}.{STAGE} WHERE {good}"
         ).result_rows[0]
         if fresh:
-            columns = ", ".join(ev.COLUMNS)
+            compact = self.store.compact(table)
             client.command(
-                f"INSERT INTO {db}.{table} ({columns}) SELECT {columns} FROM {db}.{STAGE} "
+                f"INSERT INTO {db}.{table} ({', '.join(stored_columns(compact))}) "
+                f"SELECT {select_sql(compact)} FROM {db}.{STAGE} "
                 f"WHERE {good} AND event_id NOT IN (SELECT event_id FROM {db}.{SEEN}) LIMIT 1 BY event_id"
             )
         return int(fresh), int(total) - int(fresh)

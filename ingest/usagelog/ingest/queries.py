@@ -183,8 +183,9 @@ def count_events(store: Store, filters: Filters) -> int:
     return int(rows[0][0])
 
 
-def _checksum_sql(prefix: str = "") -> str:
-    """The event checksum recomputed in SQL, exactly as ``usagelog.instrumentation.event.checksum``."""
+def _checksum_sql(prefix: str = "", digits: int = 32) -> str:
+    """The event checksum recomputed in SQL, exactly as ``usagelog.instrumentation.event.checksum``:
+    its first ``digits`` hex digits (32, all of it; ``usage_events`` keeps 16, see ``stored.py``)."""
     from usagelog.instrumentation.event import CHECKSUM_FIELDS  # the audit's alone
 
     parts = []
@@ -195,7 +196,7 @@ def _checksum_sql(prefix: str = "") -> str:
             parts.append(f"toString(toUInt8({prefix}{f.column}))")
         else:
             parts.append(f"toString({prefix}{f.column})")
-    return f"lower(substring(hex(SHA256(concatWithSeparator('\\x1f', {', '.join(parts)}))), 1, 32))"
+    return f"lower(substring(hex(SHA256(concatWithSeparator('\\x1f', {', '.join(parts)}))), 1, {digits}))"
 
 
 def audit(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -210,8 +211,10 @@ def audit(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
 def audit_instances(store: Store) -> list[InstanceAudit]:
     """The audit of every instance, with the missing ranges, loss reports and dead letters."""
     from . import audit as audit_module
+    from .stored import COMPACT_CHECKSUM_HEX
 
-    return audit_module.audit(store, _checksum_sql("e."))
+    # usage_events keeps the checksum's first 64 bits (ingest verified all 128 on arrival).
+    return audit_module.audit(store, _checksum_sql("e.", COMPACT_CHECKSUM_HEX))
 
 
 def error_rates(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:

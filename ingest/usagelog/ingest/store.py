@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 ROLLUP_MIGRATION = 5
+COMPACT_MIGRATION = 10  # converts usage_events to its compact form (usagelog.ingest.stored)
 # The tables (and views) a migration creates, and every table it names, in its SQL.
 _CREATED = re.compile(
     r"CREATE\s+(?:TABLE|(?:MATERIALIZED\s+)?VIEW)\s+IF\s+NOT\s+EXISTS\s+\$\{DATABASE\}\.(\w+)", re.IGNORECASE
@@ -203,6 +204,11 @@ def connect(
     turn = nullcontext() if path is None else _file_lock(path + ".lock", wait, what, announce)
     with turn:
         client = _Client(_open_client(url, None, wait), url)
+        # With implicit projections on, the engine (26.9) miscounts count() over a time range that
+        # covers part of a usage_events partition: it adds an exact count taken from the primary key
+        # (user_id, timestamp, ...) to a read of the same rows. deploy/clickhouse/users.sql sets
+        # the same for Grafana's and the CLI's users.
+        client.set_client_setting("optimize_use_implicit_projections", "0")
         try:
             store = Store(client, database)
             if migrate_schema:
@@ -279,6 +285,7 @@ class Store:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.database = database
+        self._compact: dict[str, bool] = {}
 
     # -- schema -------------------------------------------------------------------------
     def migrate(self, upto: int | None = None) -> list[str]:
@@ -307,7 +314,25 @@ class Store:
             self._run_migration(version, sql)
             self.client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
+        self._compact.clear()
         return applied
+
+    def _has_compact_events(self) -> bool:
+        self._compact.pop("usage_events", None)
+        return self.compact("usage_events")
+
+    def compact(self, table: str) -> bool:
+        """Whether ``table`` has the compact stored form (:mod:`usagelog.ingest.stored`); read once."""
+        if table not in self._compact:
+            from .stored import COMPACT_MARKER
+
+            _, rows = self.query(
+                "SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+                "AND name = {c:String}",
+                {"db": self.database, "t": table, "c": COMPACT_MARKER},
+            )
+            self._compact[table] = bool(rows[0][0])
+        return self._compact[table]
 
     def _tables(self) -> set[str]:
         """The tables (and views) of the database, by reading only."""
@@ -323,7 +348,12 @@ class Store:
         return {int(row[0]) for row in rows}
 
     def _run_migration(self, version: int, sql: str) -> None:
-        for statement in _statements(sql.replace("${DATABASE}", self.database)):
+        statements = _statements(sql.replace("${DATABASE}", self.database))
+        if version == COMPACT_MIGRATION and self._has_compact_events():
+            # Already compact: converted before a crash, or created so by hand (a cluster's
+            # replicated table, which a rebuild here would replace with a single-node one).
+            statements = [f"DROP TABLE IF EXISTS {self.database}.usage_events_new"]
+        for statement in statements:
             self.client.command(statement)
         if version == ROLLUP_MIGRATION:
             # Rollups of the events stored before the rollup tables existed.
@@ -372,37 +402,40 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------
     def existing_ids(self, rows: Sequence[dict[str, Any]], table: str = "usage_events") -> set[str]:
+        """The event IDs among ``rows`` that ``table`` holds already: looked up by (instance, seq),
+        compared whole (:func:`usagelog.ingest.stored.seen_sql`)."""
         if not rows:
             return set()
-        ids = [r["event_id"] for r in rows]
-        low = min(r["timestamp"] for r in rows)
-        high = max(r["timestamp"] for r in rows)
+        from .stored import seen_sql
+
+        pairs = sorted({(r["service_instance_id"], int(r["seq"])) for r in rows})
         result = self.client.query(
-            f"SELECT event_id FROM {self.database}.{table} "
-            "WHERE timestamp BETWEEN fromUnixTimestamp64Nano({low:Int64}, 'UTC') "
-            "AND fromUnixTimestamp64Nano({high:Int64}, 'UTC') AND event_id IN {ids:Array(String)}",
-            parameters={"low": low, "high": high, "ids": ids},
+            seen_sql(self.database, table, "{pairs:Array(Tuple(String, UInt64))}", "{ids:Array(String)}"),
+            parameters={"pairs": pairs, "ids": [r["event_id"] for r in rows]},
         )
         return {row[0] for row in result.result_rows}
 
     def insert_events(self, rows: Sequence[dict[str, Any]], table: str = "usage_events") -> tuple[int, int]:
         """Insert rows whose event ID is not stored yet; returns (inserted, skipped as duplicates).
 
-        Exact when writers take turns (chDB, under its lock); against a server with concurrent
-        writers the check narrows duplicates and ``ReplacingMergeTree`` folds the rest.
+        ``rows`` hold the event's logical columns; they are stored in ``table``'s form
+        (:mod:`usagelog.ingest.stored`). Exact when writers take turns (chDB, under its lock);
+        against a server with concurrent writers the check narrows duplicates and
+        ``ReplacingMergeTree`` folds the rest.
         """
         unique: dict[str, dict[str, Any]] = {}
         for row in rows:
             unique.setdefault(row["event_id"], row)
-        from .decode import COLUMNS  # protobuf and the event schema: writers only, not the CLI's reads
+        from .stored import stored_columns, stored_rows
 
         existing = self.existing_ids(list(unique.values()), table)
         fresh = [row for event_id, row in unique.items() if event_id not in existing]
         if fresh:
+            compact = self.compact(table)
             self.client.insert(
                 f"{self.database}.{table}",
-                [[row[c] for c in COLUMNS] for row in fresh],
-                column_names=list(COLUMNS),
+                stored_rows(compact, fresh),
+                column_names=stored_columns(compact),
             )
         return len(fresh), len(rows) - len(fresh)
 
