@@ -10,10 +10,11 @@
 -- - observed_timestamp as nanoseconds after the request's end (timestamp + duration_ns; Int64
 --   arithmetic wraps both ways, so any value comes back exact), inserted_at as milliseconds after
 --   timestamp.
--- - Month partitions (a consumer's year is 12 parts to read, not 365), ordered by consumer and time
---   as before; codecs per column, and ZSTD for the projections' columns (they do not take the
---   table's codecs: default_compression_codec applies to them). Retention: expired rows leave in TTL merges (ttl_only_drop_parts
---   off: a month part would otherwise outlive the retention by up to a month).
+-- - No partitions (a consumer's events, whatever their span, are one key range in few parts: by day,
+--   a year was 365 partitions to visit, by month 12, each costing more than the read itself), ordered
+--   by consumer and time as before; codecs per column, and ZSTD for the projections' columns (they
+--   do not take the table's codecs: default_compression_codec applies to them). Retention: expired
+--   rows leave in TTL merges (ttl_only_drop_parts off: there is no partition to drop).
 -- - Projections: by_time (what dashboards, alert rules and rollups read by time) and by_instance
 --   (an instance's sequence: ingest's duplicate check reads a batch's (instance, seq) pairs there).
 --
@@ -76,7 +77,7 @@ CREATE TABLE ${DATABASE}.usage_events_new
     )
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(timestamp)
+PARTITION BY tuple()
 ORDER BY (user_id, timestamp, service_instance_id, seq, event_prefix, event_id_other)
 SETTINGS deduplicate_merge_projection_mode = 'rebuild', ttl_only_drop_parts = 0,
     default_compression_codec = 'ZSTD(1)';
