@@ -87,11 +87,21 @@ def _check(name: str, url: str, events: int) -> None:
 
 
 def spool_run(work: Path, pristine: Path, decoder: str, events: int, n: int) -> dict[str, float]:
+    """The whole spool, then one segment of it into a fresh store: the second run's CPU is what a
+    run costs besides ingesting (imports, the engine's start, the migrations), subtracted for the
+    figure after the process start."""
     spool, url = work / f"spool-{decoder}-{n}", f"chdb://{work}/db-{decoder}-{n}"
     shutil.copytree(pristine, spool)
     args = [sys.executable, "-m", "usagelog.cli", "ingest", "--spool", str(spool), "--clickhouse", url]
     figures = _run(args, _env(USAGELOG_INGEST_DECODER=decoder), work / f"spool-{decoder}-{n}.log")
     _check(f"spool {decoder}", url, events)
+    one, one_url = work / f"one-{decoder}-{n}", f"chdb://{work}/db-one-{decoder}-{n}"
+    one.mkdir()
+    first = sorted(pristine.iterdir())[0]
+    shutil.copy(first, one / first.name)
+    args = [sys.executable, "-m", "usagelog.cli", "ingest", "--spool", str(one), "--clickhouse", one_url]
+    start = _run(args, _env(USAGELOG_INGEST_DECODER=decoder), work / f"one-{decoder}-{n}.log")
+    figures["start_cpu_s"] = start["cpu_s"]
     return figures
 
 
@@ -188,7 +198,7 @@ def kafka_runs(
 def summarize(name: str, runs: list[dict[str, float]], events: int) -> dict[str, Any]:
     wall = statistics.median(r["wall_s"] for r in runs)
     cpu = statistics.median(r["cpu_s"] for r in runs)
-    return {
+    row: dict[str, Any] = {
         "variant": name,
         "events": events,
         "wall_s": round(wall, 2),
@@ -198,6 +208,11 @@ def summarize(name: str, runs: list[dict[str, float]], events: int) -> dict[str,
         "cpu_s_per_100k": round(cpu / events * 100_000, 2),
         "max_rss_mb": round(max(r["max_rss_mb"] for r in runs)),
     }
+    if all("start_cpu_s" in r for r in runs):
+        start = statistics.median(r["start_cpu_s"] for r in runs)
+        row["start_cpu_s"] = round(start, 2)
+        row["events_per_cpu_s_after_start"] = round((events - PER_SEGMENT) / max(cpu - start, 1e-9))
+    return row
 
 
 def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -205,18 +220,26 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for name in ("spool, engine", "kafka, 1 worker"):
         if name not in rows:
             continue
-        value = rows[name]["events_per_cpu_s"]
+        # The spool's figure after the process start (imports, the engine's start, migrations),
+        # measured apart; the workers' runs are long-lived, their start is not subtracted.
+        value = rows[name].get("events_per_cpu_s_after_start", rows[name]["events_per_cpu_s"])
         met = value >= TARGET_PER_CORE
+        when = ", after the process start" if "events_per_cpu_s_after_start" in rows[name] else ""
         result.append({
-            "name": f"ingest ≥ {TARGET_PER_CORE:,} events/s per core ({name.split(',')[0]})",
+            "name": f"ingest ≥ {TARGET_PER_CORE:,} events/s per core ({name.split(',')[0]}{when})",
             "met": met, "value": value,
             "why_not": None if met else WHY_NOT_PER_CORE,
         })  # fmt: skip
     if "raw insert" in rows and "spool, engine" in rows:
-        share = rows["spool, engine"]["events_per_s"] / rows["raw insert"]["events_per_s"]
+        # Per CPU-second on both sides: the raw insert is timed around its statement alone, so the
+        # spool's figure is the one after the process start.
+        spool = rows["spool, engine"]
+        share = spool.get("events_per_cpu_s_after_start", spool["events_per_cpu_s"]) / max(
+            rows["raw insert"]["events_per_cpu_s"], 1
+        )
         result.append({
-            "name": "ingest ≥ 1/4 of the raw insert of the same rows (spool)", "met": share >= 0.25,
-            "value": round(share, 3),
+            "name": "ingest ≥ 1/4 of the raw insert of the same rows (spool, per CPU-second)",
+            "met": share >= 0.25, "value": round(share, 3),
             "why_not": None if share >= 0.25 else "decoding, checks, dedup and rollups outweigh the insert",
         })  # fmt: skip
     if "kafka, 2 workers" in rows:
@@ -233,14 +256,15 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def table(rows: dict[str, dict[str, Any]], tgts: list[dict[str, Any]]) -> str:
     head = (
         f"{'variant':<18} {'events':>9} {'wall s':>8} {'CPU s':>8} {'events/s':>10} {'per CPU-s':>10} "
-        f"{'CPU s/100k':>10} {'RSS MB':>7}"
+        f"{'CPU s/100k':>10} {'RSS MB':>7} {'start CPU s':>11} {'per CPU-s after start':>21}"
     )
     lines = [head]
     for r in rows.values():
         lines.append(
             f"{r['variant']:<18} {r['events']:>9,} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
             f"{r['events_per_s']:>10,} {r['events_per_cpu_s']:>10,} "
-            f"{r['cpu_s_per_100k']:>10.2f} {r['max_rss_mb']:>7}"
+            f"{r['cpu_s_per_100k']:>10.2f} {r['max_rss_mb']:>7} {r.get('start_cpu_s', ''):>11} "
+            f"{r.get('events_per_cpu_s_after_start', ''):>21}"
         )
     for t in tgts:
         lines.append(f"target {t['name']}: {'met' if t['met'] else 'NOT met'} ({t['value']})"
