@@ -350,10 +350,9 @@ WHY_NOT = {
 }
 WHY_NOT_READER = {
     "embedded": "the reader waits for the spool ingest's turn on the chDB directory, then its own poll",
-    "kafka": "while messages keep coming the worker holds the chDB directory for a whole "
-    "USAGELOG_WORKER_STORE_SLICE_SECONDS (5 s) slice, and a reader in another process waits for it "
-    "(0 opens the store per batch: a reader then waits < 1 s, but chDB keeps ~4 MiB per session, "
-    "so the worker restarts for memory much sooner); a ClickHouse server has no such turn",
+    "kafka": "on top of the row's own delay the reader polls once a second, waits for the batch the "
+    "worker is storing when it asks for the chDB directory (the worker lets go after it), and opens "
+    "the engine itself (~0.5 s); a ClickHouse server has no such turn",
 }
 
 

@@ -19,6 +19,7 @@ and makes the run exit non-zero; the others still run.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import importlib.metadata as metadata
 import json
@@ -184,6 +185,31 @@ def _last(name: str) -> dict[str, Any] | None:
     return result
 
 
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
+def _shown(value: Any) -> str:
+    """A target's value in one cell: a structure (the peers' margins, say) as its smallest number."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, dict | list):
+        numbers = _numbers(value)
+        return f"smallest {min(numbers)}" if numbers else "—"
+    return str(value)
+
+
 def render(results: list[dict[str, Any]], quick: bool, description: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick modes (smoke runs: small samples)" if quick else "full runs"
@@ -202,7 +228,7 @@ def render(results: list[dict[str, Any]], quick: bool, description: str) -> str:
     for r in results:
         for t in r["targets"]:
             state = "**met**" if t["met"] else "not met"
-            out.append(f"| {t['name']} | {t.get('value')} | {state} | {t.get('why_not') or ''} |")
+            out.append(f"| {t['name']} | {_shown(t.get('value'))} | {state} | {t.get('why_not') or ''} |")
         if not r["ok"]:
             out.append(f"| {r['name']}: the benchmark failed | — | not met | see below |")
     for r in results:
