@@ -122,3 +122,25 @@ def test_a_batch_ends_at_its_byte_bound_whatever_the_message_count(
     batches = sum(int(n) for n in re.findall(r"batches=(\d+)", worker.log()))
     assert batches >= 12 // 3, worker.log()[-3000:]  # a batch ends with the message that passes the bound
     assert count_events(url) == (12 * 1500, 12 * 1500)
+
+
+def test_a_worker_past_its_bound_after_a_batch_cut_by_bytes_restarts_and_reads_the_rest_again(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(8, 1500, instance="cut")
+    produce(kafka.bootstrap, topics["events"], payloads)
+    env = {
+        "USAGELOG_BATCH_MAX_BYTES": str(2 * max(len(p) for p in payloads)),
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "1",  # below any worker's size: a restart after every batch
+    }
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=5).start()
+    try:
+        assert worker.wait(timeout=180) == 0, worker.log()[-3000:]
+    finally:
+        if worker.process is not None and worker.process.running():
+            worker.kill()
+    # The messages one consume returned beyond the cut batch were not committed: read again after
+    # each restart, stored once.
+    assert worker.log().count("restarting in place") >= 2, worker.log()[-3000:]
+    assert count_events(url) == (8 * 1500, 8 * 1500)

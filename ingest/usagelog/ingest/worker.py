@@ -379,6 +379,12 @@ class Worker:
                     self._last_activity = time.monotonic()
                     if self._pending_bytes >= s.batch_max_bytes:
                         self._flush()  # one consume may return more than a batch holds
+                        if self._over_memory():
+                            # The rest of this consume is not committed: read again after the restart.
+                            self.restart = not self._stop
+                            break
+                if self.restart:
+                    break
                 due = self._pending and (
                     len(self._pending) >= s.batch_max_messages
                     or self._pending_bytes >= s.batch_max_bytes
