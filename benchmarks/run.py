@@ -164,12 +164,13 @@ def run(bench: Benchmark, quick: bool) -> dict[str, Any]:
             "targets": [],
             "error": f"bad JSON: {exc}",
         }
+    # The tables, without the progress lines (storage's start with a [HH:MM:SS] stamp).
     lines = [
         line
         for line in done.stderr.splitlines()
-        if not line.startswith(("run:", "round ", "cli_latency: round"))
+        if not line.startswith(("run:", "round ", "cli_latency: round", "["))
     ]
-    return {"name": bench.name, "ok": True, "seconds": seconds, "table": "\n".join(lines[-60:]),
+    return {"name": bench.name, "ok": True, "seconds": seconds, "table": "\n".join(lines),
             "targets": bench.targets(report)}  # fmt: skip
 
 
