@@ -325,6 +325,16 @@ class _Reader:
             "a number of seconds (0 or more)",
         )
 
+    def max_memory_mb(self) -> int:
+        """``USAGELOG_WORKER_MAX_MEMORY_MB``: workers and ``ingest --spool --follow`` alike."""
+        return self.number(
+            "USAGELOG_WORKER_MAX_MEMORY_MB",
+            WorkerSettings.max_memory_mb,
+            int,
+            lambda v: v >= 0,
+            "whole megabytes (0 turns the bound off)",
+        )
+
     def retention(self) -> dict[str, int]:
         return {
             var: self.number(var, default, int, lambda v: v >= 0, "whole days (0 keeps rows forever)")
@@ -417,13 +427,7 @@ class _Reader:
             clickhouse_url=clickhouse_url,
             database=database,
             wait_seconds=wait,
-            max_memory_mb=self.number(
-                "USAGELOG_WORKER_MAX_MEMORY_MB",
-                defaults.max_memory_mb,
-                int,
-                lambda v: v >= 0,
-                "whole megabytes (0 turns the bound off)",
-            ),
+            max_memory_mb=self.max_memory_mb(),
             store_slice_seconds=self.number(
                 "USAGELOG_WORKER_STORE_SLICE_SECONDS",
                 defaults.store_slice_seconds,
@@ -525,13 +529,7 @@ def load_max_memory_mb(environ: Mapping[str, str] | None = None) -> int:
     """``USAGELOG_WORKER_MAX_MEMORY_MB`` alone (``usagelog ingest --spool --follow`` reads it as
     the workers do); a bad value raises :class:`SettingsError` naming the variable."""
     reader = _Reader(environ)
-    value = reader.number(
-        "USAGELOG_WORKER_MAX_MEMORY_MB",
-        WorkerSettings.max_memory_mb,
-        int,
-        lambda v: v >= 0,
-        "whole megabytes (0 turns the bound off)",
-    )
+    value = reader.max_memory_mb()
     reader.done()
     return value
 
