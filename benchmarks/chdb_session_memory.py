@@ -1,8 +1,9 @@
-"""Resident memory of a process storing batches into chDB through usagelog's pipeline: a session
-opened for each batch against one session held, each with chDB's allocator as shipped and with
-jemalloc options ("trimmed": ``JE_MALLOC_CONF`` set to :data:`TRIMMED`). Each variant runs in a
-fresh process (the allocator reads its options when chDB loads); the figures are MiB after the
-first batches, at the end, and per batch between the two, and the seconds the batches took. See
+"""Memory of a process storing batches into chDB through usagelog's pipeline (its own, as the
+workers' bound counts it: resident, not mapped from files): a session opened for each batch
+against one session held, each with chDB's allocator as shipped and with jemalloc options
+("trimmed": ``JE_MALLOC_CONF`` set to :data:`TRIMMED`). Each variant runs in a fresh process
+(the allocator reads its options when chDB loads); the figures are MiB after the first batches,
+at the end, and per batch between the two, and the seconds the batches took. See
 docs/pipeline.md, "A worker's memory".
 
     python benchmarks/chdb_session_memory.py              # 100 and 300 batches (~2 min)
@@ -28,7 +29,7 @@ def _child(mode: str, batches: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's tests/ package
     from tests.spoolfill import make_payloads
     from usagelog.ingest.pipeline import Item, Pipeline
-    from usagelog.ingest.recycle import rss_bytes
+    from usagelog.ingest.recycle import memory_bytes
     from usagelog.ingest.store import connect
 
     url = "chdb://" + tempfile.mkdtemp(prefix="chdb-session-memory-") + "/chdb"
@@ -44,12 +45,12 @@ def _child(mode: str, batches: int) -> None:
         with connect(url) as store:
             for i in range(batches):
                 pipeline.process(batch(i), store)
-                sizes.append((rss_bytes() or 0) / 2**20)
+                sizes.append((memory_bytes() or 0) / 2**20)
     else:
         for i in range(batches):
             with connect(url) as store:
                 pipeline.process(batch(i), store)
-            sizes.append((rss_bytes() or 0) / 2**20)
+            sizes.append((memory_bytes() or 0) / 2**20)
     seconds = time.monotonic() - started
     print(json.dumps({"warm": sizes[WARM - 1], "end": sizes[-1], "seconds": seconds}))
 

@@ -50,8 +50,12 @@ WHY_NOT_PER_CORE = (
 COLUMNS_SQL = "SELECT * EXCEPT inserted_offset_ms FROM usagelog.usage_events"
 
 
+BATCH_BYTES: dict[str, str] = {}  # --batch-bytes: USAGELOG_BATCH_MAX_BYTES for every run
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGELOG_", "OTEL_"))}
+    env.update(BATCH_BYTES)
     paths = [str(ROOT / "instrumentation"), str(ROOT / "ingest"), str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {**env, **extra}
@@ -281,7 +285,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=0, help="rounds (default 2; --quick 1)")
     parser.add_argument("--no-kafka", action="store_true", help="leave out the Kafka workers")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, table on stderr")
+    parser.add_argument(
+        "--batch-bytes", type=int, default=0, help="USAGELOG_BATCH_MAX_BYTES (spool groups, Kafka batches)"
+    )
     args = parser.parse_args()
+    if args.batch_bytes:
+        BATCH_BYTES["USAGELOG_BATCH_MAX_BYTES"] = str(args.batch_bytes)
     events = args.events or (100_000 if args.quick else 1_000_000)
     events -= events % PER_SEGMENT
     rounds = args.rounds or (1 if args.quick else 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 from collections.abc import Callable
@@ -19,12 +20,29 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-class MemorySampler:
-    """Every ``interval`` seconds, the RSS of each process ``pids()`` names (role → pid)."""
+def own_bytes(pid: int) -> int | None:
+    """What a worker's memory bound counts of ``pid`` (:func:`usagelog.ingest.recycle.memory_bytes`):
+    its resident set but the pages mapped from files (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
-    def __init__(self, pids: Callable[[], dict[str, int]], interval: float = 2.0) -> None:
+
+class MemorySampler:
+    """Every ``interval`` seconds, the RSS (or what ``measure`` gives) of each process ``pids()``
+    names (role → pid)."""
+
+    def __init__(
+        self,
+        pids: Callable[[], dict[str, int]],
+        interval: float = 2.0,
+        measure: Callable[[int], int | None] = rss_bytes,
+    ) -> None:
         self.pids = pids
         self.interval = interval
+        self.measure = measure
         self.samples: dict[str, list[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
@@ -41,7 +59,7 @@ class MemorySampler:
     def _run(self) -> None:
         while True:
             for role, pid in self.pids().items():
-                rss = rss_bytes(pid)
+                rss = self.measure(pid)
                 if rss is not None:
                     self.samples.setdefault(role, []).append(rss)
             if self._stop.wait(self.interval):

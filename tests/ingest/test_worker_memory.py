@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.observe import MemorySampler, rss_bytes
+from tests.faults.observe import MemorySampler, own_bytes
 from tests.pipeline import WorkerProcess, count_events, produce, wait_for
 from tests.spoolfill import make_payloads
 
@@ -41,7 +41,7 @@ def test_a_worker_past_its_memory_bound_restarts_in_place_and_stores_everything_
     first.start()
     wait_for(lambda: count_events(url)[0] == 2 * WARM, 60, "the first batches stored")
     assert first.process is not None
-    base = rss_bytes(first.process.pid)
+    base = own_bytes(first.process.pid)
     assert base is not None and first.stop() == 0
     bound_mb = base // MIB + HEADROOM_MB
 
@@ -60,7 +60,7 @@ def test_a_worker_past_its_memory_bound_restarts_in_place_and_stores_everything_
     ).start()
     assert worker.process is not None
     pid = worker.process.pid
-    sampler = MemorySampler(lambda: {"worker": pid}, interval=0.2).start()
+    sampler = MemorySampler(lambda: {"worker": pid}, interval=0.2, measure=own_bytes).start()
     log_start = len(first.log())
     try:
         assert worker.wait(timeout=240) == 0, worker.log()[-3000:]

@@ -1,12 +1,12 @@
-"""A long-running worker's memory bound: measure the resident set, and start afresh in place.
+"""A long-running worker's memory bound: measure its own memory, and start afresh in place.
 
 chDB keeps about 2 MiB for every session a process opened and closed (chdb-io/chdb#298), and a
 worker must close its session now and then so that other processes (a CLI query, a second worker
 on the same directory) get the chDB directory. No chDB setting or allocator option takes that
-memory back, so a worker whose resident set passes ``USAGELOG_WORKER_MAX_MEMORY_MB`` (default
-448; 0 turns the bound off) stops cleanly after a committed batch and
-executes itself again: same process ID, arguments, environment and worker ID — the pattern of
-celery's ``worker_max_memory_per_child`` and gunicorn's ``max_requests``.
+memory back, so a worker whose own memory (:func:`memory_bytes`) passes
+``USAGELOG_WORKER_MAX_MEMORY_MB`` (default 448; 0 turns the bound off) stops cleanly after a
+committed batch and executes itself again: same process ID, arguments, environment and worker
+ID — the pattern of celery's ``worker_max_memory_per_child`` and gunicorn's ``max_requests``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ MB = 1024 * 1024
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def rss_bytes() -> int | None:
-    """This process's resident set size now (None where ``/proc`` is not there: no bound)."""
+def memory_bytes() -> int | None:
+    """This process's own memory now: its resident set but the pages mapped from files (None
+    where ``/proc`` is not there: no bound). The engine's code, ~230 MB of the chDB library
+    mapped from disk, is resident in every chDB process, shared between them and given back by
+    the kernel under pressure; it is not what grows, so the bound leaves it out."""
     try:
         with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = statm.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")  # resident - shared
     except (OSError, ValueError, IndexError):
         return None
 

@@ -33,8 +33,9 @@ The Kafka worker, ``tail`` and ``replay``:
 - ``USAGELOG_BATCH_MAX_MESSAGES`` (default ``1000``): a batch is stored when it has this many Kafka
   messages...
 - ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old...
-- ``USAGELOG_BATCH_MAX_BYTES`` (default ``8388608``, 8 MiB): ...or holds this many payload
-  bytes. With librdkafka's prefetch queue (``queued.max.messages.kbytes``, set to the same
+- ``USAGELOG_BATCH_MAX_BYTES`` (default ``16777216``, 16 MiB): ...or holds this many payload
+  bytes (``usagelog ingest --spool`` stores segments in groups of this size
+  too). With librdkafka's prefetch queue (``queued.max.messages.kbytes``, set to the same
   amount unless ``USAGELOG_KAFKA_CONFIG`` says otherwise) it bounds the worker's memory whatever
   the message size.
 - ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
@@ -152,15 +153,17 @@ class WorkerSettings:
     kafka_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     batch_max_messages: int = 1000
     batch_max_seconds: float = 1.0
-    # The engine needs about 12x a batch's bytes to decode it: ~100 MiB at the default.
-    batch_max_bytes: int = 8 * 1024 * 1024
+    # The engine holds one payload's parsed form at a time and the batch's staged columns (about
+    # its size); larger batches spread each statement's fixed cost over more events.
+    batch_max_bytes: int = 16 * 1024 * 1024
     archive: ArchiveSettings = ArchiveSettings(url=".usagelog/archive")
     worker_id: str = ""
     health_interval: float = 10.0
     clickhouse_url: str = ""
     database: str = DEFAULT_DATABASE
     wait_seconds: float = DEFAULT_WAIT_SECONDS
-    # USAGELOG_WORKER_MAX_MEMORY_MB: past this resident set the worker starts afresh (0: never).
+    # USAGELOG_WORKER_MAX_MEMORY_MB: past this much memory of its own (recycle.memory_bytes) the
+    # worker starts afresh (0: never).
     max_memory_mb: int = 448
     # USAGELOG_WORKER_STORE_SLICE_SECONDS: the store stays open over the batches of this long (0: per batch).
     store_slice_seconds: float = 5.0
@@ -325,6 +328,10 @@ class _Reader:
             "a number of seconds (0 or more)",
         )
 
+    def batch_max_bytes(self) -> int:
+        """``USAGELOG_BATCH_MAX_BYTES``: Kafka batches and spool groups alike."""
+        return self.positive("USAGELOG_BATCH_MAX_BYTES", WorkerSettings.batch_max_bytes, int)
+
     def max_memory_mb(self) -> int:
         """``USAGELOG_WORKER_MAX_MEMORY_MB``: workers and ``ingest --spool --follow`` alike."""
         return self.number(
@@ -418,7 +425,7 @@ class _Reader:
             kafka_config=kafka_config,
             batch_max_messages=self.positive("USAGELOG_BATCH_MAX_MESSAGES", defaults.batch_max_messages, int),
             batch_max_seconds=self.positive("USAGELOG_BATCH_MAX_SECONDS", defaults.batch_max_seconds, float),
-            batch_max_bytes=self.positive("USAGELOG_BATCH_MAX_BYTES", defaults.batch_max_bytes, int),
+            batch_max_bytes=self.batch_max_bytes(),
             archive=archive,
             worker_id=name,
             health_interval=self.positive(
@@ -523,6 +530,15 @@ def load_retention(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     days = reader.retention()
     reader.done()
     return days
+
+
+def load_batch_max_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """``USAGELOG_BATCH_MAX_BYTES`` alone (``usagelog ingest --spool`` groups segments by it as the
+    workers cut batches); a bad value raises :class:`SettingsError` naming the variable."""
+    reader = _Reader(environ)
+    value = reader.batch_max_bytes()
+    reader.done()
+    return value
 
 
 def load_max_memory_mb(environ: Mapping[str, str] | None = None) -> int:

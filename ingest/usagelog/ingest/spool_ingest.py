@@ -38,20 +38,21 @@ from usagelog.instrumentation.spool import (
 
 from .archive import open_archive
 from .pipeline import Item, Pipeline, Result
-from .recycle import MB, rss_bytes
-from .settings import ArchiveSettings
+from .recycle import MB, memory_bytes
+from .settings import ArchiveSettings, WorkerSettings
 from .store import Store, connect
 
 # Let other processes (a CLI query, say) have the chDB directory between slices.
 SLICE_SECONDS = 5.0
 # ``usagelog ingest --spool --follow`` looks for a segment ready to be stored this often.
 FOLLOW_POLL_SECONDS = 0.2
-# Segments go through the pipeline (and are deleted) in groups of about this many payload
-# bytes (~17,000 events): the engine reads a group in one statement, and a kill loses at most a
-# group's progress. The engine's memory for a group is about 12x its bytes (~100 MiB here); larger
-# groups gain little (32 MiB: 5% faster, 4x the memory), smaller ones pay the statements' fixed
-# cost more often (4 MiB: 25% slower).
-GROUP_BYTES = 8 * 1024 * 1024
+# Segments go through the pipeline (and are deleted) in groups of about this many payload bytes
+# (USAGELOG_BATCH_MAX_BYTES, default 16 MiB, ~35,000 events): the engine reads a group in one
+# statement, and a kill loses at most a group's progress. Each statement has a fixed cost (~35 ms
+# to analyse the staging query alone), so larger groups store faster per event (500k events here:
+# 8 MiB 98k events per CPU-second, 16 MiB 123k, 32 MiB 123-128k); the engine's memory for a
+# group is about its size (it parses one payload at a time).
+GROUP_BYTES = WorkerSettings.batch_max_bytes
 
 
 @dataclass
@@ -131,6 +132,7 @@ def ingest_spool(
     progress: Progress | None = None,
     *,
     archive: ArchiveSettings | None = None,
+    group_bytes: int = GROUP_BYTES,
 ) -> IngestStats:
     """Store every readable spooled segment, archiving too when ``archive`` is enabled.
 
@@ -140,7 +142,7 @@ def ingest_spool(
     archiver = open_archive(archive) if archive is not None else None
     stats = IngestStats()
     try:
-        _ingest(spool_dir, url, database, Pipeline(archive=archiver), stats, progress)
+        _ingest(spool_dir, url, database, Pipeline(archive=archiver), stats, progress, group_bytes)
     finally:
         if archiver is not None:
             stats.archived = archiver.close()
@@ -156,13 +158,14 @@ def follow_spool(
     archive: ArchiveSettings | None = None,
     max_memory_mb: int = 0,
     poll_seconds: float = FOLLOW_POLL_SECONDS,
+    group_bytes: int = GROUP_BYTES,
 ) -> tuple[IngestStats, bool]:
     """Store the spool continuously: whenever a segment is ready (sealed, or left by a writer
     that is gone), until ``stopped()``; then once more. The store is opened for each round and
     closed after, so other processes get a chDB directory between rounds, and the archive (one per
     follower) writes its files as its limits say and when the follower stops.
 
-    Returns the totals and whether the resident set passed ``max_memory_mb`` (0: no bound) after a
+    Returns the totals and whether its own memory passed ``max_memory_mb`` (0: no bound) after a
     round: the caller then starts afresh in place (chDB keeps memory for every session opened).
     """
     archiver = open_archive(archive) if archive is not None else None
@@ -174,13 +177,13 @@ def follow_spool(
             if not has_claimable(spool_dir):
                 time.sleep(poll_seconds)
                 continue
-            _ingest(spool_dir, url, database, pipeline, stats, None)
-            rss = rss_bytes() if max_memory_mb else None
-            if rss is not None and rss > max_memory_mb * MB:
+            _ingest(spool_dir, url, database, pipeline, stats, None, group_bytes)
+            used = memory_bytes() if max_memory_mb else None
+            if used is not None and used > max_memory_mb * MB:
                 over = True
                 break
         if not over:
-            _ingest(spool_dir, url, database, pipeline, stats, None)
+            _ingest(spool_dir, url, database, pipeline, stats, None, group_bytes)
     finally:
         if archiver is not None:
             stats.archived = archiver.close()
@@ -194,6 +197,7 @@ def _ingest(
     pipeline: Pipeline,
     stats: IngestStats,
     progress: Progress | None,
+    group_bytes: int,
 ) -> None:
     reap_orphans(spool_dir)
     total = len(list_segments(spool_dir))
@@ -207,7 +211,7 @@ def _ingest(
                 for segment in claim_segments(spool_dir):
                     group.add(segment)
                     handled_in_slice += 1
-                    if group.nbytes >= GROUP_BYTES:
+                    if group.nbytes >= group_bytes:
                         group.finish(pipeline, store, stats)
                         if progress is not None:
                             progress(stats, total)

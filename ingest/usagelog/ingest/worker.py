@@ -48,7 +48,7 @@ from .archive import open_archive
 from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
-from .recycle import MB, accept_stop_signals, reexecute, rss_bytes
+from .recycle import MB, accept_stop_signals, memory_bytes, reexecute
 from .settings import WorkerSettings
 from .store import Store, connect, wanted_since
 
@@ -171,16 +171,16 @@ class Worker:
                 _logger.warning("closing the store failed", exc_info=True)
 
     def _over_memory(self) -> bool:
-        """Whether the resident set passed ``USAGELOG_WORKER_MAX_MEMORY_MB``: log it if so."""
+        """Whether the worker's own memory passed ``USAGELOG_WORKER_MAX_MEMORY_MB``: log it if so."""
         bound = self.settings.max_memory_mb
-        rss = rss_bytes() if bound else None
-        if rss is None or rss <= bound * MB:
+        used = memory_bytes() if bound else None
+        if used is None or used <= bound * MB:
             return False
         _logger.warning(
             "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: "
             "batch stored, restarting in place%s",
             self.settings.worker_id,
-            rss / MB,
+            used / MB,
             bound,
             # A bound below what a fresh worker needs restarts it after every batch: say so.
             " (already after its first batch: the bound is too low for this worker)"
