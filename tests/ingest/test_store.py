@@ -12,6 +12,7 @@ import pytest
 from tests.spoolfill import write_spool
 from usagelog.ingest import queries
 from usagelog.ingest.errors import QueryError, SettingsError, StoreError
+from usagelog.ingest.recycle import memory_bytes
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect, migrations
 
@@ -28,6 +29,18 @@ def test_migrations_apply_once_and_record_their_version(chdb_url: str) -> None:
         )
     assert rows[0][0].startswith("user_id, timestamp")
     assert rows[0][1] in ("", "tuple()")  # no partitions: a consumer's year is one key range
+
+
+def test_give_back_memory_returns_the_engines_free_pages(chdb_url: str) -> None:
+    """What a worker does past its memory bound before it restarts: the pages the engine's
+    allocator kept after a large query leave the process's own memory."""
+    with connect(chdb_url) as store:
+        store.client.query("SELECT length(groupArray(toString(number))) FROM numbers(10000000)")
+        before = memory_bytes()
+        store.give_back_memory()
+        after = memory_bytes()
+    assert before is not None and after is not None
+    assert before - after > 200 * 1024 * 1024, (before, after)  # ~500 MiB here
 
 
 def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: str) -> None:

@@ -176,6 +176,15 @@ class Worker:
         used = memory_bytes() if bound else None
         if used is None or used <= bound * MB:
             return False
+        if self._store is not None:
+            # Free pages the engine's allocator kept are the first to go: often that is enough.
+            try:
+                self._store.give_back_memory()
+            except Exception:
+                _logger.warning("returning the engine's free memory failed", exc_info=True)
+            used = memory_bytes()
+            if used is None or used <= bound * MB:
+                return False
         _logger.warning(
             "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: "
             "batch stored, restarting in place%s",
