@@ -144,3 +144,52 @@ def test_a_worker_past_its_bound_after_a_batch_cut_by_bytes_restarts_and_reads_t
     # each restart, stored once.
     assert worker.log().count("restarting in place") >= 2, worker.log()[-3000:]
     assert count_events(url) == (8 * 1500, 8 * 1500)
+
+
+def test_one_consume_takes_no_more_than_the_batch_bytes_hold_whatever_the_backlog(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """consume() moves messages out of librdkafka's bounded queue into the worker until it has the
+    count it asked for: asked for a batch's 1000 messages with a backlog of large ones, it returned
+    hundreds of MB at once. The worker asks for what fits in the batch's bytes."""
+    from usagelog.ingest.settings import load_worker_settings
+    from usagelog.ingest.worker import Worker
+
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(40, 1000, instance="backlog")  # ~470 kB a message, ~19 MB in all
+    produce(kafka.bootstrap, topics["events"], payloads)
+    bound = 2 * max(len(p) for p in payloads)
+    settings = load_worker_settings(
+        source=f"kafka://{kafka.bootstrap}/{topics['events']}",
+        clickhouse=url,
+        worker_id="w1",
+        environ={
+            "USAGELOG_ARCHIVE_URL": "none",
+            "USAGELOG_KAFKA_DEAD_LETTER_TOPIC": "",
+            "USAGELOG_BATCH_MAX_BYTES": str(bound),
+            "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
+        },
+    )
+    worker = Worker(settings)
+    returned: list[int] = []  # bytes each consume() handed over
+
+    class Counting:  # the real consumer, with what consume() returns counted
+        def __init__(self, consumer: Any) -> None:
+            self._consumer = consumer
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._consumer, name)
+
+        def consume(self, *args: Any, **kwargs: Any) -> Any:
+            messages = self._consumer.consume(*args, **kwargs)
+            returned.append(sum(len(m.value() or b"") for m in messages))
+            return messages
+
+    worker.consumer = Counting(worker.consumer)
+    try:
+        worker.run(max_idle_seconds=3)
+    finally:
+        worker.close()
+    assert count_events(url) == (40 * 1000, 40 * 1000)
+    # What is left of a batch's bytes, plus one message of the largest size seen.
+    assert max(returned) <= bound + max(len(p) for p in payloads), (max(returned), bound)

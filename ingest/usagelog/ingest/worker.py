@@ -56,6 +56,7 @@ _logger = logging.getLogger("usagelog.worker")
 
 # How long `--max-idle` waits for a broker to answer once the idle time passed without partitions.
 PROBE_SECONDS = 10.0
+DEFAULT_MESSAGE_BYTES = 1_000_000  # a broker's message.max.bytes unless it is set otherwise
 ARCHIVE_RETRY_MAX_SECONDS = 15.0  # the longest wait between two tries of an archive that is down
 
 
@@ -88,6 +89,9 @@ class Worker:
         self._archive_down = False  # the last try to publish failed: do not try again at close
         self._session: ExitStack | None = None  # the open store, while a slice lasts
         self._pending_bytes = 0  # payload bytes of the pending batch (USAGELOG_BATCH_MAX_BYTES)
+        # The size consume() plans for, a message (a broker's default limit before the first): the
+        # largest of the last consume, or half the previous figure if that was larger.
+        self._largest_message = DEFAULT_MESSAGE_BYTES
         self._opened_at = 0.0  # time.time() when the store was opened
         self._store: Store | None = None
         self._opened = 0.0
@@ -353,6 +357,16 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self._stop = True
 
+    def _to_consume(self) -> int:
+        """How many messages one consume() may return: what the batch may still hold by count and,
+        at the largest message size seen, by bytes. consume() moves messages out of librdkafka's
+        bounded queue into this process until it has that many (or its timeout passes): asked for
+        1000 messages of 470 kB with a backlog, it returned 470 MB at once."""
+        s = self.settings
+        by_count = s.batch_max_messages - len(self._pending)
+        by_bytes = (s.batch_max_bytes - self._pending_bytes) // max(1, self._largest_message) + 1
+        return max(1, min(by_count, by_bytes))
+
     @property
     def stopped(self) -> bool:
         return self._stop
@@ -370,9 +384,10 @@ class Worker:
                 timeout = s.batch_max_seconds
                 if self._pending:
                     timeout = max(0.0, self._batch_started + s.batch_max_seconds - time.monotonic())
-                messages = self.consumer.consume(
-                    num_messages=max(1, s.batch_max_messages - len(self._pending)), timeout=timeout
-                )
+                messages = self.consumer.consume(num_messages=self._to_consume(), timeout=timeout)
+                if messages:
+                    largest = max(len(m.value() or b"") for m in messages)
+                    self._largest_message = max(1, largest, self._largest_message // 2)
                 for message in messages:
                     error = message.error()
                     if error is not None:
