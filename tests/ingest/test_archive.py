@@ -296,6 +296,20 @@ def test_rotation_by_size_cuts_several_files_and_loses_nothing(target: Path, sta
     assert read_archive(str(target)) == ordered(rows)
 
 
+def test_rotation_by_rows_in_memory_bounds_what_finalizing_holds(target: Path, staging: Path) -> None:
+    rows = encoded_rows(200)
+    # On disk the chunks never reach max_bytes; as columns, 20 rows take ~6 kB: a file every 3 chunks.
+    archive = open_archive(target, staging, max_bytes=10**9, max_table_bytes=12_000)
+    written = []
+    for start in range(0, len(rows), 20):
+        archive.stage(rows[start : start + 20])
+        written += archive.maybe_rotate()
+        assert len(chunks_in(staging)) <= 2  # never more staged than a file's worth
+    assert len(written) >= 3
+    written += archive.close()
+    assert read_archive(str(target)) == ordered(rows)
+
+
 def test_rotation_waits_below_the_size_threshold(target: Path, staging: Path) -> None:
     archive = open_archive(target, staging, max_bytes=10**9)
     archive.stage(odd_rows())

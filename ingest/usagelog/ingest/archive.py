@@ -13,8 +13,10 @@ The ingest pipeline (:mod:`usagelog.ingest.pipeline`) hands every batch of decod
 - ``USAGELOG_ARCHIVE_MAX_BYTES`` → ``max_bytes`` (default 104857600) and
   ``USAGELOG_ARCHIVE_MAX_SECONDS`` → ``max_seconds`` (default 3600): :meth:`Archive.maybe_rotate`
   finalizes a partition once its staged chunks take that many bytes on disk, or once its oldest
-  chunk is that old. A file holds what was staged by then, so it may overshoot ``max_bytes`` by
-  a batch or more; Parquet files usually come out smaller than their chunks.
+  chunk is that old, or once its staged rows take :data:`DEFAULT_MAX_TABLE_BYTES` (32 MiB) as
+  columns in memory (finalizing holds about four times that). A file holds what was staged by
+  then, so it may overshoot ``max_bytes`` by a batch or more; Parquet files usually come out
+  smaller than their chunks.
 
 Files: ``<target>/date=YYYY-MM-DD/hour=HH/usage_events-<YYYYmmddTHHMMSS>-<worker_id>-<8 hex>.<fmt>``
 (UTC event time; the stamp is the first event's, the worker the one that staged the first chunk),
@@ -85,6 +87,11 @@ _logger = logging.getLogger("usagelog.ingest")
 FORMATS = ("parquet", "csv")
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 3600.0
+# A partition is also finalized once the rows staged for it take this much memory as columns:
+# finalizing reads them all, sorts and writes them at once (64 MiB of columns, ~240,000 events,
+# took ~280 MiB more at its peak). Without it an hour's file waited for 100 MB of compressed
+# chunks: well over a million events finalized at once.
+DEFAULT_MAX_TABLE_BYTES = 32 * 1024 * 1024
 SORT_KEY = ("timestamp", "service_instance_id", "seq")
 
 # Arrow types from the one declaration of the event (usagelog.instrumentation.event.FIELDS), so
@@ -277,6 +284,7 @@ def _rand() -> str:
 class _Pending:  # chunks this archive staged for one partition and has not finalized
     chunks: list[Path] = field(default_factory=list)
     nbytes: int = 0
+    table_bytes: int = 0  # the staged rows as columns in memory (what finalizing will hold)
     oldest: float = 0.0
 
 
@@ -296,6 +304,7 @@ class Archive:
         worker_id: str,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_seconds: float = DEFAULT_MAX_SECONDS,
+        max_table_bytes: int = DEFAULT_MAX_TABLE_BYTES,
         release: Callable[[], None] | None = None,
         endpoint: str = "",
     ) -> None:
@@ -312,6 +321,7 @@ class Archive:
         self.worker_id = worker_id
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        self.max_table_bytes = max_table_bytes
         self.staging_dir = Path(staging_dir).absolute()
         self.endpoint = endpoint
         self._fs, self._root = open_fs(target, endpoint)
@@ -361,17 +371,21 @@ class Archive:
                 pending = self._pending[partition] = _Pending(oldest=time.time())
             pending.chunks.append(directory / name)
             pending.nbytes += (directory / name).stat().st_size
+            pending.table_bytes += table.nbytes
 
     # finalizing
 
     def maybe_rotate(self, now: float | None = None) -> list[str]:
-        """Finalize partitions that reached ``max_bytes`` or whose oldest chunk is ``max_seconds``
-        old (``now`` defaults to ``time.time()``); returns the URLs of the files written."""
+        """Finalize partitions that reached ``max_bytes`` or ``max_table_bytes``, or whose oldest
+        chunk is ``max_seconds`` old (``now`` defaults to ``time.time()``); returns the URLs of the
+        files written."""
         now = time.time() if now is None else now
         due = [
             part
             for part, p in self._pending.items()
-            if p.nbytes >= self.max_bytes or now - p.oldest >= self.max_seconds
+            if p.nbytes >= self.max_bytes
+            or p.table_bytes >= self.max_table_bytes
+            or now - p.oldest >= self.max_seconds
         ]
         return [self._finalize_pending(part) for part in due]
 
