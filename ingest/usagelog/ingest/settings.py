@@ -524,30 +524,32 @@ def load_worker_settings(
     return settings.worker
 
 
+_Read = TypeVar("_Read")
+
+
+def _read_alone(read: Callable[[_Reader], _Read], environ: Mapping[str, str] | None) -> _Read:
+    """One reading of the environment; what is wrong with it raises :class:`SettingsError`."""
+    reader = _Reader(environ)
+    value = read(reader)
+    reader.done()
+    return value
+
+
 def load_retention(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     """Days per ``USAGELOG_RETENTION_*`` variable; every bad one is reported at once."""
-    reader = _Reader(environ)
-    days = reader.retention()
-    reader.done()
-    return days
+    return _read_alone(_Reader.retention, environ)
 
 
 def load_batch_max_bytes(environ: Mapping[str, str] | None = None) -> int:
     """``USAGELOG_BATCH_MAX_BYTES`` alone (``usagelog ingest --spool`` groups segments by it as the
     workers cut batches); a bad value raises :class:`SettingsError` naming the variable."""
-    reader = _Reader(environ)
-    value = reader.batch_max_bytes()
-    reader.done()
-    return value
+    return _read_alone(_Reader.batch_max_bytes, environ)
 
 
 def load_max_memory_mb(environ: Mapping[str, str] | None = None) -> int:
     """``USAGELOG_WORKER_MAX_MEMORY_MB`` alone (``usagelog ingest --spool --follow`` reads it as
     the workers do); a bad value raises :class:`SettingsError` naming the variable."""
-    reader = _Reader(environ)
-    value = reader.max_memory_mb()
-    reader.done()
-    return value
+    return _read_alone(_Reader.max_memory_mb, environ)
 
 
 def parse_kafka_url(url: str) -> tuple[str, str]:
