@@ -56,3 +56,45 @@ def test_a_query_waiting_for_the_directory_gets_it_after_one_batch_not_a_slice(
     wait_for(lambda: count_events(url)[0] == sent[0], 60, "every event stored")
     assert worker.stop() == 0
     assert count_events(url) == (sent[0], sent[0])
+
+
+def test_a_worker_draining_a_backlog_keeps_its_store_open_from_batch_to_batch(
+    kafka: Any, topics: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch cut by bytes empties the pending list with messages still waiting: the store stays
+    open for the next batch (opening a chDB session and recomputing the rollups at each close cost
+    more than the batch's insert). It closes when a consume() finds nothing."""
+    from usagelog.ingest import worker as worker_module
+    from usagelog.ingest.settings import load_worker_settings
+
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(12, 500, instance="backlog")
+    produce(kafka.bootstrap, topics["events"], payloads)
+    opened: list[str] = []
+    real_connect = worker_module.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "connect", counting_connect)
+    settings = load_worker_settings(
+        source=f"kafka://{kafka.bootstrap}/{topics['events']}",
+        clickhouse=url,
+        worker_id="w1",
+        environ={
+            "USAGELOG_ARCHIVE_URL": "none",
+            "USAGELOG_KAFKA_DEAD_LETTER_TOPIC": "",
+            "USAGELOG_BATCH_MAX_BYTES": str(2 * max(len(p) for p in payloads)),
+            "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
+            "USAGELOG_WORKER_STORE_SLICE_SECONDS": "600",
+        },
+    )
+    worker = worker_module.Worker(settings)
+    try:
+        worker.run(max_idle_seconds=3)
+    finally:
+        worker.close()
+    assert count_events(url) == (12 * 500, 12 * 500)
+    assert worker._stored >= 4  # several batches cut by bytes ...
+    assert opened == [url]  # ... in one session

@@ -420,8 +420,8 @@ class Worker:
                     if self._over_memory():
                         self.restart = not self._stop
                         break
-                elif not self._pending:
-                    self._close_store()  # nothing waiting: others may have the directory
+                elif not self._pending and not messages:
+                    self._close_store()  # nothing came: others may have the directory
                     self._update_lag()
                 self._report()
                 idle = time.monotonic() - self._last_activity
