@@ -12,7 +12,7 @@ import pytest
 from tests.spoolfill import write_spool
 from usagelog.ingest import queries
 from usagelog.ingest.errors import QueryError, SettingsError, StoreError
-from usagelog.ingest.recycle import memory_bytes
+from usagelog.ingest.recycle import give_back_arrow_memory, memory_bytes
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import connect, migrations
 
@@ -41,6 +41,23 @@ def test_give_back_memory_returns_the_engines_free_pages(chdb_url: str) -> None:
         after = memory_bytes()
     assert before is not None and after is not None
     assert before - after > 200 * 1024 * 1024, (before, after)  # ~500 MiB here
+
+
+def test_give_back_arrow_memory_returns_the_pages_the_archives_tables_left() -> None:
+    """The other half of it: pyarrow's allocator keeps what a table used after it is gone (the
+    archive's tables of every batch), until asked to give it back."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = pa.array(range(4_000_000))
+    table = pa.table({"n": numbers, "s": pc.cast(numbers, pa.string())}).sort_by([("s", "descending")])
+    del numbers, table
+    assert pa.total_allocated_bytes() == 0
+    before = memory_bytes()
+    give_back_arrow_memory()
+    after = memory_bytes()
+    assert before is not None and after is not None
+    assert before - after > 100 * 1024 * 1024, (before, after)
 
 
 def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: str) -> None:

@@ -38,7 +38,7 @@ from usagelog.instrumentation.spool import (
 
 from .archive import open_archive
 from .pipeline import Item, Pipeline, Result
-from .recycle import MB, memory_bytes
+from .recycle import MB, give_back_arrow_memory, memory_bytes
 from .settings import ArchiveSettings, WorkerSettings
 from .store import Store, connect
 
@@ -179,6 +179,9 @@ def follow_spool(
                 continue
             _ingest(spool_dir, url, database, pipeline, stats, None, group_bytes)
             used = memory_bytes() if max_memory_mb else None
+            if used is not None and used > max_memory_mb * MB:
+                give_back_arrow_memory()  # the archive's free pages first
+                used = memory_bytes()
             if used is not None and used > max_memory_mb * MB:
                 over = True
                 break

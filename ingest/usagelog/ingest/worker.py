@@ -21,12 +21,12 @@ the credentials stops the worker with a message naming the settings. Dead letter
 
 The worker keeps the store open across the batches of a slice of
 ``USAGELOG_WORKER_STORE_SLICE_SECONDS`` (default 5; 0 opens it for each batch) and closes it
-when the slice is over, when no messages are waiting, or after the current batch when another
+when the slice is over, when a consume finds no messages, or after the current batch when another
 process waits for the directory (it says so with a ``.lock.wanted`` file: a CLI query or a dashboard
 then waits one batch, not a slice); fewer sessions also mean less of the memory chDB keeps per
-session. Past
-``USAGELOG_WORKER_MAX_MEMORY_MB`` of resident memory (default 448, 0: no bound), checked after
-a batch is stored and committed, the worker leaves its group, finalizes its archive files and
+session. After each batch is stored and committed, the engine's and pyarrow's allocators give back
+their free pages; past ``USAGELOG_WORKER_MAX_MEMORY_MB`` of its own memory still (default 448, 0: no
+bound, and nothing given back), the worker leaves its group, finalizes its archive files and
 executes itself again in place (same PID, arguments and worker ID), see
 :mod:`~usagelog.ingest.recycle`.
 
@@ -48,7 +48,7 @@ from .archive import open_archive
 from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
-from .recycle import MB, accept_stop_signals, memory_bytes, reexecute
+from .recycle import MB, accept_stop_signals, give_back_arrow_memory, memory_bytes, reexecute
 from .settings import WorkerSettings
 from .store import Store, connect, wanted_since
 
@@ -167,6 +167,13 @@ class Worker:
                 self.pipeline.refresh_rollups(self._store, force=True)
             except Exception:  # the minutes stay noted: the next session recomputes them
                 _logger.warning("recomputing the rollups failed", exc_info=True)
+            if self.settings.max_memory_mb:
+                # The last chance to: once closed, the engine's free pages stay with the process
+                # until the next session, and the bound is checked in between.
+                try:
+                    self._store.give_back_memory()
+                except Exception:
+                    _logger.warning("returning the engine's free memory failed", exc_info=True)
         session, self._session, self._store = self._session, None, None
         if session is not None:
             try:
@@ -177,18 +184,19 @@ class Worker:
     def _over_memory(self) -> bool:
         """Whether the worker's own memory passed ``USAGELOG_WORKER_MAX_MEMORY_MB``: log it if so."""
         bound = self.settings.max_memory_mb
-        used = memory_bytes() if bound else None
-        if used is None or used <= bound * MB:
+        if not bound:
             return False
+        # The free pages the allocators kept (the engine's, pyarrow's) go back after every batch
+        # (~10 ms): what is left is what the worker holds, and the next batch starts from there.
+        give_back_arrow_memory()
         if self._store is not None:
-            # Free pages the engine's allocator kept are the first to go: often that is enough.
             try:
                 self._store.give_back_memory()
             except Exception:
                 _logger.warning("returning the engine's free memory failed", exc_info=True)
-            used = memory_bytes()
-            if used is None or used <= bound * MB:
-                return False
+        used = memory_bytes()
+        if used is None or used <= bound * MB:
+            return False
         _logger.warning(
             "worker %s uses %.0f MB, past USAGELOG_WORKER_MAX_MEMORY_MB=%d: "
             "batch stored, restarting in place%s",
