@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from usagelog.ingest.archive import SCHEMA, Archive, ArchiveError, read_archive
+from usagelog.ingest.archive import DICTIONARY_COLUMNS, SCHEMA, Archive, ArchiveError, read_archive
 from usagelog.ingest.decode import COLUMNS, decode_payload
 
 HOUR_NS = 3600 * 10**9
@@ -203,6 +203,22 @@ def test_parquet_file_has_the_explicit_schema_and_zstd(target: Path, staging: Pa
     assert isinstance(schema.field("attributes").type, pa.MapType)
     assert schema.field("route").type == pa.string()
     assert pq.read_table(url).cast(SCHEMA).num_rows == 4
+
+
+def test_parquet_dictionary_encodes_only_the_columns_that_repeat_a_few_values(
+    target: Path, staging: Path
+) -> None:
+    archive = open_archive(target, staging)
+    archive.stage(odd_rows())
+    (url,) = archive.close()
+    group = pq.read_metadata(url).row_group(0)
+    encoded = {
+        group.column(i).path_in_schema
+        for i in range(group.num_columns)
+        if any("DICTIONARY" in e for e in group.column(i).encodings)
+    }
+    assert encoded == set(DICTIONARY_COLUMNS)
+    assert {"event_id", "trace_id", "path", "request_body"}.isdisjoint(encoded)
 
 
 def test_csv_file_is_plain_text_with_iso_timestamps(target: Path, staging: Path) -> None:

@@ -335,4 +335,7 @@ class EngineDecoder:
     def staged_table(self, result: EngineResult) -> Any:
         """The staged regular events as an Arrow table of the event's columns (for the archive)."""
         read = f"SELECT {', '.join(ev.COLUMNS)} FROM {self.db}.{STAGE} WHERE {self._good(result)}"
-        return self.store.client.query_arrow(read)
+        # Uncompressed: the table stays in this process (LZ4 frames took 20 of 48 ms for 36,000
+        # events, compressed by the engine and decompressed by pyarrow).
+        uncompressed = {"output_format_arrow_compression_method": "none"}
+        return self.store.client.query_arrow(read, settings=uncompressed)
