@@ -58,7 +58,6 @@ _STRUCTURE = (
     f"attributes Array(Tuple(key String, value {_ANY})), trace_id String, span_id String, "
     "event_name String)))))"
 )
-_WIDTHS = {"uint16": 2**16, "uint32": 2**32, "uint64": 2**64}
 
 
 def _quote(text: str) -> str:
@@ -69,26 +68,46 @@ def _array(texts: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(_quote(t) for t in texts) + "]"
 
 
-def _field_sql(f: ev.Field) -> tuple[str, str, str]:
-    """(value, regular, canonical text) of one record or resource field, from the row's arrays."""
+def _field_sql(f: ev.Field) -> tuple[str, str]:
+    """(value, canonical text) of one record or resource field, from the row's arrays."""
     p = "r" if f.place == ev.RECORD else "s"  # record attributes, resource attributes
     i = f"indexOf({p}k, {_quote(f.attribute)})"
-    kind = f"{p}t[{i}]"
     if f.arrow == "string":
         value = f"{p}s[{i}]"
-        regular = f"({i} = 0 OR {kind} IN ('none', 'string_value'))"
-        return value, regular, value
+        return value, value
     if f.arrow == "bool":
         value = f"toBool({p}b[{i}])"  # absent: false, the declared default
-        regular = f"({i} = 0 OR {kind} = 'bool_value')"
-        return value, regular, f"toString(toUInt8({value}))"
-    limit = _WIDTHS[f.arrow]
-    raw = f"{p}i[{i}]"
-    value = f"to{f.clickhouse}({raw})"
-    regular = f"({i} = 0 OR ({kind} = 'int_value' AND {raw} >= 0 AND toUInt64({raw}) < {limit}))"
-    if limit == 2**64:
-        regular = f"({i} = 0 OR ({kind} = 'int_value' AND {raw} >= 0))"
-    return value, regular, f"toString({value})"
+        return value, f"toString(toUInt8({value}))"
+    value = f"to{f.clickhouse}({p}i[{i}])"
+    return value, f"toString({value})"
+
+
+# What an attribute's value must be, by the type its key declares (0: an extra attribute).
+_REGULAR = {
+    0: "t IN ('none', 'string_value', 'int_value')",
+    1: "t IN ('none', 'string_value')",  # string
+    2: "t = 'bool_value'",
+    3: f"t = 'int_value' AND n >= 0 AND n < {2**16}",
+    4: f"t = 'int_value' AND n >= 0 AND n < {2**32}",
+    5: "t = 'int_value' AND n >= 0",  # uint64
+}
+_CLASS = {"string": 1, "bool": 2, "uint16": 3, "uint32": 4, "uint64": 5}
+
+
+def _regular_attributes(place: str, fields: tuple[ev.Field, ...]) -> str:
+    """Whether every attribute of one place (``r``: the record, ``s``: its resource) is regular:
+    one pass over the attributes, each checked by the class of its key. (One check per declared
+    field, each looking its key up, made the query take ~18 ms to analyse, every batch.)"""
+    keys = _array(tuple(f.attribute for f in fields))
+    classes = "[" + ", ".join(str(_CLASS[f.arrow]) for f in fields) + "]"
+    checks = ", ".join(f"c = {c}, {check}" for c, check in _REGULAR.items() if c)
+    extra = _REGULAR[0]
+    if place == "r":  # an unknown record attribute must not pose as a resource one
+        extra += " AND NOT startsWith(k, 'resource.')"
+    return (
+        f"arrayAll((c, k, t, n) -> multiIf({checks}, {extra}), "
+        f"arrayMap(k -> transform(k, {keys}, {classes}, 0), {place}k), {place}k, {place}t, {place}i)"
+    )
 
 
 def _stage_columns() -> list[tuple[str, str]]:
@@ -100,30 +119,28 @@ def _stage_columns() -> list[tuple[str, str]]:
 def _stage_select(path: str) -> str:
     """``SELECT`` of the staging table's columns from the batch file."""
     values: dict[str, str] = {}
-    regular: list[str] = []
     texts: dict[str, str] = {}
     for f in ev.FIELDS:
         if f.place in (ev.RECORD, ev.RESOURCE):
-            values[f.column], ok, texts[f.column] = _field_sql(f)
-            regular.append(ok)
+            values[f.column], texts[f.column] = _field_sql(f)
     values["timestamp"] = "fromUnixTimestamp64Nano(toInt64(rec.time_unix_nano), 'UTC')"
     values["observed_timestamp"] = "fromUnixTimestamp64Nano(toInt64(rec.observed_time_unix_nano), 'UTC')"
     texts["timestamp"] = "toString(rec.time_unix_nano)"
     texts["observed_timestamp"] = "toString(rec.observed_time_unix_nano)"
     values["trace_id"] = texts["trace_id"] = "lower(hex(rec.trace_id))"
     values["span_id"] = texts["span_id"] = "lower(hex(rec.span_id))"
-    regular += [
+    regular = [
         "rec.time_unix_nano < 9223372036854775808",
         "rec.observed_time_unix_nano < 9223372036854775808",
         # Trace and span IDs are stored as bytes: none, or 16 and 8 bytes not all zero (decode._check).
         "(rec.trace_id = '' OR (length(rec.trace_id) = 16 AND rec.trace_id != unhex(repeat('0', 32))))",
         "(rec.span_id = '' OR (length(rec.span_id) = 8 AND rec.span_id != unhex(repeat('0', 16))))",
+        # Distinct keys: each field's value is its key's only one, checked below.
         "length(arrayDistinct(rk)) = length(rk)",
         "length(arrayDistinct(sk)) = length(sk)",
         # Extra attributes are kept as text: strings and integers read the same in Python and SQL.
-        "arrayAll((k, t) -> has(known_r, k) OR t IN ('none', 'string_value', 'int_value'), rk, rt)",
-        "arrayAll((k, t) -> has(known_s, k) OR t IN ('none', 'string_value', 'int_value'), sk, st)",
-        "NOT arrayExists(k -> startsWith(k, 'resource.') AND NOT has(known_r, k), rk)",
+        _regular_attributes("r", ev.RECORD_FIELDS),
+        _regular_attributes("s", ev.RESOURCE_FIELDS),
     ]
     known_r = tuple(f.attribute for f in ev.RECORD_FIELDS)
     known_s = tuple(f.attribute for f in ev.RESOURCE_FIELDS)
