@@ -43,6 +43,26 @@ def test_give_back_memory_returns_the_engines_free_pages(chdb_url: str) -> None:
     assert before - after > 200 * 1024 * 1024, (before, after)  # ~500 MiB here
 
 
+def test_merging_bytes_is_the_memory_of_the_merges_running_now(chdb_url: str) -> None:
+    """What a worker past its bound leaves out: a background merge's memory, held while it runs."""
+    with connect(chdb_url) as store:
+        assert store.merging_bytes() == 0
+        store.client.command("CREATE TABLE usagelog.parts (k UInt64, s String) ENGINE = MergeTree ORDER BY k")
+        for _ in range(8):  # eight parts: the engine merges them in the background
+            store.client.command(
+                "INSERT INTO usagelog.parts SELECT rand64(), randomPrintableASCII(64) FROM numbers(500000)"
+            )
+        seen = 0
+        deadline = time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:
+            seen = store.merging_bytes()
+            time.sleep(0.01)
+        assert seen > 1024 * 1024, seen
+        while store.query("SELECT count() FROM system.merges")[1][0][0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.merging_bytes() == 0
+
+
 def test_give_back_arrow_memory_returns_the_pages_the_archives_tables_left() -> None:
     """The other half of it: pyarrow's allocator keeps what a table used after it is gone (the
     archive's tables of every batch), until asked to give it back."""

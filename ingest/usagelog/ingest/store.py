@@ -403,6 +403,14 @@ class Store:
         if getattr(self.client, "embedded", False):
             self.client.command("SYSTEM JEMALLOC PURGE")
 
+    def merging_bytes(self) -> int:
+        """On chDB, the memory the engine's background merges hold right now (a merge of
+        ``usage_events`` takes ~100 MiB while it runs, its projections rebuilt); a server: 0."""
+        if not getattr(self.client, "embedded", False):
+            return 0
+        rows = self.client.query("SELECT sum(memory_usage) FROM system.merges").result_rows
+        return int(rows[0][0] or 0) if rows else 0
+
     def schema_version(self) -> int:
         rows = self.client.query(f"SELECT max(version) FROM {self.database}.schema_migrations").result_rows
         return int(rows[0][0] or 0)

@@ -195,6 +195,13 @@ class Worker:
             except Exception:
                 _logger.warning("returning the engine's free memory failed", exc_info=True)
         used = memory_bytes()
+        if used is not None and used > bound * MB and self._store is not None:
+            # A merge the engine runs in the background holds its memory only while it runs: not
+            # the growth the bound is there for.
+            try:
+                used -= self._store.merging_bytes()
+            except Exception:
+                _logger.warning("reading the engine's merges failed", exc_info=True)
         if used is None or used <= bound * MB:
             return False
         _logger.warning(
