@@ -247,21 +247,20 @@ class Redactor:
             return f"[binary {total_size} bytes, {ctype or 'unknown type'}, sha256:{digest}]"
         result: str | None = None
         # One cheap look at the whole text rules out most bodies: without a secret name (or an
-        # escape that could hide one) anywhere, no field, pair or string in it can be secret.
-        clean = not self._may_hold_secret(text)
-        if not truncated:
+        # escape that could hide one) anywhere, no field, pair or string in it can be secret, and
+        # the body is kept as it was sent.
+        if not self._may_hold_secret(text):
+            result = text
+        elif not truncated:
             if "json" in ctype:
                 try:
-                    parsed = json.loads(text)
                     result = json.dumps(
-                        parsed if clean else self.redact_json_value(parsed),
-                        ensure_ascii=False,
-                        separators=(",", ":"),
+                        self.redact_json_value(json.loads(text)), ensure_ascii=False, separators=(",", ":")
                     )
                 except (ValueError, RecursionError, _TooDeep):
                     result = None  # not JSON, or nested too deep to walk: the textual layer
             elif ctype == "application/x-www-form-urlencoded":
-                result = text if clean else self.redact_query(text)
+                result = self.redact_query(text)
         if result is None:
             result = self.redact_text(text)
         if truncated:
