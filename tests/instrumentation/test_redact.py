@@ -283,6 +283,14 @@ def test_secret_looking_headers_keep_their_name_but_not_their_value(redactor: Re
     assert out == {"x-api-key": REDACTED, "x-auth-token": REDACTED, "x-request-id": "r1"}
 
 
+def test_header_values_are_remembered_only_when_they_hold_nothing_to_redact(redactor: Redactor) -> None:
+    headers = [("Accept", "application/json"), ("X-Api-Key", "k-123"), ("X-Note", "token=abc")]
+    first = redactor.redact_headers(headers)
+    assert first == {"accept": "application/json", "x-api-key": REDACTED, "x-note": f"token={REDACTED}"}
+    assert redactor.redact_headers(headers) == first  # the second time, from what was remembered
+    assert redactor._clean_header_values == {("accept", "application/json")}  # no secret kept
+
+
 def test_header_values_get_the_textual_pass(redactor: Redactor) -> None:
     out = redactor.redact_headers([("X-Forwarded-Query", "q=1&token=abc")])
     assert out == {"x-forwarded-query": "q=1&token=[REDACTED]"}

@@ -72,6 +72,10 @@ _WORDS = re.compile(r"[A-Z]{2,}(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+|[^\W\d_
 _QUERY_SEPARATORS = re.compile(r"([&;])")
 _NAME_CACHE_MAX_ENTRIES = 4096
 _NAME_CACHE_MAX_CHARS = 64  # longer names are checked each time, not kept
+# Header values that hold nothing to redact, remembered: most requests repeat their client's
+# (accept, user agent, host). Only such values are kept, so no secret stays in the cache.
+_CLEAN_VALUE_CACHE_MAX_ENTRIES = 4096
+_CLEAN_VALUE_CACHE_MAX_CHARS = 256
 _MAX_DEPTH = 64  # JSON nesting walked structurally; deeper documents go to the textual layer
 
 
@@ -108,6 +112,7 @@ class Redactor:
         self._any_name = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
         self._cache: dict[str, bool] = {}
         self._header_cache: dict[str, bool] = {}
+        self._clean_header_values: set[tuple[str, str]] = set()
 
     def is_secret(self, name: str) -> bool:
         cached = self._cache.get(name)
@@ -218,11 +223,23 @@ class Redactor:
 
     def redact_headers(self, headers: Iterable[tuple[str, str]]) -> dict[str, str]:
         out: dict[str, str] = {}
+        clean = self._clean_header_values
         for name, value in headers:
             lower = name.lower()
             if lower in NEVER_RECORDED_HEADERS:
                 continue
-            out[lower] = REDACTED if self.is_secret_header(lower) else self.redact_text(value)
+            if (lower, value) in clean:
+                out[lower] = value
+            elif self.is_secret_header(lower):
+                out[lower] = REDACTED
+            else:
+                out[lower] = redacted = self.redact_text(value)
+                if (
+                    redacted == value
+                    and len(value) <= _CLEAN_VALUE_CACHE_MAX_CHARS
+                    and len(clean) < _CLEAN_VALUE_CACHE_MAX_ENTRIES
+                ):
+                    clean.add((lower, value))
         return out
 
     # -- bodies ------------------------------------------------------------------------
