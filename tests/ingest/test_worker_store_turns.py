@@ -4,6 +4,7 @@ current batch, not at the end of the slice (real broker, real worker, the CLI as
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -98,3 +99,52 @@ def test_a_worker_draining_a_backlog_keeps_its_store_open_from_batch_to_batch(
     assert count_events(url) == (12 * 500, 12 * 500)
     assert worker._stored >= 4  # several batches cut by bytes ...
     assert opened == [url]  # ... in one session
+
+
+def test_two_workers_sharing_a_directory_take_turns_by_slices(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """A worker waiting for the directory says so; the one holding it lets it in at the end of
+    its slice (it pauses before opening it again). Both store their partitions' events."""
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(36, 500, instance="pair")
+    produce(kafka.bootstrap, topics["events"], payloads)
+    env = {
+        "USAGELOG_WORKER_STORE_SLICE_SECONDS": "1",
+        "USAGELOG_BATCH_MAX_BYTES": str(2 * max(len(p) for p in payloads)),
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
+    }
+    workers = []
+    for name in ("w1", "w2"):
+        (tmp_path / name).mkdir()
+        workers.append(
+            WorkerProcess(tmp_path / name, kafka.bootstrap, topics["events"], url, name, env, max_idle=5)
+        )
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        assert worker.wait(timeout=240) == 0, worker.log()[-3000:]
+    assert count_events(url) == (36 * 500, 36 * 500)
+    # A worker's health lines count what it stored since it started: the last one, all of it.
+    shares = [int(re.findall(r"health worker=\S+ .* stored=(\d+)", w.log())[-1]) for w in workers]
+    assert sum(shares) == 36 * 500, shares
+    assert min(shares) >= 0.2 * 36 * 500, shares  # three partitions: about a third and two thirds
+
+
+def test_waiting_for_the_store_is_not_idle_time(kafka: Any, topics: dict[str, str], tmp_path: Path) -> None:
+    """``--max-idle`` counts time without messages: a worker that waited longer than that for a
+    directory another process held still stores what waits in the topic before it leaves."""
+    from usagelog.ingest.store import connect
+
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(10, 500, instance="held")
+    # Two messages a batch, cut by count: a batch's consume() takes no more than it holds.
+    env = {"USAGELOG_BATCH_MAX_MESSAGES": "2", "USAGELOG_WORKER_MAX_MEMORY_MB": "0"}
+    produce(kafka.bootstrap, topics["events"], payloads[:2])
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=4).start()
+    wait_for(lambda: count_events(url)[0] == 1000, 60, "the first batch")
+    with connect(url):  # held while the rest arrives: the worker's next batch waits for it
+        produce(kafka.bootstrap, topics["events"], payloads[2:])
+        time.sleep(7)
+    assert worker.wait(timeout=120) == 0, worker.log()[-3000:]
+    assert count_events(url) == (10 * 500, 10 * 500)

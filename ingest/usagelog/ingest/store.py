@@ -49,6 +49,10 @@ __all__ = [
     "redact_url",
 ]
 
+# Beside a chDB directory's lock, touched by a process waiting for it: a reader (the CLI, a
+# dashboard), or another worker.
+WANTED = ".wanted"
+WANTED_BY_WORKER = ".wanted-by-worker"
 ROLLUP_MIGRATION = 5
 COMPACT_MIGRATION = 10  # converts usage_events to its compact form (usagelog.ingest.stored)
 # The tables (and views) a migration creates, and every table it names, in its SQL.
@@ -60,7 +64,7 @@ _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re
 
 
 @contextmanager
-def _file_lock(path: str, wait: float, what: str, announce: bool = True) -> Iterator[None]:
+def _file_lock(path: str, wait: float, what: str, announce: str = WANTED) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
@@ -69,7 +73,7 @@ def _file_lock(path: str, wait: float, what: str, announce: bool = True) -> Iter
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if announce:
-                _say_wanted(path)
+                _say_wanted(path, announce)
             return False
         return True
 
@@ -93,23 +97,24 @@ def _file_lock(path: str, wait: float, what: str, announce: bool = True) -> Iter
         os.close(fd)  # closing releases the flock
 
 
-def _say_wanted(lock: str) -> None:
+def _say_wanted(lock: str, marker: str) -> None:
     """Tell the process holding ``lock`` that another one waits (see :func:`wanted_since`)."""
     try:
-        Path(lock + ".wanted").touch()
+        Path(lock + marker).touch()
     except OSError:  # a read-only directory: the holder lets go at the end of its slice anyway
         pass
 
 
-def wanted_since(url: str, since: float) -> bool:
+def wanted_since(url: str, since: float, marker: str = WANTED) -> bool:
     """Whether another process has waited for the chDB directory of ``url`` since ``since``
     (``time.time()``): a worker holding it over a slice of batches lets go after the current
-    batch, so a CLI query or a dashboard waits one batch, not a slice."""
+    batch, so a CLI query or a dashboard waits one batch, not a slice. With ``marker``
+    :data:`WANTED_BY_WORKER`: whether another worker did (it waits for the end of the slice)."""
     path = chdb_path(url)
     if path is None:
         return False
     try:
-        return os.stat(path + ".lock.wanted").st_mtime >= since
+        return os.stat(path + ".lock" + marker).st_mtime >= since
     except OSError:
         return False
 
@@ -184,13 +189,14 @@ def connect(
     database: str = DEFAULT_DATABASE,
     wait: float | None = None,
     migrate_schema: bool = True,
-    announce: bool = True,
+    announce: str = WANTED,
 ) -> Iterator[Store]:
     """Open the store for a short while (``with connect(url) as store: ...``).
 
-    While it waits for a chDB directory another process holds, it says so (``announce``; see
-    :func:`wanted_since`): workers holding it let go after their batch. Workers themselves do not
-    announce, so workers sharing a directory keep taking turns by slices.
+    While it waits for a chDB directory another process holds, it says so (``announce``, a
+    marker; see :func:`wanted_since`): workers holding it let go after their batch. Workers
+    announce with :data:`WANTED_BY_WORKER` instead, so workers sharing a directory take turns by
+    slices: the one holding it lets the waiting one in at the end of its slice.
 
     ``wait`` defaults to ``USAGELOG_CLICKHOUSE_WAIT_SECONDS``. A bad URL or database name raises
     :class:`SettingsError`; ClickHouse unreachable or a chDB directory kept busy,

@@ -23,8 +23,8 @@ The worker keeps the store open across the batches of a slice of
 ``USAGELOG_WORKER_STORE_SLICE_SECONDS`` (default 5; 0 opens it for each batch) and closes it
 when the slice is over, when a consume finds no messages, or after the current batch when another
 process waits for the directory (it says so with a ``.lock.wanted`` file: a CLI query or a dashboard
-then waits one batch, not a slice); fewer sessions also mean less of the memory chDB keeps per
-session. After each batch is stored and committed, the engine's and pyarrow's allocators give back
+then waits one batch, not a slice); another worker waiting (``.lock.wanted-by-worker``) gets it at
+the end of the slice. Fewer sessions also mean less of the memory chDB keeps per session. After each batch is stored and committed, the engine's and pyarrow's allocators give back
 their free pages; past ``USAGELOG_WORKER_MAX_MEMORY_MB`` of its own memory still (default 448, 0: no
 bound, and nothing given back), the worker leaves its group, finalizes its archive files and
 executes itself again in place (same PID, arguments and worker ID), see
@@ -50,7 +50,7 @@ from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result
 from .recycle import MB, accept_stop_signals, give_back_arrow_memory, memory_bytes, reexecute
 from .settings import WorkerSettings
-from .store import Store, connect, wanted_since
+from .store import WANTED_BY_WORKER, Store, connect, wanted_since
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -58,6 +58,7 @@ _logger = logging.getLogger("usagelog.worker")
 PROBE_SECONDS = 10.0
 DEFAULT_MESSAGE_BYTES = 1_000_000  # a broker's message.max.bytes unless it is set otherwise
 ARCHIVE_RETRY_MAX_SECONDS = 15.0  # the longest wait between two tries of an archive that is down
+HANDOVER_SECONDS = 0.2  # at the end of a slice, the pause that lets a waiting worker take the store
 
 
 class Worker:
@@ -143,11 +144,18 @@ class Worker:
             return result  # stopped while the archive was down: the batch is read again
         self._commit(batch)
         self.health.batch_committed(time.monotonic() - started)
+        # Idle time (--max-idle) counts from here: waiting for the store is not a topic gone quiet.
+        self._last_activity = time.monotonic()
         self._stored += 1
         self._update_lag()
         slice_over = time.monotonic() - self._opened >= self.settings.store_slice_seconds
-        if slice_over or wanted_since(self.settings.clickhouse_url, self._opened_at):
+        url, opened_at = self.settings.clickhouse_url, self._opened_at
+        if slice_over or wanted_since(url, opened_at):
             self._close_store()
+            if slice_over and wanted_since(url, opened_at, WANTED_BY_WORKER):
+                # Another worker waited during the slice: its turn. Opening again at once, this one
+                # took the directory back before the other's next try (every 50 ms), slice after slice.
+                time.sleep(HANDOVER_SECONDS)
         return result
 
     def _open_store(self) -> Store:
@@ -155,7 +163,7 @@ class Worker:
             s = self.settings
             session = ExitStack()
             self._store = session.enter_context(
-                connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds, announce=False)
+                connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds, announce=WANTED_BY_WORKER)
             )
             self._session, self._opened, self._opened_at = session, time.monotonic(), time.time()
         return self._store
