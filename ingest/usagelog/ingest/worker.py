@@ -24,11 +24,13 @@ The worker keeps the store open across the batches of a slice of
 when the slice is over, when a consume finds no messages, or after the current batch when another
 process waits for the directory (it says so with a ``.lock.wanted`` file: a CLI query or a dashboard
 then waits one batch, not a slice); another worker waiting (``.lock.wanted-by-worker``) gets it at
-the end of the slice. Fewer sessions also mean less of the memory chDB keeps per session. After each batch is stored and committed, the engine's and pyarrow's allocators give back
-their free pages; past ``USAGELOG_WORKER_MAX_MEMORY_MB`` of its own memory still (default 448, 0: no
-bound, and nothing given back), the worker leaves its group, finalizes its archive files and
-executes itself again in place (same PID, arguments and worker ID), see
-:mod:`~usagelog.ingest.recycle`.
+the end of the slice. Fewer sessions also mean less of the memory chDB keeps per session.
+
+After each batch is stored and committed, the engine's and pyarrow's allocators give back their
+free pages; past ``USAGELOG_WORKER_MAX_MEMORY_MB`` of its own memory still (default 448, 0: no
+bound, and nothing given back), a merge the engine runs in the background aside, the worker leaves
+its group, finalizes its archive files and executes itself again in place (same PID, arguments and
+worker ID), see :mod:`~usagelog.ingest.recycle`.
 
 With ``--max-idle`` the worker exits once that long passed without messages; if it never got a
 partition because no broker answered, it fails with :class:`~usagelog.ingest.errors.KafkaError`
