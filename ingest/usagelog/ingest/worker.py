@@ -180,10 +180,7 @@ class Worker:
             if self.settings.max_memory_mb:
                 # The last chance to: once closed, the engine's free pages stay with the process
                 # until the next session, and the bound is checked in between.
-                try:
-                    self._store.give_back_memory()
-                except Exception:
-                    _logger.warning("returning the engine's free memory failed", exc_info=True)
+                self._give_back_free_pages()
         session, self._session, self._store = self._session, None, None
         if session is not None:
             try:
@@ -191,19 +188,23 @@ class Worker:
             except Exception:  # the batch is stored and committed already; the next one reopens
                 _logger.warning("closing the store failed", exc_info=True)
 
-    def _over_memory(self) -> bool:
-        """Whether the worker's own memory passed ``USAGELOG_WORKER_MAX_MEMORY_MB``: log it if so."""
-        bound = self.settings.max_memory_mb
-        if not bound:
-            return False
-        # The free pages the allocators kept (the engine's, pyarrow's) go back after every batch
-        # (~10 ms): what is left is what the worker holds, and the next batch starts from there.
+    def _give_back_free_pages(self) -> None:
+        """The free pages pyarrow's allocator and, while the store is open, the engine's keep."""
         give_back_arrow_memory()
         if self._store is not None:
             try:
                 self._store.give_back_memory()
             except Exception:
                 _logger.warning("returning the engine's free memory failed", exc_info=True)
+
+    def _over_memory(self) -> bool:
+        """Whether the worker's own memory passed ``USAGELOG_WORKER_MAX_MEMORY_MB``: log it if so."""
+        bound = self.settings.max_memory_mb
+        if not bound:
+            return False
+        # The free pages the allocators kept go back after every batch (~10 ms): what is left is
+        # what the worker holds, and the next batch starts from there.
+        self._give_back_free_pages()
         used = memory_bytes()
         if used is not None and used > bound * MB and self._store is not None:
             # A merge the engine runs in the background holds its memory only while it runs: not
