@@ -202,6 +202,25 @@ def produce(brokers: str, topic: str, payloads: list[bytes], keys: list[bytes] |
     assert producer.flush(30) == 0
 
 
+def in_process_worker_settings(brokers: str, topic: str, clickhouse: str, **environ: str) -> Any:
+    """Settings of a worker run in the test's own process (``Worker(settings).run()``): no archive,
+    no dead-letter topic and no memory bound (a restart in place would replace the test), then
+    ``environ`` (``USAGELOG_...`` variables)."""
+    from usagelog.ingest.settings import load_worker_settings
+
+    return load_worker_settings(
+        source=f"kafka://{brokers}/{topic}",
+        clickhouse=clickhouse,
+        worker_id="w1",
+        environ={
+            "USAGELOG_ARCHIVE_URL": "none",
+            "USAGELOG_KAFKA_DEAD_LETTER_TOPIC": "",
+            "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
+            **environ,
+        },
+    )
+
+
 def count_events(clickhouse: str, table: str = "usage_events") -> tuple[int, int]:
     """(rows, distinct event IDs) in a table."""
     from usagelog.ingest.store import connect

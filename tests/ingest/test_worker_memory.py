@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.faults.observe import MemorySampler, own_bytes
-from tests.pipeline import WorkerProcess, count_events, produce, wait_for
+from tests.pipeline import WorkerProcess, count_events, in_process_worker_settings, produce, wait_for
 from tests.spoolfill import make_payloads
 
 pytestmark = pytest.mark.slow
@@ -152,23 +152,14 @@ def test_one_consume_takes_no_more_than_the_batch_bytes_hold_whatever_the_backlo
     """consume() moves messages out of librdkafka's bounded queue into the worker until it has the
     count it asked for: asked for a batch's 1000 messages with a backlog of large ones, it returned
     hundreds of MB at once. The worker asks for what fits in the batch's bytes."""
-    from usagelog.ingest.settings import load_worker_settings
     from usagelog.ingest.worker import Worker
 
     url = "chdb://" + str(tmp_path / "chdb")
     payloads = make_payloads(40, 1000, instance="backlog")  # ~470 kB a message, ~19 MB in all
     produce(kafka.bootstrap, topics["events"], payloads)
     bound = 2 * max(len(p) for p in payloads)
-    settings = load_worker_settings(
-        source=f"kafka://{kafka.bootstrap}/{topics['events']}",
-        clickhouse=url,
-        worker_id="w1",
-        environ={
-            "USAGELOG_ARCHIVE_URL": "none",
-            "USAGELOG_KAFKA_DEAD_LETTER_TOPIC": "",
-            "USAGELOG_BATCH_MAX_BYTES": str(bound),
-            "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
-        },
+    settings = in_process_worker_settings(
+        kafka.bootstrap, topics["events"], url, USAGELOG_BATCH_MAX_BYTES=str(bound)
     )
     worker = Worker(settings)
     returned: list[int] = []  # bytes each consume() handed over

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline import WorkerProcess, count_events, produce, wait_for
+from tests.pipeline import WorkerProcess, count_events, in_process_worker_settings, produce, wait_for
 from tests.spoolfill import make_payloads
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,6 @@ def test_a_worker_draining_a_backlog_keeps_its_store_open_from_batch_to_batch(
     open for the next batch (opening a chDB session and recomputing the rollups at each close cost
     more than the batch's insert). It closes when a consume() finds nothing."""
     from usagelog.ingest import worker as worker_module
-    from usagelog.ingest.settings import load_worker_settings
 
     url = "chdb://" + str(tmp_path / "chdb")
     payloads = make_payloads(12, 500, instance="backlog")
@@ -79,17 +78,12 @@ def test_a_worker_draining_a_backlog_keeps_its_store_open_from_batch_to_batch(
         return real_connect(*args, **kwargs)
 
     monkeypatch.setattr(worker_module, "connect", counting_connect)
-    settings = load_worker_settings(
-        source=f"kafka://{kafka.bootstrap}/{topics['events']}",
-        clickhouse=url,
-        worker_id="w1",
-        environ={
-            "USAGELOG_ARCHIVE_URL": "none",
-            "USAGELOG_KAFKA_DEAD_LETTER_TOPIC": "",
-            "USAGELOG_BATCH_MAX_BYTES": str(2 * max(len(p) for p in payloads)),
-            "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
-            "USAGELOG_WORKER_STORE_SLICE_SECONDS": "600",
-        },
+    settings = in_process_worker_settings(
+        kafka.bootstrap,
+        topics["events"],
+        url,
+        USAGELOG_BATCH_MAX_BYTES=str(2 * max(len(p) for p in payloads)),
+        USAGELOG_WORKER_STORE_SLICE_SECONDS="600",
     )
     worker = worker_module.Worker(settings)
     try:
