@@ -436,6 +436,35 @@ def test_recover_discards_cut_short_writes(target: Path, staging: Path) -> None:
     assert [p for p in staging.rglob("*") if p.name != ".lock"] == []
 
 
+def test_chunks_are_arrow_files_whatever_the_format(target: Path, staging: Path, fmt: str) -> None:
+    archive = open_archive(target, staging, fmt)
+    archive.stage(odd_rows())
+    (chunk,) = chunks_in(staging)
+    assert chunk.suffix == ".arrow"
+    with pa.memory_map(str(chunk)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    assert table.schema == SCHEMA and table.num_rows == len(odd_rows())
+    archive.close()
+    assert read_archive(str(target)) == ordered(odd_rows())
+
+
+@pytest.mark.parametrize("old", ["parquet", "csv"])
+def test_recover_publishes_chunks_staged_in_the_files_format(target: Path, staging: Path, old: str) -> None:
+    """Chunks staged as Parquet or CSV (before chunks were Arrow files), left by a crash, are
+    published with those staged as Arrow."""
+    from usagelog.ingest import archive as archive_module
+
+    archive = open_archive(target, staging)
+    archive.stage([make_row(1)])
+    archive.release()
+    (arrow_chunk,) = chunks_in(staging)
+    older = arrow_chunk.with_name(f"chunk-{time.time_ns():020d}-00000001-0badf00d-w-old.{old}")
+    archive_module._write_file(older, archive_module._to_table([make_row(2, T0 + 1)]), old)
+    assert open_archive(target, staging).recover() != []
+    assert read_archive(str(target)) == [make_row(1), make_row(2, T0 + 1)]
+    assert chunks_in(staging) == []
+
+
 def test_no_temporary_name_is_left_under_the_target(target: Path, staging: Path, fmt: str) -> None:
     archive = open_archive(target, staging, fmt, max_bytes=1)
     for n in range(5):
