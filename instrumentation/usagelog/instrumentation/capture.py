@@ -47,17 +47,20 @@ class Sink(Protocol):
 class InputTee:
     """Wraps ``wsgi.input`` to keep the first ``limit`` bytes the app reads, and count them all."""
 
+    __slots__ = ("_body", "_limit", "_stream", "total")
+
     def __init__(self, stream: Any, exchange: Exchange, limit: int) -> None:
         self._stream = stream
-        self._exchange = exchange
         self._limit = limit
         self.total = 0
-        exchange.request_body = bytearray()
+        # The tee holds the body, not the exchange: no reference cycle (exchange -> tee ->
+        # exchange) for the garbage collector to find on every request.
+        self._body = exchange.request_body = bytearray()
 
     def _keep(self, data: bytes) -> bytes:
         self.total += len(data)
-        body = self._exchange.request_body
-        if body is not None and len(body) < self._limit:
+        body = self._body
+        if len(body) < self._limit:
             body += data[: self._limit - len(body)]
         return data
 
