@@ -341,7 +341,10 @@ class EngineDecoder:
             client.command(
                 f"INSERT INTO {db}.{table} ({', '.join(stored_columns(compact))}) "
                 f"SELECT {select_sql(compact)} FROM {db}.{STAGE} "
-                f"WHERE {good} AND event_id NOT IN (SELECT event_id FROM {db}.{SEEN}) LIMIT 1 BY event_id"
+                f"WHERE {good} AND event_id NOT IN (SELECT event_id FROM {db}.{SEEN}) LIMIT 1 BY event_id",
+                # One row per event ID, so no two rows share the sorting key (it holds the ID): the
+                # replacing merge of the inserted block finds nothing and took ~14% of the insert.
+                settings={"optimize_on_insert": 0},
             )
         return int(fresh), int(total) - int(fresh)
 
