@@ -241,3 +241,57 @@ def test_uninstrument_app_gives_the_app_back(live_app: Any) -> None:
     # Nothing took a sequence number: the request was not captured at all.
     assert live.runtime.sequence.last == 1
     assert len(live.events(1)) == 1
+
+
+def test_capturing_bodies_leaves_no_reference_cycle_for_the_garbage_collector() -> None:
+    """An exchange with its body tee is freed when the last reference goes, as a request without
+    bodies is: no cycle for the collector to find (and pay for) on every request."""
+    import gc
+    import io
+
+    from usagelog.instrumentation.capture import InputTee, UsageMiddleware
+    from usagelog.instrumentation.exchange import Exchange
+
+    class Sink:
+        active, capture_bodies, body_limit = True, True, 1024
+        header_keys: tuple[str, ...] = ()
+
+        def __init__(self) -> None:
+            self.recorded: list[Exchange] = []
+
+        def next_seq(self) -> int:
+            return 1
+
+        def record(self, exchange: Exchange) -> None:
+            self.recorded.append(exchange)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    sink = Sink()
+    middleware = UsageMiddleware(app, sink)
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "CONTENT_LENGTH": "9",
+        "wsgi.input": io.BytesIO(b'{"a": 1}\n'),
+    }
+    gc.collect()
+    gc.disable()
+    try:
+        response = middleware(environ, lambda status, headers, exc_info=None: None)
+        assert b"".join(response) == b'{"a": 1}\n'
+        response.close()  # type: ignore[attr-defined]
+        assert bytes(sink.recorded[0].request_body or b"") == b'{"a": 1}\n'
+        del response, environ
+        sink.recorded.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, (Exchange, InputTee))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []
