@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,6 +99,29 @@ def test_real_events_are_stored_by_the_engine_as_by_the_reference_decoder(
     assert [(r.events, r.stored, r.duplicates) for r in results] == [(152, 152, 0), (152, 0, 152)]
     assert len(contents["usage_events"]) == 152 and contents["monitored_events"]
     assert contents["dead_letters"] == [] and contents["losses"] == []
+
+
+def test_a_batch_holding_its_events_twice_stores_one_row_each_before_any_merge(
+    stores: tuple[Store, Store],
+) -> None:
+    """The insert keeps one row per event ID itself (the table's replacing merge of the inserted
+    block is off): no copy reaches the table, read without FINAL and with merges stopped."""
+    payloads = make_payloads(2, 40, instance="twice", monitor="user:user-3")
+    same = make_exchange(seq=1, start_ns=time.time_ns())  # within the monitored copies' retention
+    batch = [*payloads, *payloads, payload_of(BUILDER, same, same)]  # and one event twice in a payload
+    engine_store = stores[0]
+    db = engine_store.database
+    for table in ("usage_events", "monitored_events"):
+        engine_store.client.command(f"SYSTEM STOP MERGES {db}.{table}")
+    try:
+        results, _ = both(stores, batch)
+        assert (results[0].events, results[0].stored, results[0].duplicates) == (162, 81, 81)
+        for table in ("usage_events", "monitored_events"):
+            _, rows = engine_store.query(f"SELECT count(), uniqExact(event_id) FROM {db}.{table}")
+            assert rows[0][0] == rows[0][1] > 0, table
+    finally:
+        for table in ("usage_events", "monitored_events"):
+            engine_store.client.command(f"SYSTEM START MERGES {db}.{table}")
 
 
 def test_the_engine_takes_regular_events_and_leaves_the_rest_to_the_reference_decoder(
