@@ -231,16 +231,13 @@ def _read_csv(src: IO[str]) -> list[dict[str, Any]]:
 
 def _write_file(path: Path, data: Any, fmt: str) -> None:
     """Write ``data`` (a table, or a JSON document for fmt "json") to ``path`` and fsync it."""
-    if fmt == "parquet":
+    if fmt in ("parquet", CHUNK_SUFFIX):
         with open(path, "wb") as f:
-            pq.write_table(data, f, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
-            f.flush()
-            os.fsync(f.fileno())
-        return
-    if fmt == CHUNK_SUFFIX:
-        with open(path, "wb") as f:
-            with pa.ipc.new_file(f, data.schema) as writer:
-                writer.write_table(data)
+            if fmt == "parquet":
+                pq.write_table(data, f, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
+            else:
+                with pa.ipc.new_file(f, data.schema) as writer:
+                    writer.write_table(data)
             f.flush()
             os.fsync(f.fileno())
         return
