@@ -14,10 +14,16 @@ from usagelog.instrumentation.userid import UserResolver
 
 
 def make_payloads(
-    batches: int, per_batch: int, instance: str = "bulk", monitor: str = "", first_seq: int = 1
+    batches: int,
+    per_batch: int,
+    instance: str = "bulk",
+    monitor: str = "",
+    first_seq: int = 1,
+    at_ns: int | None = None,
 ) -> list[bytes]:
     """``batches`` ExportLogsServiceRequest payloads of ``per_batch`` events each, sequence numbers
-    consecutive from ``first_seq``; users cycle through user-0 .. user-6."""
+    consecutive from ``first_seq``; users cycle through user-0 .. user-6. Stamped as they are
+    made, or from ``at_ns`` on (one nanosecond apart)."""
     resource = {"service.name": "bulk", "service.instance.id": instance, "host.name": "h", "process.pid": 1}
     settings = Settings(monitor=tuple(m for m in monitor.split(",") if m))
     builder = EventBuilder(settings, UserResolver(["header:X-User"]), Identity(dict(resource)), "test")
@@ -28,6 +34,8 @@ def make_payloads(
         for _ in range(per_batch):
             seq += 1
             x = Exchange({}, seq)
+            if at_ns is not None:
+                x.start_ns = at_ns + seq - first_seq
             x.method, x.path, x.route, x.status_code = "GET", f"/items/{seq}", "/items/<id>", 200
             x.user_headers = {"HTTP_X_USER": f"user-{seq % 7}"}
             x.trace_id, x.span_id, x.trace_flags = int.from_bytes(os.urandom(16), "big"), 1, 1

@@ -15,6 +15,7 @@ import pytest
 from tests.spoolfill import make_payloads
 from usagelog.demo import history
 from usagelog.ingest import rollup
+from usagelog.ingest.pipeline import Item, Pipeline
 from usagelog.ingest.retention import RetentionError, apply_retention, current_ttl, retention_days
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import Store, connect, migrations
@@ -116,6 +117,68 @@ def test_a_batch_stored_twice_does_not_inflate_the_rollups(chdb_url: str) -> Non
         assert_rollups_exact(store)
         _, [(total,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")
         assert total == len(events)
+
+
+def _minute_now() -> int:
+    return int(dt.datetime.now(dt.timezone.utc).timestamp()) // 60 * 60
+
+
+def _pending(store: Store) -> list[int]:
+    return [
+        m
+        for (m,) in _rows(
+            store, "SELECT DISTINCT toUnixTimestamp(minute) AS m FROM usagelog.rollup_pending ORDER BY m"
+        )
+    ]
+
+
+def _rolled_up(store: Store) -> list[int]:
+    sql = "SELECT DISTINCT toUnixTimestamp(minute) AS m FROM usagelog.usage_rollup_1m ORDER BY m"
+    return [m for (m,) in _rows(store, sql)]
+
+
+def test_while_ingest_runs_a_minute_is_rolled_up_once_it_has_ended(chdb_url: str) -> None:
+    """Recomputing a minute while it fills reads its events again each time: a minute that has not
+    ended (here, one stamped ahead) waits, noted, while ended ones are recomputed; a source that
+    stops recomputes every noted minute."""
+    ended, ahead = _minute_now() - 3600, _minute_now() + 180
+    old = make_payloads(2, 20, at_ns=ended * 10**9 + 5)
+    filling = make_payloads(2, 20, first_seq=41, at_ns=ahead * 10**9 + 5)
+    pipeline = Pipeline()
+    with connect(chdb_url) as store:
+        pipeline.process([Item("spool", f"s@{i}", p) for i, p in enumerate(old + filling)], store)
+        assert _rolled_up(store) == [ended] and _pending(store) == [ahead]
+        pipeline.refresh_rollups(store, force=True)  # as at the end of a slice: the minute waits
+        assert _rolled_up(store) == [ended] and _pending(store) == [ahead]
+        # Another batch of the ended minute is recomputed at the next refresh, the other stays noted.
+        again = make_payloads(1, 20, first_seq=81, at_ns=ended * 10**9 + 10**9)
+        pipeline.process([Item("spool", "t@0", again[0])], store)
+        pipeline.refresh_rollups(store, force=True)
+        assert _rolled_up(store) == [ended] and _pending(store) == [ahead]
+        _, [(requests,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")
+        assert requests == 60
+        pipeline.refresh_rollups(store, everything=True)  # the source stops
+        assert _rolled_up(store) == [ended, ahead] and _pending(store) == []
+        assert_rollups_exact(store)
+
+
+def test_a_minute_noted_long_ago_is_rolled_up_whatever_its_time(chdb_url: str) -> None:
+    ahead = _minute_now() + 600  # an instance whose clock runs ten minutes ahead
+    with connect(chdb_url) as store:
+        Pipeline().process(
+            [Item("spool", f"s@{i}", p) for i, p in enumerate(make_payloads(2, 20, at_ns=ahead * 10**9))],
+            store,
+        )
+        assert _pending(store) == [ahead] and _rolled_up(store) == []
+        assert rollup.refresh_pending(store, everything=False) == 0
+        store.client.command(
+            "INSERT INTO usagelog.rollup_pending (minute, noted_at) "
+            "VALUES (toDateTime({m:Int64}, 'UTC'), now64(6) - toIntervalSecond({age:Int64}))",
+            parameters={"m": ahead, "age": rollup.MAX_DEFER_SECONDS + 1},
+        )
+        assert rollup.refresh_pending(store, everything=False) == 1
+        assert _pending(store) == [] and _rolled_up(store) == [ahead]
+        assert_rollups_exact(store)
 
 
 def _spool_with_monitored(directory: Path, batches: int, per_batch: int) -> int:

@@ -14,7 +14,8 @@ damaged spool frame). :meth:`Pipeline.process` does the same for both, in this o
    or torn frames — with the reason, the location and the instance when known, and hand them
    to the source's dead-letter sink (the Kafka dead-letter topic);
 5. note every minute the payloads touched, duplicates included, for the rollups, which are
-   recomputed at most every :data:`ROLLUP_SECONDS` and before the source closes the store.
+   recomputed once the minute has ended, at most every :data:`ROLLUP_SECONDS` and when the source
+   closes the store, and every noted minute when the source stops.
 
 The caller gives up the items' origin (deletes the spool segments, commits the Kafka offsets)
 only after ``process`` returned, so a crash at any point leaves them to be read again; storage
@@ -42,12 +43,10 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("usagelog.ingest")
 
 INSERT_CHUNK = 10_000  # rows per INSERT
-# Rollups are recomputed at most this often (and when a source closes its store): each recompute
-# reads every event of the minutes it covers (~0.3 us an event), so an event is read again at every
-# recompute of its minute: once per batch would be quadratic within a minute; every 5 s, an event
-# was read ~6 times on average (at 100,000 events/s, ~20% of a core); every 30 s, about twice.
-# Dashboards read rollups only for ranges over 7 days, where seconds of delay do not show.
-ROLLUP_SECONDS = 30.0
+# Rollups of the minutes that have ended are recomputed at most this often (and when a source
+# closes its store): each recompute reads every event of the minutes it covers (~0.3 us an event).
+# Dashboards read rollups only for ranges over 7 days, where a minute of delay does not show.
+ROLLUP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,14 @@ class Pipeline:
         self._engines: tuple[Store, EngineDecoder] | None = None
         self._rolled_up = -ROLLUP_SECONDS  # the first batch also recomputes what a crash left noted
 
-    def refresh_rollups(self, store: Store, *, force: bool = False) -> None:
-        """Recompute the noted minutes' rollups when :data:`ROLLUP_SECONDS` passed since the last
-        time (or now, with ``force``: sources call it before they close the store)."""
+    def refresh_rollups(self, store: Store, *, force: bool = False, everything: bool = False) -> None:
+        """Recompute the rollups of the noted minutes that are due (ended; see
+        :func:`usagelog.ingest.rollup.refresh_pending`) when :data:`ROLLUP_SECONDS` passed since
+        the last time, or now with ``force`` (sources call it before they close the store), or of
+        every noted minute with ``everything`` (a source that stops or has nothing left to do)."""
         now = time.monotonic()
-        if force or now - self._rolled_up >= ROLLUP_SECONDS:
-            rollup.refresh_pending(store)
+        if force or everything or now - self._rolled_up >= ROLLUP_SECONDS:
+            rollup.refresh_pending(store, everything=everything)
             self._rolled_up = now
 
     def _engine(self, store: Store) -> EngineDecoder | None:

@@ -98,7 +98,7 @@ def replay(
                     s = settings
                     with connect(s.clickhouse_url, database=s.database, wait=s.wait_seconds) as store:
                         result = pipeline.process(items, store)
-                        pipeline.refresh_rollups(store, force=True)
+                        pipeline.refresh_rollups(store, everything=True)
                     totals["messages"] += result.items
                     totals["stored"] += result.stored
                     totals["duplicates"] += result.duplicates

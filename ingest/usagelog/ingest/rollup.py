@@ -12,7 +12,14 @@ it saw every event stored before it began, and an event stored later triggers a 
 Ingest notes the minutes a batch touched in ``rollup_pending`` (:func:`note`) before it gives up
 the batch's source (deletes the spool segment, commits the Kafka offsets), and recomputes the
 noted minutes (:func:`refresh_pending`) at most every :data:`~usagelog.ingest.pipeline.ROLLUP_SECONDS`
-and before it closes its session; a crash in between leaves the notes for the next run.
+and when it closes its session; a crash in between leaves the notes for the next run.
+
+While ingest runs, a minute is recomputed once it has ended (:data:`GRACE_SECONDS` after its end,
+for the events still on their way), not while it is filling: every recompute reads each event of
+the minute again, so a minute recomputed every few seconds while it filled had each of its events
+read many times over. An event arriving later notes the minute again. A minute noted for
+:data:`MAX_DEFER_SECONDS` is recomputed anyway (events stamped ahead of the engine's clock), and
+a source that stops (or runs out of work) recomputes every noted minute.
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ _LEVELS = ", ".join(str(q) for q in QUANTILES)
 DIMENSIONS = ("service_name", "route", "method", "status_code", "region", "cluster", "service_instance_id")
 # One INSERT ... SELECT covers at most this many touched minutes (the IN list stays small).
 _CHUNK = 2000
+# A minute is due for its recompute this long after its end, by the engine's clock (events reach
+# storage a few seconds after their request: the export interval, then Kafka or the spool).
+GRACE_SECONDS = 10
+# ... or once noted this long ago, whatever its time (an instance whose clock runs ahead).
+MAX_DEFER_SECONDS = 300
 
 
 def minutes_of(rows: Sequence[dict[str, Any]]) -> set[int]:
@@ -62,26 +74,42 @@ def note(store: Store, minutes: Iterable[int]) -> None:
         store.client.insert(f"{store.database}.rollup_pending", rows, column_names=["minute"])
 
 
-def refresh_pending(store: Store) -> int:
-    """Recompute every noted minute, then forget the notes it covered; returns the minutes done.
+def refresh_pending(store: Store, *, everything: bool = True) -> int:
+    """Recompute the noted minutes that are due (every noted minute with ``everything``), then
+    forget the notes it covered; returns the minutes done.
 
-    A note made while this runs (by another writer on a server) is newer than the cutoff and stays.
+    Due: ended :data:`GRACE_SECONDS` ago or more, or first noted :data:`MAX_DEFER_SECONDS` ago or
+    more. A note made while this runs (by another writer on a server) is newer than the cutoff
+    and stays; so do the notes of the minutes not due.
     """
     db = store.database
     result = store.client.query(
-        f"SELECT groupUniqArray(toUnixTimestamp(minute)), max(noted_at) FROM {db}.rollup_pending"
+        f"""
+        SELECT groupArrayIf(m, due), max(last), countIf(NOT due)
+        FROM (
+            SELECT toUnixTimestamp(minute) AS m, max(noted_at) AS last,
+                   {{everything:Bool}}
+                   OR minute <= now() - toIntervalSecond(60 + {{grace:UInt32}})
+                   OR min(noted_at) <= now64(6) - toIntervalSecond({{defer:UInt32}}) AS due
+            FROM {db}.rollup_pending
+            GROUP BY minute
+        )
+        """,
+        parameters={"everything": everything, "grace": GRACE_SECONDS, "defer": MAX_DEFER_SECONDS},
     )
-    minutes, cutoff = result.result_rows[0]
+    minutes, cutoff, deferred = result.result_rows[0]
     if not minutes:
         return 0
     done = refresh(store, (int(m) for m in minutes))
-    if getattr(store.client, "embedded", False):
+    if not deferred and getattr(store.client, "embedded", False):
         # chDB: this process is the only writer while it holds the directory.
         store.client.command(f"TRUNCATE TABLE {db}.rollup_pending")
     else:
         store.client.command(
-            f"DELETE FROM {db}.rollup_pending WHERE noted_at <= {{cutoff:DateTime64(6, 'UTC')}}",
-            parameters={"cutoff": cutoff},
+            f"""DELETE FROM {db}.rollup_pending
+            WHERE noted_at <= {{cutoff:DateTime64(6, 'UTC')}}
+              AND toUnixTimestamp(minute) IN {{minutes:Array(Int64)}}""",
+            parameters={"cutoff": cutoff, "minutes": sorted(int(m) for m in minutes)},
         )
     return done
 

@@ -222,7 +222,9 @@ def _ingest(
                         finished = False
                         break
                 group.finish(pipeline, store, stats)
-                pipeline.refresh_rollups(store, force=True)
+                # With nothing left to claim, every noted minute; a slice cut short by its time,
+                # the minutes that have ended (the next slice goes on at once).
+                pipeline.refresh_rollups(store, force=True, everything=finished)
                 if progress is not None and handled_in_slice:
                     progress(stats, total)
             finally:

@@ -170,11 +170,13 @@ class Worker:
             self._session, self._opened, self._opened_at = session, time.monotonic(), time.time()
         return self._store
 
-    def _close_store(self) -> None:
-        """Give the store (a chDB directory) back for others to use."""
+    def _close_store(self, *, everything: bool = False) -> None:
+        """Give the store (a chDB directory) back for others to use; first recompute the rollups of
+        the minutes that have ended, or of every noted minute with ``everything`` (nothing left to
+        read, or stopping)."""
         if self._store is not None:
             try:
-                self.pipeline.refresh_rollups(self._store, force=True)
+                self.pipeline.refresh_rollups(self._store, force=True, everything=everything)
             except Exception:  # the minutes stay noted: the next session recomputes them
                 _logger.warning("recomputing the rollups failed", exc_info=True)
             if self.settings.max_memory_mb:
@@ -447,7 +449,7 @@ class Worker:
                         self.restart = not self._stop
                         break
                 elif not self._pending and not messages:
-                    self._close_store()  # nothing came: others may have the directory
+                    self._close_store(everything=True)  # nothing came: others may have the directory
                     self._update_lag()
                 self._report()
                 idle = time.monotonic() - self._last_activity
@@ -464,7 +466,7 @@ class Worker:
             self.close()
 
     def close(self) -> None:
-        self._close_store()
+        self._close_store(everything=True)
         try:
             self.consumer.close()
         except Exception:
