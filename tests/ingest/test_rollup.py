@@ -16,7 +16,13 @@ from tests.spoolfill import make_payloads
 from usagelog.demo import history
 from usagelog.ingest import rollup
 from usagelog.ingest.pipeline import Item, Pipeline
-from usagelog.ingest.retention import RetentionError, apply_retention, current_ttl, retention_days
+from usagelog.ingest.retention import (
+    RetentionError,
+    apply_retention,
+    current_ttl,
+    match_projection_merges,
+    retention_days,
+)
 from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import Store, connect, migrations
 from usagelog.instrumentation.spool import SpoolWriter
@@ -221,6 +227,56 @@ def test_the_rollup_migration_builds_rollups_for_events_stored_before_it(chdb_ur
         assert consumers == users
 
 
+def _projection_merges(store: Store) -> str:
+    _, [(value,)] = store.query(
+        "SELECT extract(engine_full, 'deduplicate_merge_projection_mode = .(\\w+).') FROM system.tables "
+        "WHERE database = 'usagelog' AND name = 'usage_events'"
+    )
+    return str(value)
+
+
+def _part_rows(store: Store) -> dict[str, int]:
+    """Rows in the active parts of usage_events ('') and of each of its projections."""
+    _, rows = store.query(
+        "SELECT '', sum(rows) FROM system.parts WHERE database = 'usagelog' AND table = 'usage_events' "
+        "AND active UNION ALL SELECT name, sum(rows) FROM system.projection_parts "
+        "WHERE database = 'usagelog' AND table = 'usage_events' AND active GROUP BY name"
+    )
+    return {str(name): int(n) for name, n in rows}
+
+
+def test_ingest_into_chdb_merges_the_projections_without_rebuilding_them_and_they_stay_whole(
+    chdb_url: str,
+) -> None:
+    """In chDB, ingest stores each event once (a batch holding copies too), so merges keep every
+    row and the projections are merged like the table; they hold what the table holds."""
+    payloads = make_payloads(6, 200)
+    with connect(chdb_url) as store:
+        assert _projection_merges(store) == "rebuild"  # as created (a server's too)
+        store.client.command("SYSTEM STOP MERGES usagelog.usage_events")
+        pipeline = Pipeline()
+        for n, payload in enumerate(payloads):
+            # every payload twice in its batch, and the previous payload again: copies of stored events
+            items = [payload, payload, *payloads[max(0, n - 1) : n]]
+            pipeline.process([Item("spool", f"s{n}@{i}", p) for i, p in enumerate(items)], store)
+        assert _projection_merges(store) == "ignore"
+        assert _part_rows(store) == {"": 1200, "by_time": 1200, "by_instance": 1200}
+        store.client.command("SYSTEM START MERGES usagelog.usage_events")
+        store.client.command("OPTIMIZE TABLE usagelog.usage_events FINAL")
+        _, [(parts,)] = store.query(
+            "SELECT count() FROM system.parts "
+            "WHERE database = 'usagelog' AND table = 'usage_events' AND active"
+        )
+        assert parts == 1
+        assert _part_rows(store) == {"": 1200, "by_time": 1200, "by_instance": 1200}
+        # The same rows, read from each projection's own parts.
+        columns = "sum(seq), groupBitXor(event_prefix), uniqExact(service_instance_id, seq)"
+        table = store.query(f"SELECT {columns} FROM usagelog.usage_events")[1]
+        for name in ("by_time", "by_instance"):
+            projection = f"mergeTreeProjection(usagelog, usage_events, {name})"
+            assert store.query(f"SELECT {columns} FROM {projection}")[1] == table
+
+
 def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url: str) -> None:
     assert retention_days({})["usage_events"] == 0
     with pytest.raises(RetentionError, match="USAGELOG_RETENTION_EVENTS_DAYS='a week'"):
@@ -241,6 +297,8 @@ def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url:
     with connect(chdb_url) as store:
         history.load(store, recent)
         history.load(store, old)
+        # chDB without a TTL: merges need not rebuild the projections (no merge drops a row) ...
+        assert match_projection_merges(store) == "ignore" == _projection_merges(store)
         assert apply_retention(store, env) == {
             "usage_events": "toDateTime(timestamp) + toIntervalDay(30)",
             "usage_rollup_1m": "minute + toIntervalDay(400)",
@@ -248,9 +306,12 @@ def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url:
         }
         assert apply_retention(store, env) == {}, "applying the same retention again changes nothing"
         assert current_ttl(store, "monitored_events") == "toDateTime(timestamp) + toIntervalDay(7)"
+        # ... with one they must: the merge that drops expired rows drops them from the projections.
+        assert _projection_merges(store) == "rebuild"
         store.client.command("OPTIMIZE TABLE usagelog.usage_events FINAL")
         _, [(count, oldest)] = store.query("SELECT count(), min(timestamp) FROM usagelog.usage_events")
         assert count == len(recent)
+        assert _part_rows(store) == {"": count, "by_time": count, "by_instance": count}
         assert oldest >= (now - dt.timedelta(days=31)).replace(tzinfo=None)
         # Rollups keep the older history: ranges beyond raw retention still have their numbers.
         _, [(rolled,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1h FINAL")
@@ -260,6 +321,7 @@ def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url:
             "usage_rollup_1m": "(none)",
             "usage_rollup_1h": "(none)",
         }
+        assert _projection_merges(store) == "ignore"
 
 
 def test_ingest_refuses_a_bad_retention_variable_naming_it(tmp_path: Path, chdb_url: str) -> None:

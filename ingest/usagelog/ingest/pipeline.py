@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import rollup
+from . import retention, rollup
 from .decode import dead_letter, decode_or_dead_letter
 from .engine_decode import EngineDecoder, decoder_setting
 from .health import WorkerHealth
@@ -95,6 +95,7 @@ class Pipeline:
         self.dead_letter_sink = dead_letter_sink
         self.decoder = decoder_setting() if decoder is None else decoder
         self._engines: tuple[Store, EngineDecoder] | None = None
+        self._merges_matched: Store | None = None  # the store whose projection merges were matched
         self._rolled_up = -ROLLUP_SECONDS  # the first batch also recomputes what a crash left noted
 
     def refresh_rollups(self, store: Store, *, force: bool = False, everything: bool = False) -> None:
@@ -136,6 +137,9 @@ class Pipeline:
                 )
             else:
                 readable.append(item)
+        if self._merges_matched is not store:
+            retention.match_projection_merges(store)
+            self._merges_matched = store
         engine = self._engine(store) if readable else None
         staged = engine.stage([item.payload for item in readable]) if engine is not None else None
         for item in readable if staged is None else [readable[n] for n in staged.leftover]:

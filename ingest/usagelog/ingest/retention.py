@@ -59,16 +59,54 @@ def _expression(column: str, days: int) -> str:
     return f"{column} + toIntervalDay({days})"
 
 
-def current_ttl(store: Store, table: str) -> str:
-    """The table's TTL expression as the engine prints it, or '' when it has none."""
+def _engine_full(store: Store, table: str) -> str:
     _, rows = store.query(
         "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {table:String}",
         {"db": store.database, "table": table},
     )
-    if not rows:
-        return ""
-    match = re.search(r"\bTTL (.*?)(?: SETTINGS |$)", str(rows[0][0]))
+    return str(rows[0][0]) if rows else ""
+
+
+def _ttl(engine_full: str) -> str:
+    match = re.search(r"\bTTL (.*?)(?: SETTINGS |$)", engine_full)
     return match.group(1).strip() if match else ""
+
+
+def current_ttl(store: Store, table: str) -> str:
+    """The table's TTL expression as the engine prints it, or '' when it has none."""
+    return _ttl(_engine_full(store, table))
+
+
+# How merges of usage_events (a ReplacingMergeTree) treat its projections (by_time, by_instance).
+PROJECTION_MERGES = "deduplicate_merge_projection_mode"
+
+
+def projection_merges(store: Store) -> str:
+    """The value of :data:`PROJECTION_MERGES` for ``usage_events`` that keeps its projections
+    equal to its rows.
+
+    ``rebuild`` (a merge sorts the projections' rows afresh from the merged rows: about half of a
+    merge's CPU, and ~300 MiB per million events while it runs) wherever a merge can drop rows: on
+    a ClickHouse server, where two workers can store one event at once (a Kafka redelivery racing
+    the first delivery) until a merge folds the copies, and with a TTL. ``ignore`` (the
+    projections' parts are merged like the table's) in chDB without a TTL: there ingest holds the
+    directory for the whole of a batch and stores each event once, so no merge drops a row.
+    """
+    embedded = bool(getattr(store.client, "embedded", False))
+    return "ignore" if embedded and not current_ttl(store, "usage_events") else "rebuild"
+
+
+def match_projection_merges(store: Store, mode: str | None = None) -> str:
+    """Set :data:`PROJECTION_MERGES` of ``usage_events`` to ``mode`` (default:
+    :func:`projection_merges`) where it differs; returns the mode. Ingest calls it on every store it
+    opens, and :func:`apply_retention` before and after it changes the table's TTL."""
+    mode = mode or projection_merges(store)
+    match = re.search(PROJECTION_MERGES + r" = '(\w+)'", _engine_full(store, "usage_events"))
+    if match is None or match.group(1) != mode:
+        store.client.command(
+            f"ALTER TABLE {store.database}.usage_events MODIFY SETTING {PROJECTION_MERGES} = '{mode}'"
+        )
+    return mode
 
 
 def apply_retention(
@@ -83,9 +121,14 @@ def apply_retention(
             wanted = _expression(column, per_table[table]) if per_table[table] else ""
             if current_ttl(store, table) == wanted:
                 continue
+            if table == "usage_events":
+                # Merges that drop expired rows must rebuild the projections: before the TTL is.
+                match_projection_merges(store, "rebuild")
             if wanted:
                 store.client.command(f"ALTER TABLE {store.database}.{table} MODIFY TTL {wanted}")
             else:
                 store.client.command(f"ALTER TABLE {store.database}.{table} REMOVE TTL")
             changed[table] = wanted or "(none)"
+    if "usage_events" in changed:
+        match_projection_merges(store)
     return changed

@@ -411,7 +411,8 @@ class Store:
 
     def merging_bytes(self) -> int:
         """On chDB, the memory the engine's background merges hold right now (a merge of
-        ``usage_events`` takes ~100 MiB while it runs, its projections rebuilt); a server: 0."""
+        ``usage_events`` takes tens of MiB while it runs, more where its projections are rebuilt:
+        :func:`usagelog.ingest.retention.projection_merges`); a server: 0."""
         if not getattr(self.client, "embedded", False):
             return 0
         rows = self.client.query("SELECT sum(memory_usage) FROM system.merges").result_rows
