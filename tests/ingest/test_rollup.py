@@ -119,7 +119,8 @@ def test_a_batch_stored_twice_does_not_inflate_the_rollups(chdb_url: str) -> Non
         assert stored == len(events) + in_hour and distinct == len(events)
         _, [(naive,)] = store.query("SELECT sum(requests) FROM usagelog.naive_counts")
         assert naive == len(events) + in_hour, "a plain materialized view counts the batch twice"
-        rollup.refresh(store, range(hour, hour + 3600, 60))
+        # As against a server, where such copies can be stored (chDB stores each event once).
+        rollup.refresh(store, range(hour, hour + 3600, 60), copies=True)
         assert_rollups_exact(store)
         _, [(total,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")
         assert total == len(events)

@@ -3,9 +3,15 @@
 A plain materialized view adds every inserted block to its rollup, so a batch that reaches
 storage twice (at-least-once delivery) would be counted twice there, although
 ``usage_events`` folds it. Here ingest recomputes each touched minute from ``usage_events``
-itself, counting each event ID once, and inserts the result with a newer ``version``;
+itself, counting each event once, and inserts the result with a newer ``version``;
 ``ReplacingMergeTree(version)`` keeps the newest row per key and readers use ``FINAL``. The
 hours holding those minutes are then recomputed from the minute rollup the same way.
+
+Against a ClickHouse server two workers can store one event at once (a Kafka redelivery racing
+the first delivery) until a merge folds the copies, so the recompute keeps one row per event ID
+(``LIMIT 1 BY event_id``: about two thirds of its CPU, and ~180 MiB per million events of a
+minute). In chDB ingest holds the directory for the whole of a batch and stores each event once
+(:meth:`usagelog.ingest.store.Store.insert_events`), so the rows are counted as they are.
 
 Events only ever join a minute, never leave it, so the newest recompute of a minute is complete:
 it saw every event stored before it began, and an event stored later triggers a later recompute.
@@ -53,12 +59,19 @@ def minutes_of(rows: Sequence[dict[str, Any]]) -> set[int]:
     return {int(row["timestamp"]) // 60_000_000_000 * 60 for row in rows}
 
 
-def refresh(store: Store, minutes: Iterable[int]) -> int:
+def copies_possible(store: Store) -> bool:
+    """Whether ``usage_events`` can hold an event twice until a merge: on a server, not in chDB."""
+    return not getattr(store.client, "embedded", False)
+
+
+def refresh(store: Store, minutes: Iterable[int], *, copies: bool | None = None) -> int:
     """Recompute the minute rollup for ``minutes`` (epoch seconds, minute-aligned) and the hour
-    rollup for the hours holding them; returns how many minutes were recomputed."""
+    rollup for the hours holding them; returns how many minutes were recomputed. ``copies``:
+    whether to count each event ID once (default: :func:`copies_possible`)."""
+    copies = copies_possible(store) if copies is None else copies
     touched = sorted({int(m) // 60 * 60 for m in minutes})
     for start in range(0, len(touched), _CHUNK):
-        _refresh_minutes(store, touched[start : start + _CHUNK])
+        _refresh_minutes(store, touched[start : start + _CHUNK], copies)
     hours = sorted({m // 3600 * 3600 for m in touched})
     for start in range(0, len(hours), _CHUNK):
         _refresh_hours(store, hours[start : start + _CHUNK])
@@ -123,9 +136,10 @@ def rebuild(store: Store) -> int:
     return refresh(store, (int(r[0]) for r in result.result_rows))
 
 
-def _refresh_minutes(store: Store, minutes: list[int]) -> None:
+def _refresh_minutes(store: Store, minutes: list[int], copies: bool) -> None:
     db = store.database
     dims = ", ".join(DIMENSIONS)
+    once = "LIMIT 1 BY event_id" if copies else ""
     # The time bounds let the engine read only those minutes (through the by_time projection);
     # the IN list keeps sparse sets of minutes from pulling in everything between them.
     store.client.command(
@@ -137,12 +151,12 @@ def _refresh_minutes(store: Store, minutes: list[int]) -> None:
                sum(duration_ns) AS duration_ns_sum, max(duration_ns) AS duration_ns_max,
                quantilesTDigestState({_LEVELS})(duration_ns) AS duration_q, now64(6) AS version
         FROM (
-            SELECT timestamp, event_id, {dims}, error_type, request_size, response_size, duration_ns
+            SELECT timestamp, {dims}, error_type, request_size, response_size, duration_ns
             FROM {db}.usage_events
             WHERE timestamp >= toDateTime({{low:Int64}}, 'UTC')
               AND timestamp < toDateTime({{high:Int64}}, 'UTC')
               AND toUnixTimestamp(toStartOfMinute(timestamp)) IN {{minutes:Array(Int64)}}
-            LIMIT 1 BY event_id
+            {once}
         )
         GROUP BY minute, {dims}
         """,
