@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SettingsError
 from .settings import RETENTION_DAYS, load_retention
+from .stored import copies_possible
 
 if TYPE_CHECKING:
     from .store import Store
@@ -86,14 +87,13 @@ def projection_merges(store: Store) -> str:
     equal to its rows.
 
     ``rebuild`` (a merge sorts the projections' rows afresh from the merged rows: about half of a
-    merge's CPU, and ~300 MiB per million events while it runs) wherever a merge can drop rows: on
-    a ClickHouse server, where two workers can store one event at once (a Kafka redelivery racing
-    the first delivery) until a merge folds the copies, and with a TTL. ``ignore`` (the
-    projections' parts are merged like the table's) in chDB without a TTL: there ingest holds the
-    directory for the whole of a batch and stores each event once, so no merge drops a row.
+    merge's CPU, and ~300 MiB per million events while it runs) wherever a merge can drop rows:
+    where the table can hold copies of an event until a merge folds them (a ClickHouse server,
+    :func:`usagelog.ingest.stored.copies_possible`), and with a TTL. ``ignore`` (the projections'
+    parts are merged like the table's) in chDB without a TTL, where no merge drops a row.
     """
-    embedded = bool(getattr(store.client, "embedded", False))
-    return "ignore" if embedded and not current_ttl(store, "usage_events") else "rebuild"
+    rebuild = copies_possible(store) or current_ttl(store, "usage_events")
+    return "rebuild" if rebuild else "ignore"
 
 
 def match_projection_merges(store: Store, mode: str | None = None) -> str:

@@ -10,8 +10,8 @@ hours holding those minutes are then recomputed from the minute rollup the same 
 Against a ClickHouse server two workers can store one event at once (a Kafka redelivery racing
 the first delivery) until a merge folds the copies, so the recompute keeps one row per event ID
 (``LIMIT 1 BY event_id``: about two thirds of its CPU, and ~180 MiB per million events of a
-minute). In chDB ingest holds the directory for the whole of a batch and stores each event once
-(:meth:`usagelog.ingest.store.Store.insert_events`), so the rows are counted as they are.
+minute). In chDB ingest stores each event once (:func:`usagelog.ingest.stored.copies_possible`),
+so the rows are counted as they are.
 
 Events only ever join a minute, never leave it, so the newest recompute of a minute is complete:
 it saw every event stored before it began, and an event stored later triggers a later recompute.
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+from .stored import copies_possible
 
 
 class Store(Protocol):
@@ -59,15 +61,11 @@ def minutes_of(rows: Sequence[dict[str, Any]]) -> set[int]:
     return {int(row["timestamp"]) // 60_000_000_000 * 60 for row in rows}
 
 
-def copies_possible(store: Store) -> bool:
-    """Whether ``usage_events`` can hold an event twice until a merge: on a server, not in chDB."""
-    return not getattr(store.client, "embedded", False)
-
-
 def refresh(store: Store, minutes: Iterable[int], *, copies: bool | None = None) -> int:
     """Recompute the minute rollup for ``minutes`` (epoch seconds, minute-aligned) and the hour
     rollup for the hours holding them; returns how many minutes were recomputed. ``copies``:
-    whether to count each event ID once (default: :func:`copies_possible`)."""
+    whether to count each event ID once (default: whether ``usage_events`` can hold copies,
+    :func:`usagelog.ingest.stored.copies_possible`)."""
     copies = copies_possible(store) if copies is None else copies
     touched = sorted({int(m) // 60 * 60 for m in minutes})
     for start in range(0, len(touched), _CHUNK):

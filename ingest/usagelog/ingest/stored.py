@@ -13,6 +13,7 @@ migrated part way) has the logical form everywhere.
 
 The duplicate check of the compact table looks up a batch's (instance, seq) pairs in its
 ``by_instance`` projection (constant time, whatever the table holds) and compares the full event ID.
+With it, a table in chDB holds each event once (:func:`copies_possible`).
 """
 
 from __future__ import annotations
@@ -133,6 +134,17 @@ def stored_rows(
                 values.append(row[c])
         out.append(values)
     return out
+
+
+def copies_possible(store: Any) -> bool:
+    """Whether an events table of ``store`` can hold an event twice until a merge folds the copies.
+
+    Against a ClickHouse server, yes: two workers can store one event at once (a Kafka redelivery
+    racing the first delivery), each finding it not stored yet. In chDB, no: ingest holds the
+    directory for the whole of a batch, its duplicate check then sees every event stored before,
+    and a batch's own copies are left out (:meth:`usagelog.ingest.store.Store.insert_events`, the
+    engine decoder's ``LIMIT 1 BY``). Rows inserted by hand are outside this."""
+    return not getattr(store.client, "embedded", False)
 
 
 def seen_sql(db: str, table: str, pairs: str, ids: str) -> str:
