@@ -207,6 +207,12 @@ class _OwnMemory:
         return self.peak
 
 
+def _worker_args(source: str, url: str, *more: str) -> list[str]:
+    """A worker storing ``source`` (a kafka:// URL) into ``url``, stopping 3 s after the last message."""
+    return [sys.executable, "-m", "usagelog.cli", "ingest", "--from", source, "--clickhouse", url,
+            "--max-idle", "3", *more]  # fmt: skip
+
+
 def kafka_runs(
     work: Path, payloads: list[bytes], events: int, rounds: int
 ) -> dict[str, list[dict[str, float]]]:
@@ -230,8 +236,7 @@ def kafka_runs(
                     USAGELOG_STATE_DIR=str(work / f"state-{workers}-{n}"),
                     USAGELOG_KAFKA_AUTO_OFFSET_RESET="earliest",
                 )
-                args = [sys.executable, "-m", "usagelog.cli", "ingest", "--from", f"kafka://{broker.bootstrap}/{topic}",
-                        "--clickhouse", url, "--max-idle", "3"]  # fmt: skip
+                args = _worker_args(f"kafka://{broker.bootstrap}/{topic}", url)
                 started = time.perf_counter()
                 children = []
                 for w in range(workers):
@@ -261,8 +266,9 @@ def kafka_runs(
                     one_url = f"chdb://{work}/db-kafka-one-{n}"
                     one_env = {**env, "USAGELOG_KAFKA_GROUP": f"bench-one-{n}",
                                "USAGELOG_STATE_DIR": str(work / f"state-one-{n}")}  # fmt: skip
-                    one_args = [*args[:5], f"kafka://{broker.bootstrap}/{topic}-one", "--clickhouse", one_url,
-                                *args[8:], "--worker-id", "w0"]  # fmt: skip
+                    one_args = _worker_args(
+                        f"kafka://{broker.bootstrap}/{topic}-one", one_url, "--worker-id", "w0"
+                    )
                     start = _run(one_args, one_env, work / f"kafka-one-{n}.log")
                     _check("kafka, one message", one_url, ONE_MESSAGE)
                     runs[name][-1].update(start_cpu_s=start["cpu_s"], start_events=ONE_MESSAGE)
