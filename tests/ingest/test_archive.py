@@ -337,8 +337,11 @@ def test_rotation_waits_below_the_size_threshold(target: Path, staging: Path) ->
 def test_rotation_by_time(target: Path, staging: Path) -> None:
     archive = open_archive(target, staging, max_seconds=60)
     archive.stage([make_row(1)])
+    assert archive.due(now=time.time() + 30) == []
     assert archive.maybe_rotate(now=time.time() + 30) == []
+    (partition,) = archive.due(now=time.time() + 61)
     (url,) = archive.maybe_rotate(now=time.time() + 61)
+    assert f"/{partition}/" in url and archive.due(now=time.time() + 61) == []
     assert read_archive(str(target)) == [make_row(1)]
     archive.stage([make_row(2)])  # a new chunk starts a new clock
     assert archive.maybe_rotate(now=time.time() + 30) == []

@@ -408,19 +408,21 @@ class Archive:
 
     # finalizing
 
-    def maybe_rotate(self, now: float | None = None) -> list[str]:
-        """Finalize partitions that reached ``max_bytes`` or ``max_table_bytes``, or whose oldest
-        chunk is ``max_seconds`` old (``now`` defaults to ``time.time()``); returns the URLs of the
-        files written."""
+    def due(self, now: float | None = None) -> list[str]:
+        """The partitions that reached ``max_bytes`` or ``max_table_bytes``, or whose oldest chunk
+        is ``max_seconds`` old (``now`` defaults to ``time.time()``)."""
         now = time.time() if now is None else now
-        due = [
+        return [
             part
             for part, p in self._pending.items()
             if p.nbytes >= self.max_bytes
             or p.table_bytes >= self.max_table_bytes
             or now - p.oldest >= self.max_seconds
         ]
-        return [self._finalize_pending(part) for part in due]
+
+    def maybe_rotate(self, now: float | None = None) -> list[str]:
+        """Finalize the partitions that are :meth:`due`; returns the URLs of the files written."""
+        return [self._finalize_pending(part) for part in self.due(now)]
 
     def close(self) -> list[str]:
         """Finalize everything staged, release the staging directory; returns the URLs written."""

@@ -33,7 +33,7 @@ The Kafka worker, ``tail`` and ``replay``:
 - ``USAGELOG_BATCH_MAX_MESSAGES`` (default ``1000``): a batch is stored when it has this many Kafka
   messages...
 - ``USAGELOG_BATCH_MAX_SECONDS`` (default ``1.0``): ...or is this old...
-- ``USAGELOG_BATCH_MAX_BYTES`` (default ``16777216``, 16 MiB): ...or holds this many payload
+- ``USAGELOG_BATCH_MAX_BYTES`` (default ``33554432``, 32 MiB): ...or holds this many payload
   bytes (``usagelog ingest --spool`` stores segments in groups of this size
   too). With librdkafka's prefetch queue (``queued.max.messages.kbytes``, set to the same
   amount unless ``USAGELOG_KAFKA_CONFIG`` says otherwise) it bounds the worker's memory whatever
@@ -155,7 +155,7 @@ class WorkerSettings:
     batch_max_seconds: float = 1.0
     # The engine holds one payload's parsed form at a time and the batch's staged columns (about
     # its size); larger batches spread each statement's fixed cost over more events.
-    batch_max_bytes: int = 16 * 1024 * 1024
+    batch_max_bytes: int = 32 * 1024 * 1024
     archive: ArchiveSettings = ArchiveSettings(url=".usagelog/archive")
     worker_id: str = ""
     health_interval: float = 10.0

@@ -239,6 +239,10 @@ class Worker:
         try:
             while True:
                 try:
+                    if self.settings.max_memory_mb and self.archive.due():
+                        # Finalizing holds a partition's rows several times over: not on top of
+                        # the free pages the batch just left with the engine and pyarrow.
+                        self._give_back_free_pages()
                     self.archive.maybe_rotate()
                     self._archive_down = False
                     break
