@@ -296,6 +296,54 @@ def test_final_file_is_sorted_by_timestamp_instance_and_seq(target: Path, stagin
     assert pq.read_table(url).column("event_id").to_pylist() == [f"{n:032x}" for n in (4, 3, 2, 1)]
 
 
+def _hour_writer(rows: list[dict[str, Any]], **table_changes: Any) -> Any:
+    """A ``stage_hours`` writer: each hour's rows of ``rows`` as an Arrow IPC file (as the engine
+    writes them), with ``table_changes`` applied (a column dropped: ``drop=name``; nulls:
+    ``nulls=name``)."""
+
+    def write(hour: int, path: Path) -> None:
+        table = pa.Table.from_pylist([r for r in rows if r["timestamp"] // HOUR_NS == hour], schema=SCHEMA)
+        if "drop" in table_changes:
+            table = table.drop_columns([table_changes["drop"]])
+        if "nulls" in table_changes:
+            name = table_changes["nulls"]
+            i = table.schema.get_field_index(name)
+            field = pa.field(name, table.schema.field(name).type, nullable=True)
+            table = table.cast(table.schema.set(i, field))
+            table = table.set_column(i, field, pa.nulls(len(table), field.type))
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    return write
+
+
+def test_rows_a_writer_puts_in_files_are_staged_by_hour_and_finalized(
+    target: Path, staging: Path, fmt: str
+) -> None:
+    rows = [make_row(1), make_row(2, ts=T0 + HOUR_NS), make_row(3, ts=T0 + 1)]
+    archive = open_archive(target, staging, fmt)
+    hours = sorted({r["timestamp"] // HOUR_NS for r in rows})
+    archive.stage_hours(hours, _hour_writer(rows))
+    assert len(chunks_in(staging)) == 2 and archive.pending == 2
+    assert len(archive.close()) == 2
+    assert read_archive(str(target)) == ordered(rows)
+    assert [p.parent.name for p in final_files(target)] == ["hour=22", "hour=23"]
+
+
+@pytest.mark.parametrize("change", [{"drop": "seq"}, {"nulls": "user_id"}])
+def test_a_written_file_missing_a_column_or_values_is_refused_and_nothing_is_staged(
+    target: Path, staging: Path, change: dict[str, str]
+) -> None:
+    archive = open_archive(target, staging)
+    with pytest.raises((ValueError, KeyError, pa.ArrowInvalid)):
+        archive.stage_hours([T0 // HOUR_NS], _hour_writer([make_row(1)], **change))
+    leftovers = [p for p in staging.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert leftovers == [] and archive.pending == 0
+    archive.stage([make_row(2)])  # the archive goes on
+    archive.close()
+    assert read_archive(str(target)) == [make_row(2)]
+
+
 # -- rotation ------------------------------------------------------------------------------------
 
 

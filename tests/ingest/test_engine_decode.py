@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from tests.ingest.test_decode_properties import (
 )
 from tests.lossreports import loss_payload, loss_record
 from tests.spoolfill import make_payloads
+from usagelog.ingest.archive import Archive, read_archive
 from usagelog.ingest.decode import decode_payload
 from usagelog.ingest.engine_decode import EngineDecoder, decoder_setting
 from usagelog.ingest.errors import SettingsError
@@ -99,6 +101,29 @@ def test_real_events_are_stored_by_the_engine_as_by_the_reference_decoder(
     assert [(r.events, r.stored, r.duplicates) for r in results] == [(152, 152, 0), (152, 0, 152)]
     assert len(contents["usage_events"]) == 152 and contents["monitored_events"]
     assert contents["dead_letters"] == [] and contents["losses"] == []
+
+
+@pytest.mark.parametrize("staging", ["staging", "st*g?ng{1,2}"])  # file() reads *?{} as a pattern
+def test_the_engine_writes_the_archive_chunks_the_reference_decoder_archives(
+    stores: tuple[Store, Store], tmp_path: Path, staging: str
+) -> None:
+    hour_ns = 3600 * 10**9
+    start = 1_700_000_000 * 10**9 // hour_ns * hour_ns + hour_ns - 50  # the batch spans two hours
+    batch = [
+        *make_payloads(2, 50, instance="a", at_ns=start),
+        *make_payloads(1, 30, instance="b", at_ns=start + 7),
+    ]
+    items = [Item("kafka", f"t/0@{n}", payload) for n, payload in enumerate(batch)]
+    archived = {}
+    for decoder, store in zip(("engine", "python"), stores, strict=True):
+        _clear(store)
+        staging_dir = tmp_path / f"{decoder}-{staging}"
+        archive = Archive(str(tmp_path / decoder), staging_dir=staging_dir, worker_id="w")
+        result = Pipeline(archive=archive, decoder=decoder).process(items, store)
+        assert result.events == 130 and len(archive.close()) == 2
+        archived[decoder] = read_archive(str(tmp_path / decoder))
+    assert len(archived["engine"]) == 130
+    assert archived["engine"] == archived["python"]
 
 
 def test_a_batch_holding_its_events_twice_stores_one_row_each_before_any_merge(

@@ -55,10 +55,10 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,6 +83,7 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("usagelog.ingest")
+_T = TypeVar("_T")
 
 FORMATS = ("parquet", "csv")
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
@@ -144,24 +145,15 @@ _WORKER_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 def _to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
     # from_pylist fills a missing key with null even for non-nullable fields.
-    missing = [c for c in COLUMNS if table.column(c).null_count]
-    if missing:
-        raise ValueError(f"usage rows without a value for: {', '.join(missing)}")
+    _check_values(table)
     return table
 
 
-def _conform(table: pa.Table) -> pa.Table:
-    """The archive's schema for a table read from the engine (dictionary-encoded low-cardinality
-    strings, nullable fields), checked like :func:`_to_table` checks rows."""
-    columns = []
-    for wanted in SCHEMA:
-        column = table.column(wanted.name)
-        if column.null_count:
-            raise ValueError(f"usage rows without a value for: {wanted.name}")
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        columns.append(column.cast(wanted.type))
-    return pa.Table.from_arrays(columns, schema=SCHEMA)
+def _check_values(table: pa.Table) -> None:
+    """Raise as :func:`_to_table` does when a column has rows without a value."""
+    missing = [c for c in COLUMNS if table.column(c).null_count]
+    if missing:
+        raise ValueError(f"usage rows without a value for: {', '.join(missing)}")
 
 
 def _to_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -252,26 +244,38 @@ def _write_file(path: Path, data: Any, fmt: str) -> None:
 
 def _write_atomic(path: Path, data: Any, fmt: str) -> None:
     """Write through ``<name>.tmp-<rand>`` beside ``path`` and rename: never half a file at ``path``."""
+    _replace_atomic(path, lambda tmp: _write_file(tmp, data, fmt))
+
+
+def _replace_atomic(path: Path, write: Callable[[Path], _T]) -> _T:
+    """Have ``write`` make ``<name>.tmp-<rand>`` beside ``path`` (durably), then rename it to
+    ``path``; returns what ``write`` returned."""
     tmp = path.with_name(f"{path.name}.tmp-{_rand()}")
     try:
-        _write_file(tmp, data, fmt)
+        result = write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
+    return result
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:  # no copy: the columns are the file's pages
+        return pa.ipc.open_file(source).read_all().cast(SCHEMA)
 
 
 def _read_chunk(path: Path) -> pa.Table:
     if path.suffix == f".{CHUNK_SUFFIX}":
-        with pa.memory_map(str(path)) as source:  # no copy: the columns are the file's pages
-            return pa.ipc.open_file(source).read_all().cast(SCHEMA)
+        return _read_arrow(path)
     if path.suffix == ".parquet":
         return pq.read_table(path).cast(SCHEMA)
     with open(path, encoding="utf-8", newline="") as f:
         return _to_table(_read_csv(f))
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (its entries) by path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -284,7 +288,7 @@ def _make_dirs(path: Path) -> None:
     if not path.is_dir():
         _make_dirs(path.parent)
         path.mkdir(exist_ok=True)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
 
 
 def _partition_of(ts_ns: int) -> str:
@@ -376,35 +380,48 @@ class Archive:
             groups.setdefault(row["timestamp"] // _HOUR_NS, []).append(row)
         self._stage_tables({_partition_of(hour * _HOUR_NS): _to_table(g) for hour, g in groups.items()})
 
-    def stage_table(self, table: pa.Table) -> None:
-        """:meth:`stage` for rows already in columns (the engine's, read as Arrow)."""
+    def stage_hours(self, hours: Iterable[int], write: Callable[[int, Path], None]) -> None:
+        """:meth:`stage` for rows a writer puts in files itself (the engine, from its staging
+        table): for each of ``hours`` (hours of the epoch, UTC), ``write(hour, path)`` writes that
+        hour's rows to ``path`` as an Arrow IPC file of :data:`SCHEMA`'s columns and types. The file
+        is checked as rows are (every column there, no value missing) before it counts as staged."""
         if self._lock is None:
             raise ArchiveError("archive is closed")
-        table = _conform(table)
-        hours = pc.divide(table.column("timestamp").cast(pa.int64()), _HOUR_NS)
-        unique = pc.unique(hours).to_pylist()
-        if len(unique) == 1:  # the usual batch: one hour, staged as it is (a filter copies it)
-            self._stage_tables({_partition_of(unique[0] * _HOUR_NS): table})
-            return
-        tables = {}
-        for hour in unique:
-            tables[_partition_of(hour * _HOUR_NS)] = table.filter(pc.equal(hours, hour))
-        self._stage_tables(tables)
+        for hour in hours:
+
+            def chunk(path: Path, hour: int = hour) -> int:
+                write(hour, path)
+                table = _read_arrow(path)  # mapped, not copied: the schema and the null counts
+                _check_values(table)
+                _fsync(path)
+                return int(table.nbytes)
+
+            self._stage_chunk(_partition_of(hour * _HOUR_NS), chunk)
 
     def _stage_tables(self, tables: dict[str, pa.Table]) -> None:
         for partition, table in tables.items():
-            directory = self.staging_dir / partition
-            _make_dirs(directory)
-            self._counter += 1
-            stamp = f"{time.time_ns():020d}-{self._counter:08d}-{_rand()}"
-            name = f"chunk-{stamp}-{self.worker_id}.{CHUNK_SUFFIX}"
-            _write_atomic(directory / name, table, CHUNK_SUFFIX)
-            pending = self._pending.get(partition)
-            if pending is None:
-                pending = self._pending[partition] = _Pending(oldest=time.time())
-            pending.chunks.append(directory / name)
-            pending.nbytes += (directory / name).stat().st_size
-            pending.table_bytes += table.nbytes
+
+            def chunk(path: Path, table: pa.Table = table) -> int:
+                _write_file(path, table, CHUNK_SUFFIX)
+                return int(table.nbytes)
+
+            self._stage_chunk(partition, chunk)
+
+    def _stage_chunk(self, partition: str, write: Callable[[Path], int]) -> None:
+        """Stage one chunk of ``partition``: ``write(path)`` writes it durably and returns the size
+        of its rows as columns; the chunk is renamed into place only then."""
+        directory = self.staging_dir / partition
+        _make_dirs(directory)
+        self._counter += 1
+        stamp = f"{time.time_ns():020d}-{self._counter:08d}-{_rand()}"
+        path = directory / f"chunk-{stamp}-{self.worker_id}.{CHUNK_SUFFIX}"
+        table_bytes = _replace_atomic(path, write)
+        pending = self._pending.get(partition)
+        if pending is None:
+            pending = self._pending[partition] = _Pending(oldest=time.time())
+        pending.chunks.append(path)
+        pending.nbytes += path.stat().st_size
+        pending.table_bytes += table_bytes
 
     # finalizing
 
@@ -527,7 +544,7 @@ class Archive:
         _write_atomic(marker, [c.name for c in chunks], "json")
         for c in chunks:
             c.unlink(missing_ok=True)
-        _fsync_dir(directory)
+        _fsync(directory)
         marker.unlink()
         self._remove_empty(directory)
         return url

@@ -155,7 +155,8 @@ class Pipeline:
             result.ignored += staged.ignored
             minutes |= staged.minutes
             if self.archive is not None and staged.events:
-                self.archive.stage_table(engine.staged_table(staged))
+                hours = sorted({minute // 3600 for minute in staged.minutes})
+                self.archive.stage_hours(hours, lambda hour, path: engine.write_staged(staged, hour, path))
         result.events += len(rows)
         if self.archive is not None and rows:
             self.archive.stage(rows)
