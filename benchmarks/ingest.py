@@ -49,27 +49,28 @@ sys.path[:0] = [str(ROOT), str(ROOT / "instrumentation"), str(ROOT / "ingest")]
 PER_SEGMENT = 2500
 ONE_MESSAGE = 1000  # events in a Kafka message
 TARGET_PER_CORE = 100_000
-# Measured per event on one 16 MiB batch (36,000 events) in one process, side by side: staging
-# 3.6 us, the insert into usage_events 1.5 us, the raw insert of the same rows 1.46 us; the Kafka
-# worker in process 81k per CPU-s with the archive, 97k without.
+# Measured per event on one 32 MiB batch (72,000 events) in one process: staging 3.05 us (the
+# protobuf read 1.2, the columns taken out of the attributes 0.9, the checks 0.75, SHA-256 0.13);
+# storing it 3.4-3.8 us against 2.6 for a raw insert of the same 72,000 rows in one statement. In
+# the Kafka worker draining 1M events (in process): the engine writing the archive's chunks 0.67
+# CPU-s, finalizing the archive's files (sort, Parquet) 1.0.
 WHY_NOT_PER_CORE = {
     "spool, engine": (
-        "staging a batch in the engine (its protobuf read of the OTLP payloads and the checks with "
-        "the checksum's SHA-256, ~3.6 us an event) comes on top of the insert itself (~1.5 us an "
-        "event, as fast as the raw insert of the same 36,000 rows), and so do the merges of the "
-        "parts each batch adds"
+        "staging a batch in the engine (its protobuf read of the OTLP payloads, the columns taken "
+        "out of the attributes and the checks with the checksum's SHA-256, ~3 us an event) comes "
+        "on top of the insert itself, and so do the merges of the parts each batch adds"
     ),
     "kafka, 1 worker": (
-        "on top of the spool's costs: the archive (~2 us an event: the rows read back from the "
-        "engine as Arrow ~1 us, a chunk file per batch, sorted and written as Parquet at rotation; "
-        "without it ~97k per CPU-s in process) and the consumer"
+        "on top of the spool's costs: the archive (~1.7 us an event: the engine writing each "
+        "batch's chunk ~0.7 us, sorting the chunks and writing them as Parquet at rotation ~1 us) "
+        "and the consumer"
     ),
 }
 WHY_NOT_QUARTER = (
-    "a quarter of the raw insert (one statement) leaves ~5 us an event; staging a batch takes "
-    "~3.6 us of it (the engine's protobuf read and checks), the insert ~1.5 us (no slower than the "
-    "raw insert of a batch's 36,000 rows), and the merges of the ~28 parts a million events arrive "
-    "in come on top"
+    "a quarter of the raw insert (one statement of a million rows) leaves ~5 us an event; staging "
+    "a batch takes ~3 us of it (the engine's protobuf read ~1.2, the columns ~0.9, the checks "
+    "~0.75), storing a 72,000-event batch ~3.5 us (a raw insert of the same rows alone ~2.6: per "
+    "row a batch-sized insert costs twice a million-row one), and the merges of the parts come on top"
 )
 WHY_NOT_MEMORY = (
     "the engine's background merges of usage_events run in the worker's process, on top of a "
