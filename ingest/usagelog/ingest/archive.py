@@ -1,8 +1,9 @@
 """Archiving stored usage events as files, Hive-partitioned by hour and cut every ~100 MB.
 
 The ingest pipeline (:mod:`usagelog.ingest.pipeline`) hands every batch of decoded rows to
-:meth:`Archive.stage` *before* inserting it into ClickHouse and before its source lets go of it
-(Kafka offsets committed, spool segments deleted). This module reads no environment variables;
+:meth:`Archive.stage` (or, on chDB, has the engine write them: :meth:`Archive.stage_hours`)
+*before* inserting it into ClickHouse and before its source lets go of it (Kafka offsets
+committed, spool segments deleted). This module reads no environment variables;
 :func:`open_archive` takes them from :class:`~usagelog.ingest.settings.ArchiveSettings`:
 
 - ``USAGELOG_ARCHIVE_URL`` → ``target``: a local directory or any fsspec URL (``file://``,
