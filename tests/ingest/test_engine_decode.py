@@ -32,8 +32,8 @@ from tests.lossreports import loss_payload, loss_record
 from tests.spoolfill import make_payloads
 from usagelog.ingest.archive import Archive, read_archive
 from usagelog.ingest.decode import decode_payload
-from usagelog.ingest.engine_decode import EngineDecoder, decoder_setting
-from usagelog.ingest.errors import SettingsError
+from usagelog.ingest.engine_decode import EngineDecoder, EngineResult, decoder_setting
+from usagelog.ingest.errors import ArchiveError, SettingsError
 from usagelog.ingest.pipeline import Item, Pipeline, Result
 from usagelog.ingest.store import Store, connect
 from usagelog.instrumentation import event as ev
@@ -124,6 +124,28 @@ def test_the_engine_writes_the_archive_chunks_the_reference_decoder_archives(
         archived[decoder] = read_archive(str(tmp_path / decoder))
     assert len(archived["engine"]) == 130
     assert archived["engine"] == archived["python"]
+
+
+def test_a_batch_whose_events_the_archive_did_not_all_get_is_not_stored(
+    stores: tuple[Store, Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine_store, _ = stores
+    _clear(engine_store)
+    hour_ns = 3600 * 10**9
+    start = 1_700_000_000 * 10**9 // hour_ns * hour_ns + hour_ns - 50  # two hours
+    items = [Item("kafka", f"t/0@{n}", p) for n, p in enumerate(make_payloads(1, 100, at_ns=start))]
+    counted = EngineDecoder.count_staged
+
+    def one_hour_short(self: EngineDecoder, result: EngineResult) -> None:
+        counted(self, result)
+        result.minutes = {m for m in result.minutes if m < start // 10**9}  # the later hour lost
+
+    monkeypatch.setattr(EngineDecoder, "count_staged", one_hour_short)
+    archive = Archive(str(tmp_path / "archive"), staging_dir=tmp_path / "staging", worker_id="w")
+    with pytest.raises(ArchiveError, match="50 of the batch's 100 events"):
+        Pipeline(archive=archive, decoder="engine").process(items, engine_store)
+    assert _contents(engine_store)["usage_events"] == []  # raised before the insert: read again
+    archive.close()
 
 
 def test_a_batch_holding_its_events_twice_stores_one_row_each_before_any_merge(

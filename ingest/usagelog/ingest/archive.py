@@ -381,23 +381,28 @@ class Archive:
             groups.setdefault(row["timestamp"] // _HOUR_NS, []).append(row)
         self._stage_tables({_partition_of(hour * _HOUR_NS): _to_table(g) for hour, g in groups.items()})
 
-    def stage_hours(self, hours: Iterable[int], write: Callable[[int, Path], None]) -> None:
+    def stage_hours(self, hours: Iterable[int], write: Callable[[int, Path], None]) -> int:
         """:meth:`stage` for rows a writer puts in files itself (the engine, from its staging
         table): for each of ``hours`` (hours of the epoch, UTC), ``write(hour, path)`` writes that
         hour's rows to ``path`` as an Arrow IPC file of :data:`SCHEMA`'s columns and types. The file
-        is checked as rows are (every column there, no value missing) before it counts as staged."""
+        is checked as rows are (every column there, no value missing) before it counts as staged.
+        Returns the number of rows staged."""
         if self._lock is None:
             raise ArchiveError("archive is closed")
+        staged = 0
         for hour in hours:
 
             def chunk(path: Path, hour: int = hour) -> int:
+                nonlocal staged
                 write(hour, path)
                 table = _read_arrow(path)  # mapped, not copied: the schema and the null counts
                 _check_values(table)
                 _fsync(path)
+                staged += table.num_rows
                 return int(table.nbytes)
 
             self._stage_chunk(_partition_of(hour * _HOUR_NS), chunk)
+        return staged
 
     def _stage_tables(self, tables: dict[str, pa.Table]) -> None:
         for partition, table in tables.items():

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import retention, rollup
 from .decode import dead_letter, decode_or_dead_letter
-from .engine_decode import EngineDecoder, decoder_setting
+from .engine_decode import EngineDecoder, EngineResult, decoder_setting
+from .errors import ArchiveError
 from .health import WorkerHealth
 from .store import Store
 
@@ -116,6 +117,14 @@ class Pipeline:
             self._engines = (store, EngineDecoder(store))
         return self._engines[1]
 
+    @staticmethod
+    def _archive_staged(archive: Archive, engine: EngineDecoder, staged: EngineResult) -> None:
+        """Have the engine write the staged events to ``archive``, a chunk for each hour they fall in."""
+        hours = sorted({minute // 3600 for minute in staged.minutes})
+        archived = archive.stage_hours(hours, lambda hour, path: engine.write_staged(staged, hour, path))
+        if archived != staged.events:  # never an event stored and not archived
+            raise ArchiveError(f"{archived} of the batch's {staged.events} events went to the archive")
+
     def process(self, items: Iterable[Item], store: Store) -> Result:
         """Decode, archive, store, copy and dead-letter ``items``; raises if storage failed."""
         result = Result()
@@ -155,8 +164,7 @@ class Pipeline:
             result.ignored += staged.ignored
             minutes |= staged.minutes
             if self.archive is not None and staged.events:
-                hours = sorted({minute // 3600 for minute in staged.minutes})
-                self.archive.stage_hours(hours, lambda hour, path: engine.write_staged(staged, hour, path))
+                self._archive_staged(self.archive, engine, staged)
         result.events += len(rows)
         if self.archive is not None and rows:
             self.archive.stage(rows)
