@@ -49,6 +49,7 @@ from __future__ import annotations
 import calendar
 import csv
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -261,6 +262,11 @@ def _replace_atomic(path: Path, write: Callable[[Path], _T]) -> _T:
     return result
 
 
+def _write_chunk(table: pa.Table, path: Path) -> pa.Table:
+    _write_file(path, table, CHUNK_SUFFIX)
+    return table
+
+
 def _read_arrow(path: Path) -> pa.Table:
     with pa.memory_map(str(path)) as source:  # no copy: the columns are the file's pages
         return pa.ipc.open_file(source).read_all().cast(SCHEMA)
@@ -379,7 +385,9 @@ class Archive:
         groups: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(row["timestamp"] // _HOUR_NS, []).append(row)
-        self._stage_tables({_partition_of(hour * _HOUR_NS): _to_table(g) for hour, g in groups.items()})
+        for hour, group in groups.items():
+            table = _to_table(group)
+            self._stage_chunk(_partition_of(hour * _HOUR_NS), functools.partial(_write_chunk, table))
 
     def stage_hours(self, hours: Iterable[int], write: Callable[[int, Path], None]) -> int:
         """:meth:`stage` for rows a writer puts in files itself (the engine, from its staging
@@ -389,45 +397,32 @@ class Archive:
         Returns the number of rows staged."""
         if self._lock is None:
             raise ArchiveError("archive is closed")
-        staged = 0
-        for hour in hours:
 
-            def chunk(path: Path, hour: int = hour) -> int:
-                nonlocal staged
-                write(hour, path)
-                table = _read_arrow(path)  # mapped, not copied: the schema and the null counts
-                _check_values(table)
-                _fsync(path)
-                staged += table.num_rows
-                return int(table.nbytes)
+        def chunk(hour: int, path: Path) -> pa.Table:
+            write(hour, path)
+            table = _read_arrow(path)  # mapped, not copied: the schema and the null counts
+            _check_values(table)
+            _fsync(path)
+            return table
 
-            self._stage_chunk(_partition_of(hour * _HOUR_NS), chunk)
-        return staged
+        return sum(self._stage_chunk(_partition_of(h * _HOUR_NS), functools.partial(chunk, h)) for h in hours)
 
-    def _stage_tables(self, tables: dict[str, pa.Table]) -> None:
-        for partition, table in tables.items():
-
-            def chunk(path: Path, table: pa.Table = table) -> int:
-                _write_file(path, table, CHUNK_SUFFIX)
-                return int(table.nbytes)
-
-            self._stage_chunk(partition, chunk)
-
-    def _stage_chunk(self, partition: str, write: Callable[[Path], int]) -> None:
-        """Stage one chunk of ``partition``: ``write(path)`` writes it durably and returns the size
-        of its rows as columns; the chunk is renamed into place only then."""
+    def _stage_chunk(self, partition: str, write: Callable[[Path], pa.Table]) -> int:
+        """Stage one chunk of ``partition``: ``write(path)`` writes it durably and returns its rows;
+        the chunk is renamed into place only then. Returns the number of rows."""
         directory = self.staging_dir / partition
         _make_dirs(directory)
         self._counter += 1
         stamp = f"{time.time_ns():020d}-{self._counter:08d}-{_rand()}"
         path = directory / f"chunk-{stamp}-{self.worker_id}.{CHUNK_SUFFIX}"
-        table_bytes = _replace_atomic(path, write)
+        table = _replace_atomic(path, write)
         pending = self._pending.get(partition)
         if pending is None:
             pending = self._pending[partition] = _Pending(oldest=time.time())
         pending.chunks.append(path)
         pending.nbytes += path.stat().st_size
-        pending.table_bytes += table_bytes
+        pending.table_bytes += table.nbytes
+        return int(table.num_rows)
 
     # finalizing
 
