@@ -91,7 +91,7 @@ def _check_converted(store: Store, before: list[tuple[Any, ...]]) -> None:
 def test_migration_010_converts_a_store_written_before_it(chdb_url: str) -> None:
     before = _before(chdb_url)
     with connect(chdb_url, migrate_schema=False) as store:
-        assert store.migrate() == ["010_compact_events.sql"]
+        assert store.migrate(upto=COMPACT) == ["010_compact_events.sql"]
         _check_converted(store, before)
         # Ingest goes on in the new form: the same events again are all duplicates.
         assert store.insert_events(_events()) == (0, 85)
@@ -115,7 +115,7 @@ def test_migration_010_leaves_a_table_that_is_already_compact_alone(chdb_url: st
         _, [(again,)] = store.query("SELECT uuid FROM system.tables WHERE name = 'usage_events'")
         assert again == uuid
         assert store.query("SELECT count() FROM usagelog.usage_events")[1] == [(85,)]
-        assert store.schema_version() == COMPACT
+        assert store.schema_version() == migrations()[-1][0]
 
 
 @pytest.mark.parametrize("crashed_after", [1, 2, 3, 4])
@@ -125,7 +125,7 @@ def test_migration_010_runs_again_after_a_crash_at_any_statement(chdb_url: str, 
     with connect(chdb_url, migrate_schema=False) as store:
         for statement in _statements(sql.replace("${DATABASE}", "usagelog"))[:crashed_after]:
             store.client.command(statement)
-        assert store.migrate() == ["010_compact_events.sql"]
+        assert store.migrate(upto=COMPACT) == ["010_compact_events.sql"]
         _check_converted(store, before)
 
 

@@ -46,6 +46,10 @@ def test_give_back_memory_returns_the_engines_free_pages(chdb_url: str) -> None:
 def test_merging_bytes_is_the_memory_of_the_merges_running_now(chdb_url: str) -> None:
     """What a worker past its bound leaves out: a background merge's memory, held while it runs."""
     with connect(chdb_url) as store:
+        deadline = time.monotonic() + 60
+        # A fresh store merges the small parts its migrations wrote (schema_migrations) first.
+        while store.query("SELECT count() FROM system.merges")[1][0][0] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert store.merging_bytes() == 0
         store.client.command("CREATE TABLE usagelog.parts (k UInt64, s String) ENGINE = MergeTree ORDER BY k")
         for _ in range(8):  # eight parts: the engine merges them in the background
@@ -53,7 +57,6 @@ def test_merging_bytes_is_the_memory_of_the_merges_running_now(chdb_url: str) ->
                 "INSERT INTO usagelog.parts SELECT rand64(), randomPrintableASCII(64) FROM numbers(500000)"
             )
         seen = 0  # the most seen at once: a merge caught as it starts holds little yet
-        deadline = time.monotonic() + 60
         while seen <= 1024 * 1024 and time.monotonic() < deadline:
             seen = max(seen, store.merging_bytes())
             time.sleep(0.01)
@@ -94,6 +97,26 @@ def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: st
         )
         columns, audit = queries.audit(store)
     assert audit[0][columns.index("checksum_failures")] == 1
+
+
+def test_a_batch_is_stored_as_one_compact_part(tmp_path: Path, chdb_url: str) -> None:
+    """A batch of the default size (here 75,000 events: 72,500 and 2,500) is a part in the compact
+    format, a few files instead of a couple per column: under the engine's default threshold
+    (10 MiB of rows in memory) the first would be wide."""
+    write_spool(tmp_path / "spool", segments=30, per_segment=2500)
+    assert ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog").inserted == 75_000
+    with connect(chdb_url) as store:
+        _, parts = store.query(
+            "SELECT rows, part_type FROM system.parts WHERE database = 'usagelog' "
+            "AND table = 'usage_events' AND active ORDER BY rows DESC"
+        )
+        _, settings = store.query(
+            "SELECT table, extract(create_table_query, 'min_bytes_for_wide_part = (\\\\d+)') "
+            "FROM system.tables WHERE database = 'usagelog' "
+            "AND name IN ('usage_events', 'monitored_events') ORDER BY table"
+        )
+    assert parts == [(72_500, "Compact"), (2_500, "Compact")]
+    assert settings == [("monitored_events", "134217728"), ("usage_events", "134217728")]
 
 
 def _hold(url: str, seconds: float, raw: bool = False) -> subprocess.Popen[str]:
