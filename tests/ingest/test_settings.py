@@ -130,6 +130,15 @@ def test_worker_settings_share_the_clickhouse_settings() -> None:
     assert worker.consumer_config()["security.protocol"] == "SSL"
 
 
+def test_the_prefetch_queue_holds_a_batch_and_refills_without_librdkafkas_one_second_pause() -> None:
+    kafka = {"USAGELOG_KAFKA_BROKERS": "k:9092"}
+    worker = load_worker_settings(environ={**kafka, "USAGELOG_BATCH_MAX_BYTES": "8388608"})
+    config = worker.consumer_config()
+    assert (config["queued.max.messages.kbytes"], config["fetch.queue.backoff.ms"]) == (8192, 20)
+    mine = load_worker_settings(environ={**kafka, "USAGELOG_KAFKA_CONFIG": "fetch.queue.backoff.ms=1000"})
+    assert mine.consumer_config()["fetch.queue.backoff.ms"] == "1000"
+
+
 def test_from_url_sets_brokers_and_the_events_or_monitored_topic() -> None:
     settings = load_settings(kafka=True, source="kafka://k:9092/mine", environ={})
     assert settings.worker is not None

