@@ -215,6 +215,45 @@ def test_spool_ingest_keeps_rollups_and_monitored_events_also_when_a_spool_is_in
     assert monitored == sum(1 for seq in range(1, total + 1) if seq % 7 == 1) and users == ["user-1"]
 
 
+@pytest.mark.parametrize("second", [0.0, 30.0, 59.5, 59.999])
+def test_a_minute_keeps_the_events_of_each_of_its_seconds(
+    tmp_path: Path, chdb_url: str, second: float
+) -> None:
+    """Each batch a part of its own, lying within one second of its minute: the last second's
+    part was left out of the minute's recompute when its bounds were DateTime (seconds)."""
+    minute = int(dt.datetime(2026, 11, 2, 10, 17, tzinfo=dt.timezone.utc).timestamp())
+    writer = SpoolWriter(tmp_path / "spool", "bulk", segment_bytes=1 << 40, segment_seconds=1e9, fsync=False)
+    for n, at in enumerate((minute + 20.0, minute + second)):  # 200 events 1 ns apart each
+        for payload in make_payloads(1, 200, first_seq=1 + 200 * n, at_ns=int(at * 1e9)):
+            writer.append(payload)
+        writer.seal()
+    # One segment a group: a batch, a part.
+    assert ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog", group_bytes=1).inserted == 400
+    with connect(chdb_url) as store:
+        _, [(parts,)] = store.query(
+            "SELECT count() FROM system.parts WHERE database = 'usagelog' AND table = 'usage_events' "
+            "AND active AND level = 0"
+        )
+        assert parts == 2
+        assert_rollups_exact(store)
+        _, [(rolled,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")
+    assert rolled == 400
+
+
+def test_migration_012_recomputes_rollups_that_lack_events(chdb_url: str) -> None:
+    events = _small_history()
+    with connect(chdb_url) as store:
+        history.load(store, events)
+        assert_rollups_exact(store)
+        # What a store kept from before: minutes whose rollup lacked events (here all of them).
+        store.client.command("TRUNCATE TABLE usagelog.usage_rollup_1m")
+        store.client.command("TRUNCATE TABLE usagelog.usage_rollup_1h")
+        store.client.command("DELETE FROM usagelog.schema_migrations WHERE version = 12")
+    with connect(chdb_url) as store:
+        assert store.schema_version() == migrations()[-1][0]
+        assert_rollups_exact(store)
+
+
 def test_the_rollup_migration_builds_rollups_for_events_stored_before_it(chdb_url: str) -> None:
     events = _small_history()
     with connect(chdb_url, migrate_schema=False) as store:

@@ -139,7 +139,11 @@ def _refresh_minutes(store: Store, minutes: list[int], copies: bool) -> None:
     dims = ", ".join(DIMENSIONS)
     once = "LIMIT 1 BY event_id" if copies else ""
     # The time bounds let the engine read only those minutes (through the by_time projection);
-    # the IN list keeps sparse sets of minutes from pulling in everything between them.
+    # the IN list keeps sparse sets of minutes from pulling in everything between them. The bounds
+    # are DateTime64, as the column: compared with a DateTime (seconds), `timestamp < bound` read
+    # through the projection skips the rows of a part or granule lying wholly within the second
+    # before the bound (chDB 26.9; `timestamp > t` likewise the second after t), and a minute lost
+    # the events of its last second.
     store.client.command(
         f"""
         INSERT INTO {db}.usage_rollup_1m
@@ -151,8 +155,8 @@ def _refresh_minutes(store: Store, minutes: list[int], copies: bool) -> None:
         FROM (
             SELECT timestamp, {dims}, error_type, request_size, response_size, duration_ns
             FROM {db}.usage_events
-            WHERE timestamp >= toDateTime({{low:Int64}}, 'UTC')
-              AND timestamp < toDateTime({{high:Int64}}, 'UTC')
+            WHERE timestamp >= toDateTime64({{low:Int64}}, 9, 'UTC')
+              AND timestamp < toDateTime64({{high:Int64}}, 9, 'UTC')
               AND toUnixTimestamp(toStartOfMinute(timestamp)) IN {{minutes:Array(Int64)}}
             {once}
         )

@@ -54,6 +54,7 @@ __all__ = [
 WANTED = ".wanted"
 WANTED_BY_WORKER = ".wanted-by-worker"
 ROLLUP_MIGRATION = 5
+ROLLUPS_RECOMPUTED_MIGRATION = 12  # rollups recomputed once the minute's bounds were DateTime64
 COMPACT_MIGRATION = 10  # converts usage_events to its compact form (usagelog.ingest.stored)
 # The tables (and views) a migration creates, and every table it names, in its SQL.
 _CREATED = re.compile(
@@ -361,8 +362,9 @@ class Store:
             statements = [f"DROP TABLE IF EXISTS {self.database}.usage_events_new"]
         for statement in statements:
             self.client.command(statement)
-        if version == ROLLUP_MIGRATION:
-            # Rollups of the events stored before the rollup tables existed.
+        if version in (ROLLUP_MIGRATION, ROLLUPS_RECOMPUTED_MIGRATION):
+            # Rollups of the events stored before the rollup tables existed (or before their
+            # recompute read every event of a minute: migration 012).
             from .rollup import rebuild
 
             rebuild(self)
