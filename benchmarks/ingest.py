@@ -17,7 +17,8 @@ in its own process and its own chDB directory, side by side in one run:
 "start CPU s" is what a run costs besides ingesting, from a run of one spool segment (one Kafka
 message, for the worker) into a fresh store: subtracted for the per-core figure after the start.
 
-Events/s is events over wall time; events per CPU-second is events over the process's CPU time
+Events/s is events over wall time (for the workers, from their start until every message was
+committed, watched from outside the group); events per CPU-second is events over the process's CPU time
 (all threads, the engine's included, from ``wait4``): the per-core figure. "RSS MB" is the peak
 resident size (files mapped in included); "own MB", for the workers, the peak of their own memory
 (resident, not mapped from files, sampled every 10 ms), which a worker's bound
@@ -51,9 +52,12 @@ ONE_MESSAGE = 1000  # events in a Kafka message
 TARGET_PER_CORE = 100_000
 # Measured per event on one 32 MiB batch (72,000 events) in one process: staging 3.05 us (the
 # protobuf read 1.2, the columns taken out of the attributes 0.9, the checks 0.75, SHA-256 0.13);
-# storing it 3.4-3.8 us against 2.6 for a raw insert of the same 72,000 rows in one statement. In
-# the Kafka worker draining 1M events (in process): the engine writing the archive's chunks 0.67
-# CPU-s, finalizing the archive's files (sort, Parquet) 1.0.
+# storing it 3.4-3.8 us against 2.6 for a raw insert of the same 72,000 rows in one statement
+# while a batch's part was wide (158 files), 1.7 us since it is compact (migration 011). The spool
+# ingest of 1M events by statement (CPU-s): staging 3.3 (the protobuf read alone ~1.3), the insert
+# 1.7, the duplicate check 0.5, the rollups' refresh 0.35, the counts of the staged rows 0.26,
+# noting the rollups' minutes 0.11. In the Kafka worker draining 1M events (in process): the engine
+# writing the archive's chunks 0.67 CPU-s, finalizing the archive's files (sort, Parquet) 1.0.
 WHY_NOT_PER_CORE = {
     "spool, engine": (
         "staging a batch in the engine (its protobuf read of the OTLP payloads, the columns taken "
@@ -67,10 +71,10 @@ WHY_NOT_PER_CORE = {
     ),
 }
 WHY_NOT_QUARTER = (
-    "a quarter of the raw insert (one statement of a million rows) leaves ~5 us an event; staging "
-    "a batch takes ~3 us of it (the engine's protobuf read ~1.2, the columns ~0.9, the checks "
-    "~0.75), storing a 72,000-event batch ~3.5 us (a raw insert of the same rows alone ~2.6: per "
-    "row a batch-sized insert costs twice a million-row one), and the merges of the parts come on top"
+    "a quarter of the raw insert (one statement of a million rows) leaves ~5.3 us an event; "
+    "staging a batch takes ~3.3 us of it (the engine's protobuf read alone ~1.3, then the columns "
+    "and the checks with the checksum's SHA-256), the insert of the batch ~1.7 us (the raw insert "
+    "~1.3), and the duplicate check, the counts and the rollups' refresh ~1.2 us come on top"
 )
 WHY_NOT_MEMORY = (
     "the engine's background merges of usage_events run in the worker's process, on top of a "
@@ -208,6 +212,39 @@ class _OwnMemory:
         return self.peak
 
 
+class _Drained:
+    """When the workers had committed every message of ``topic`` (all stored: a worker commits a
+    batch's offsets after storing it), polled every 50 ms from outside the group. The workers
+    themselves stop only after ``--max-idle`` without messages, and when one leaves, the other
+    gets its partitions and waits that long again: their exit is not when the work was done."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.at = 0.0
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self._ends = [self._consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            committed = self._consumer.committed(self._partitions, timeout=10)
+            if [tp.offset for tp in committed] == self._ends:
+                self.at = time.perf_counter()
+                return
+            self._done.wait(0.05)
+
+    def stop(self) -> float:
+        """The time (``perf_counter``) all was committed; 0 when it never was."""
+        self._done.set()
+        self._thread.join()
+        self._consumer.close()
+        return self.at
+
+
 def _worker_args(source: str, url: str, *more: str) -> list[str]:
     """A worker storing ``source`` (a kafka:// URL) into ``url``, stopping 3 s after the last message."""
     return [sys.executable, "-m", "usagelog.cli", "ingest", "--from", source, "--clickhouse", url,
@@ -238,6 +275,7 @@ def kafka_runs(
                     USAGELOG_KAFKA_AUTO_OFFSET_RESET="earliest",
                 )
                 args = _worker_args(f"kafka://{broker.bootstrap}/{topic}", url)
+                drained = _Drained(broker.bootstrap, f"bench-{workers}-{n}", topic, partitions=2)
                 started = time.perf_counter()
                 children = []
                 for w in range(workers):
@@ -248,17 +286,18 @@ def kafka_runs(
                         )
                     )
                 sampler = _OwnMemory([child.pid for child in children])
-                cpu, rss, done_at = 0.0, 0.0, 0.0
+                cpu, rss = 0.0, 0.0
                 for child in children:
                     _, status, usage = os.wait4(child.pid, 0)
-                    done_at = max(done_at, time.perf_counter())
                     if status != 0:
                         raise SystemExit(f"{name}: a worker failed ({status}); see {work}")
                     cpu += usage.ru_utime + usage.ru_stime
                     rss = max(rss, usage.ru_maxrss / 1024)
                 own = sampler.stop()
-                # Each worker stops after 3 s without messages: that wait is not ingest.
-                wall = done_at - started - 3.0
+                done_at = drained.stop()
+                if not done_at:
+                    raise SystemExit(f"{name}: the workers exited before committing every message")
+                wall = done_at - started
                 _check(name, url, events)
                 runs[name].append({"wall_s": wall, "cpu_s": cpu, "max_rss_mb": rss, "own_mb": own})
                 if workers == 1:
