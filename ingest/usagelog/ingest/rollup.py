@@ -140,10 +140,10 @@ def _refresh_minutes(store: Store, minutes: list[int], copies: bool) -> None:
     once = "LIMIT 1 BY event_id" if copies else ""
     # The time bounds let the engine read only those minutes (through the by_time projection);
     # the IN list keeps sparse sets of minutes from pulling in everything between them. The bounds
-    # are DateTime64, as the column: compared with a DateTime (seconds), `timestamp < bound` read
-    # through the projection skips the rows of a part or granule lying wholly within the second
-    # before the bound (chDB 26.9; `timestamp > t` likewise the second after t), and a minute lost
-    # the events of its last second.
+    # are DateTime64, as the column: compared with a DateTime (seconds), `timestamp < bound` skips
+    # the rows of a part or granule lying wholly within the second before the bound wherever
+    # timestamp is in the sorting key (by_time's, the table's; chDB 26.9; `timestamp > t` likewise
+    # the second after t), and a minute lost the events of its last second.
     store.client.command(
         f"""
         INSERT INTO {db}.usage_rollup_1m

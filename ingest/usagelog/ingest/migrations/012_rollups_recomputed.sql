@@ -1,5 +1,5 @@
 -- The rollups recomputed from usage_events (usagelog.ingest.rollup.rebuild, run after this file
 -- by the store's migrate). Before, a minute's recompute bounded its read with DateTime (seconds)
--- values, and the engine, reading through the by_time projection, skipped a part or granule lying
--- wholly within the minute's last second: such a minute's rollup lacked those events. Every minute
+-- values, and the engine skipped a part or granule lying wholly within the minute's last second
+-- (timestamp is in the sorting keys): such a minute's rollup lacked those events. Every minute
 -- that holds events gets a new version, complete; the hours follow from the minutes.
