@@ -95,6 +95,16 @@ def test_a_worker_draining_a_backlog_keeps_its_store_open_from_batch_to_batch(
     assert opened == [url]  # ... in one session
 
 
+def _owned(log: str) -> set[int]:
+    """The partitions a worker owns now, from its log's "assigned" and "revoked" lines (cooperative
+    rebalancing: each line names what it adds or takes away)."""
+    owned: set[int] = set()
+    for change, listed in re.findall(r"(assigned|revoked) \[([\d, ]*)\]", log):
+        partitions = {int(p) for p in listed.split(",") if p.strip()}
+        owned = owned | partitions if change == "assigned" else owned - partitions
+    return owned
+
+
 def test_two_workers_sharing_a_directory_take_turns_by_slices(
     kafka: Any, topics: dict[str, str], tmp_path: Path
 ) -> None:
@@ -102,7 +112,6 @@ def test_two_workers_sharing_a_directory_take_turns_by_slices(
     its slice (it pauses before opening it again). Both store their partitions' events."""
     url = "chdb://" + str(tmp_path / "chdb")
     payloads = make_payloads(36, 500, instance="pair")
-    produce(kafka.bootstrap, topics["events"], payloads)
     env = {
         "USAGELOG_WORKER_STORE_SLICE_SECONDS": "1",
         "USAGELOG_BATCH_MAX_BYTES": str(2 * max(len(p) for p in payloads)),
@@ -116,6 +125,10 @@ def test_two_workers_sharing_a_directory_take_turns_by_slices(
         )
     for worker in workers:
         worker.start()
+    # The events arrive once each worker owns partitions: a worker alone in the group drains all
+    # three before the other joins.
+    wait_for(lambda: all(_owned(w.log()) for w in workers), 60, "partitions for both workers")
+    produce(kafka.bootstrap, topics["events"], payloads)
     for worker in workers:
         assert worker.wait(timeout=240) == 0, worker.log()[-3000:]
     assert count_events(url) == (36 * 500, 36 * 500)
