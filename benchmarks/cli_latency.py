@@ -8,6 +8,10 @@ on a small store (a few thousand events ingested from a spool written by ``tests
 - ``top users --limit 5``
 - ``audit``
 
+Every checkout's ``usagelog`` is byte-compiled first (``compileall``, as ``pip install`` does):
+a user's installed command reads its modules' bytecode, where a checkout run with
+``PYTHONDONTWRITEBYTECODE`` set would compile them from source on every run.
+
 Runs are interleaved (every command and every checkout in turn, round after round), so drifts in
 machine speed hit all alike; p50 and p95 are over the rounds. The imports' share is read from three
 extra runs of each with ``python -X importtime`` (the median sum of the top-level imports'
@@ -36,6 +40,7 @@ the wrong checkout.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -152,7 +157,7 @@ def measure(checkouts: dict[str, Path], url: str, runs: int) -> list[dict[str, A
         label: {**checkouts, **({FLOOR: None} if label == first else {})} for label in COMMANDS
     }
     walls: dict[tuple[str, str], list[float]] = {(c, k): [] for c in COMMANDS for k in runners[c]}
-    for label, args in COMMANDS.items():  # warm-up: page cache, .pyc files
+    for label, args in COMMANDS.items():  # warm-up: the page cache
         for checkout in runners[label].values():
             _run(checkout, args, url)
     for round_number in range(runs):
@@ -218,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None:
         checkouts["baseline"] = args.baseline.resolve()
     for checkout in checkouts.values():
+        for package in ("instrumentation", "ingest"):
+            if not compileall.compile_dir(checkout / package / "usagelog", quiet=1):
+                raise SystemExit(f"cli_latency: cannot byte-compile {checkout / package}")
         _check_origin(checkout)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="usagelog-cli-latency-") as workdir:
