@@ -73,20 +73,50 @@ def _contents(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+_AHEAD: dict[int, tuple[Store, Store]] = {}
+
+
+def ahead_stores(engine_store: Store) -> tuple[Store, Store]:
+    """A store ``a`` on the same engine, and a database ``s`` to stage batches ahead in (a worker
+    stages ahead in an engine of its own; here another database of the same engine stands in)."""
+    key = id(engine_store.client)
+    if key not in _AHEAD:
+        ahead = Store(engine_store.client, "a")
+        ahead.migrate()
+        engine_store.client.command("CREATE DATABASE IF NOT EXISTS s")
+        _AHEAD[key] = (ahead, Store(engine_store.client, "s"))
+    return _AHEAD[key]
+
+
+def staged_ahead(items: list[Item], store: Store, stager: Store, directory: str, **pipeline: Any) -> Result:
+    """``items`` staged ahead in ``stager``'s database, then stored in ``store``, as a worker does
+    while another holds the store; the staged file is gone after."""
+    staged = Pipeline(decoder="engine", **pipeline).stage_ahead(items, stager, directory)
+    try:
+        return Pipeline(decoder="engine", **pipeline).process([], store, staged)
+    finally:
+        staged.discard()
+
+
 def both(stores: tuple[Store, Store], *batches: list[bytes]) -> tuple[list[Result], dict[str, Any]]:
-    """Run each batch through both decoders; assert equal results and contents; return them."""
+    """Run each batch through both decoders, and through the engine staged ahead; assert equal
+    results and contents; return them."""
     engine_store, python_store = stores
-    for store in stores:
+    ahead_store, stager = ahead_stores(engine_store)
+    for store in (*stores, ahead_store):
         _clear(store)
     results: list[Result] = []
-    for batch in batches:
-        items = [Item("kafka", f"t/0@{n}", payload) for n, payload in enumerate(batch)]
-        by_engine = Pipeline(decoder="engine").process(items, engine_store)
-        by_python = Pipeline(decoder="python").process(items, python_store)
-        assert by_engine == by_python
-        results.append(by_engine)
+    with tempfile.TemporaryDirectory(prefix="staged-ahead-") as directory:
+        for batch in batches:
+            items = [Item("kafka", f"t/0@{n}", payload) for n, payload in enumerate(batch)]
+            by_engine = Pipeline(decoder="engine").process(items, engine_store)
+            by_python = Pipeline(decoder="python").process(items, python_store)
+            by_ahead = staged_ahead(items, ahead_store, stager, directory)
+            assert by_engine == by_python == by_ahead
+            results.append(by_engine)
+        assert list(Path(directory).iterdir()) == []
     contents = _contents(engine_store)
-    assert contents == _contents(python_store)
+    assert contents == _contents(python_store) == _contents(ahead_store)
     return results, contents
 
 
@@ -115,15 +145,19 @@ def test_the_engine_writes_the_archive_chunks_the_reference_decoder_archives(
     ]
     items = [Item("kafka", f"t/0@{n}", payload) for n, payload in enumerate(batch)]
     archived = {}
-    for decoder, store in zip(("engine", "python"), stores, strict=True):
+    ahead_store, stager = ahead_stores(stores[0])
+    for decoder, store in (("engine", stores[0]), ("python", stores[1]), ("ahead", ahead_store)):
         _clear(store)
         staging_dir = tmp_path / f"{decoder}-{staging}"
         archive = Archive(str(tmp_path / decoder), staging_dir=staging_dir, worker_id="w")
-        result = Pipeline(archive=archive, decoder=decoder).process(items, store)
+        if decoder == "ahead":
+            result = staged_ahead(items, store, stager, str(tmp_path), archive=archive)
+        else:
+            result = Pipeline(archive=archive, decoder=decoder).process(items, store)
         assert result.events == 130 and len(archive.close()) == 2
         archived[decoder] = read_archive(str(tmp_path / decoder))
     assert len(archived["engine"]) == 130
-    assert archived["engine"] == archived["python"]
+    assert archived["engine"] == archived["python"] == archived["ahead"]
 
 
 def test_a_batch_whose_events_the_archive_did_not_all_get_is_not_stored(

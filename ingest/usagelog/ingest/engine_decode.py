@@ -361,6 +361,24 @@ class EngineDecoder:
             )
         return int(fresh), int(total) - int(fresh)
 
+    def export_staged(self, path: str) -> None:
+        """Write the staging table to ``path`` (Native) for :meth:`load_staged` in another engine:
+        a worker stages its batch while another holds the store (:mod:`usagelog.ingest.worker`)."""
+        columns = ", ".join(name for name, _ in _stage_columns())
+        self.store.client.command(
+            f"INSERT INTO FUNCTION file({_quote(path)}, 'Native') SELECT {columns} FROM {self.db}.{STAGE}"
+        )
+
+    def load_staged(self, path: str) -> None:
+        """Fill the staging table from a file :meth:`export_staged` wrote."""
+        self._prepare()
+        columns = ", ".join(name for name, _ in _stage_columns())
+        client = self.store.client
+        client.command(f"TRUNCATE TABLE {self.db}.{STAGE}")
+        client.command(
+            f"INSERT INTO {self.db}.{STAGE} ({columns}) SELECT {columns} FROM file({_quote(path)}, 'Native')"
+        )
+
     def clear(self) -> None:
         """Empty the staging tables (their memory is the batch's size)."""
         if self._ready:

@@ -26,15 +26,17 @@ each event once. A failure of storage raises: the caller must then keep the item
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import retention, rollup
 from .decode import dead_letter, decode_or_dead_letter
 from .engine_decode import EngineDecoder, EngineResult, decoder_setting
-from .errors import ArchiveError
+from .errors import ArchiveError, StoreError
 from .health import WorkerHealth
 from .store import Store
 
@@ -82,6 +84,27 @@ class Result:
 DeadLetterSink = Callable[[Sequence[dict[str, Any]]], None]
 
 
+@dataclass
+class Staged:
+    """A batch staged in another engine than the store's (:meth:`Pipeline.stage_ahead`): its items,
+    with the payloads the engine read dropped (the engine's columns hold them), the engine's
+    result (None: it could not read the batch, every payload kept) and the file holding its
+    staging table."""
+
+    items: list[Item]
+    result: EngineResult | None
+    path: str | None
+    size: int  # the file's bytes
+
+    def discard(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -117,6 +140,34 @@ class Pipeline:
             self._engines = (store, EngineDecoder(store))
         return self._engines[1]
 
+    def stage_ahead(self, items: Sequence[Item], engine_store: Store, directory: str) -> Staged:
+        """Decode and verify ``items`` in the engine of ``engine_store`` (not the store: a chDB
+        directory of the caller's own) into a file in ``directory``, for :meth:`process` to store
+        later with ``staged``. What the store's engine then does is the insert alone."""
+        items = list(items)
+        readable = [n for n, item in enumerate(items) if not item.damage]
+        engine = self._engine(engine_store) if readable else None
+        result = engine.stage([items[n].payload for n in readable]) if engine is not None else None
+        if engine is None or result is None:
+            return Staged(items, None, None, 0)
+        try:
+            engine.count_staged(result)
+            fd, path = tempfile.mkstemp(prefix="usagelog-staged-", suffix=".native", dir=directory)
+            os.close(fd)
+            try:
+                engine.export_staged(path)
+                size = os.path.getsize(path)
+            except BaseException:
+                os.unlink(path)
+                raise
+        finally:
+            engine.clear()
+        kept = {readable[n] for n in result.leftover}  # payloads the reference decoder reads
+        light = [
+            item if item.damage or n in kept else replace(item, payload=b"") for n, item in enumerate(items)
+        ]
+        return Staged(light, result, path, size)
+
     @staticmethod
     def _archive_staged(archive: Archive, engine: EngineDecoder, staged: EngineResult) -> None:
         """Have the engine write the staged events to ``archive``, a chunk for each hour they fall in."""
@@ -125,8 +176,11 @@ class Pipeline:
         if archived != staged.events:  # never an event stored and not archived
             raise ArchiveError(f"{archived} of the batch's {staged.events} events went to the archive")
 
-    def process(self, items: Iterable[Item], store: Store) -> Result:
-        """Decode, archive, store, copy and dead-letter ``items``; raises if storage failed."""
+    def process(self, items: Iterable[Item], store: Store, staged_ahead: Staged | None = None) -> Result:
+        """Decode, archive, store, copy and dead-letter ``items`` (or the batch ``staged_ahead``:
+        :meth:`stage_ahead`); raises if storage failed."""
+        if staged_ahead is not None:
+            items = staged_ahead.items
         result = Result()
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
@@ -150,7 +204,15 @@ class Pipeline:
             retention.match_projection_merges(store)
             self._merges_matched = store
         engine = self._engine(store) if readable else None
-        staged = engine.stage([item.payload for item in readable]) if engine is not None else None
+        ahead = staged_ahead is not None and staged_ahead.result is not None
+        if ahead:
+            assert staged_ahead is not None
+            if engine is None or staged_ahead.path is None:  # its payloads are only in the file
+                raise StoreError("a batch staged ahead needs the engine decoder of a chDB store")
+            engine.load_staged(staged_ahead.path)
+            staged = staged_ahead.result
+        else:
+            staged = engine.stage([item.payload for item in readable]) if engine is not None else None
         for item in readable if staged is None else [readable[n] for n in staged.leftover]:
             decoded, bad = decode_or_dead_letter(item.payload, item.source, item.location)
             rows.extend(decoded.rows)
@@ -159,7 +221,8 @@ class Pipeline:
             result.ignored += decoded.ignored
         minutes = rollup.minutes_of(rows)
         if staged is not None and engine is not None:
-            engine.count_staged(staged)
+            if not ahead:  # counted where it was staged
+                engine.count_staged(staged)
             result.events += staged.events
             result.ignored += staged.ignored
             minutes |= staged.minutes
