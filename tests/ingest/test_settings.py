@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,18 +94,31 @@ def test_wait_seconds_accepts_zero_and_refuses_words_and_negatives() -> None:
             wait_seconds({"USAGELOG_CLICKHOUSE_WAIT_SECONDS": bad})
 
 
-def test_the_worker_memory_bound_and_store_slice_default_accept_zero_and_name_a_bad_value() -> None:
+def test_the_worker_memory_bound_store_slice_and_stage_ahead_accept_zero_and_name_a_bad_value() -> None:
     source = "kafka://k:9092/t"
+
+    def figures(worker: Any) -> tuple[Any, ...]:
+        return (worker.max_memory_mb, worker.store_slice_seconds, worker.stage_ahead_batches)
+
     worker = load_settings(kafka=True, source=source, environ={}).worker
-    assert worker is not None and (worker.max_memory_mb, worker.store_slice_seconds) == (448, 5.0)
-    env = {"USAGELOG_WORKER_MAX_MEMORY_MB": "0", "USAGELOG_WORKER_STORE_SLICE_SECONDS": "0"}
+    assert worker is not None and figures(worker) == (448, 5.0, 16)
+    env = {
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
+        "USAGELOG_WORKER_STORE_SLICE_SECONDS": "0",
+        "USAGELOG_WORKER_STAGE_AHEAD_BATCHES": "0",
+    }
     worker = load_settings(kafka=True, source=source, environ=env).worker
-    assert worker is not None and (worker.max_memory_mb, worker.store_slice_seconds) == (0, 0.0)
-    env = {"USAGELOG_WORKER_MAX_MEMORY_MB": "1.5G", "USAGELOG_WORKER_STORE_SLICE_SECONDS": "-1"}
+    assert worker is not None and figures(worker) == (0, 0.0, 0)
+    env = {
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "1.5G",
+        "USAGELOG_WORKER_STORE_SLICE_SECONDS": "-1",
+        "USAGELOG_WORKER_STAGE_AHEAD_BATCHES": "2.5",
+    }
     with pytest.raises(SettingsError) as caught:
         load_settings(kafka=True, source=source, environ=env)
     assert "USAGELOG_WORKER_MAX_MEMORY_MB='1.5G': expected whole megabytes" in str(caught.value)
     assert "USAGELOG_WORKER_STORE_SLICE_SECONDS='-1'" in str(caught.value)
+    assert "USAGELOG_WORKER_STAGE_AHEAD_BATCHES='2.5': expected a number of batches" in str(caught.value)
 
 
 def test_worker_settings_share_the_clickhouse_settings() -> None:

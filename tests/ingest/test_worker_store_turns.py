@@ -108,8 +108,9 @@ def _owned(log: str) -> set[int]:
 def test_two_workers_sharing_a_directory_take_turns_by_slices(
     kafka: Any, topics: dict[str, str], tmp_path: Path
 ) -> None:
-    """A worker waiting for the directory says so; the one holding it lets it in at the end of
-    its slice (it pauses before opening it again). Both store their partitions' events."""
+    """A worker finding the directory held stages its batches ahead (decoded in an engine of its
+    own) and says so; the one holding it lets it in at the end of its slice (it stages ahead
+    itself before opening it again). Both store their partitions' events, each once."""
     url = "chdb://" + str(tmp_path / "chdb")
     payloads = make_payloads(36, 500, instance="pair")
     env = {
@@ -136,6 +137,7 @@ def test_two_workers_sharing_a_directory_take_turns_by_slices(
     shares = [int(re.findall(r"health worker=\S+ .* stored=(\d+)", w.log())[-1]) for w in workers]
     assert sum(shares) == 36 * 500, shares
     assert min(shares) >= 0.1 * 36 * 500, shares  # three partitions: about a third and two thirds
+    assert any("staging up to 16 batches ahead" in w.log() for w in workers)
 
 
 def test_waiting_for_the_store_is_not_idle_time(kafka: Any, topics: dict[str, str], tmp_path: Path) -> None:
@@ -150,8 +152,35 @@ def test_waiting_for_the_store_is_not_idle_time(kafka: Any, topics: dict[str, st
     produce(kafka.bootstrap, topics["events"], payloads[:2])
     worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=4).start()
     wait_for(lambda: count_events(url)[0] == 1000, 60, "the first batch")
-    with connect(url):  # held while the rest arrives: the worker's next batch waits for it
+    with connect(url):  # held while the rest arrives: the worker stages it ahead, then waits
         produce(kafka.bootstrap, topics["events"], payloads[2:])
         time.sleep(7)
     assert worker.wait(timeout=120) == 0, worker.log()[-3000:]
     assert count_events(url) == (10 * 500, 10 * 500)
+    assert "staging up to 16 batches ahead" in worker.log()
+
+
+def test_a_worker_with_its_batches_staged_ahead_waits_for_the_store_when_it_has_staged_enough(
+    kafka: Any, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """``USAGELOG_WORKER_STAGE_AHEAD_BATCHES`` bounds what waits: past it the worker waits for the
+    directory (and says so), then stores every event once."""
+    from usagelog.ingest.store import connect
+
+    url = "chdb://" + str(tmp_path / "chdb")
+    payloads = make_payloads(12, 500, instance="bounded")
+    env = {
+        "USAGELOG_BATCH_MAX_MESSAGES": "2",
+        "USAGELOG_WORKER_MAX_MEMORY_MB": "0",
+        "USAGELOG_WORKER_STAGE_AHEAD_BATCHES": "2",
+        "USAGELOG_CLICKHOUSE_WAIT_SECONDS": "60",
+    }
+    produce(kafka.bootstrap, topics["events"], payloads[:2])
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=4).start()
+    wait_for(lambda: count_events(url)[0] == 1000, 60, "the first batch")
+    with connect(url):
+        produce(kafka.bootstrap, topics["events"], payloads[2:])
+        wait_for(lambda: "waiting for the chDB directory" in worker.log(), 60, "the worker to wait")
+        assert "staging up to 2 batches ahead" in worker.log()
+    assert worker.wait(timeout=120) == 0, worker.log()[-3000:]
+    assert count_events(url) == (12 * 500, 12 * 500)

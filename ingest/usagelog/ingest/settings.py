@@ -41,6 +41,10 @@ The Kafka worker, ``tail`` and ``replay``:
   (``fetch.queue.backoff.ms``, librdkafka's default 1 s), so the next batch is fetched while one
   is stored.
 - ``USAGELOG_HEALTH_INTERVAL_SECONDS`` (default ``10``): how often the worker logs its health
+- ``USAGELOG_WORKER_MAX_MEMORY_MB`` (default ``448``), ``USAGELOG_WORKER_STORE_SLICE_SECONDS``
+  (default ``5``), ``USAGELOG_WORKER_STAGE_AHEAD_BATCHES`` (default ``16``): the worker's memory
+  bound, how long it keeps a chDB directory, how many batches it stages ahead while another
+  process holds it (:mod:`usagelog.ingest.worker`)
 
 The archive, written by the Kafka worker and by ``usagelog ingest`` from the spool:
 
@@ -169,6 +173,9 @@ class WorkerSettings:
     max_memory_mb: int = 448
     # USAGELOG_WORKER_STORE_SLICE_SECONDS: the store stays open over the batches of this long (0: per batch).
     store_slice_seconds: float = 5.0
+    # USAGELOG_WORKER_STAGE_AHEAD_BATCHES: while another worker holds the chDB directory, up to this
+    # many batches are staged ahead (decoded in an engine of the worker's own; 0: wait instead).
+    stage_ahead_batches: int = 16
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -447,6 +454,13 @@ class _Reader:
                 float,
                 lambda v: v >= 0,
                 "a number of seconds (0 or more)",
+            ),
+            stage_ahead_batches=self.number(
+                "USAGELOG_WORKER_STAGE_AHEAD_BATCHES",
+                defaults.stage_ahead_batches,
+                int,
+                lambda v: v >= 0,
+                "a number of batches (0 or more)",
             ),
         )
 

@@ -120,6 +120,28 @@ def wanted_since(url: str, since: float, marker: str = WANTED) -> bool:
         return False
 
 
+def held_by_another(url: str, announce: str = WANTED) -> bool:
+    """Whether another usagelog process holds the chDB directory of ``url`` right now (its turn
+    lock; never waits). If so, says that this one wants it (``announce``, see :func:`wanted_since`)."""
+    path = chdb_path(url)
+    if path is None:
+        return False
+    lock = path + ".lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if announce:
+            _say_wanted(lock, announce)
+        return True
+    finally:
+        os.close(fd)  # also lets go of the lock, if it was taken
+    return False
+
+
 def _engine_busy(path: str) -> bool:
     """Whether a process (usagelog or not) runs a ClickHouse engine on ``path`` right now.
 

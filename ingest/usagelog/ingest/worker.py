@@ -26,6 +26,15 @@ process waits for the directory (it says so with a ``.lock.wanted`` file: a CLI 
 then waits one batch, not a slice); another worker waiting (``.lock.wanted-by-worker``) gets it at
 the end of the slice. Fewer sessions also mean less of the memory chDB keeps per session.
 
+While another process holds the chDB directory, a worker does not wait idle: it decodes and
+verifies its batches in a chDB engine of its own (a temporary directory; one engine a process, so
+only while it does not hold the store) into files of staged rows, up to
+``USAGELOG_WORKER_STAGE_AHEAD_BATCHES`` (default 16; 0: wait instead), and in its turn stores
+them, oldest first and before anything newer, with the insert alone. Nothing staged ahead is
+committed before it is stored: a worker that dies leaves those messages to be read again. A
+worker holding the directory at the end of its slice, when another worker waited during it,
+stages ahead itself until the other took the directory (or :data:`HANDOVER_SECONDS` passed).
+
 After each batch is stored and committed, the engine's and pyarrow's allocators give back their
 free pages; past ``USAGELOG_WORKER_MAX_MEMORY_MB`` of its own memory still (default 448, 0: no
 bound, and nothing given back), a merge the engine runs in the background aside, the worker leaves
@@ -40,7 +49,9 @@ after at most 10 seconds more (without ``--max-idle`` it keeps trying, as a serv
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -49,10 +60,10 @@ from typing import Any
 from .archive import open_archive
 from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
-from .pipeline import Item, Pipeline, Result
+from .pipeline import Item, Pipeline, Result, Staged
 from .recycle import MB, accept_stop_signals, give_back_arrow_memory, memory_bytes, reexecute
-from .settings import WorkerSettings
-from .store import WANTED_BY_WORKER, Store, connect, wanted_since
+from .settings import WorkerSettings, chdb_path
+from .store import WANTED_BY_WORKER, Store, connect, held_by_another, wanted_since
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -60,7 +71,25 @@ _logger = logging.getLogger("usagelog.worker")
 PROBE_SECONDS = 10.0
 DEFAULT_MESSAGE_BYTES = 1_000_000  # a broker's message.max.bytes unless it is set otherwise
 ARCHIVE_RETRY_MAX_SECONDS = 15.0  # the longest wait between two tries of an archive that is down
-HANDOVER_SECONDS = 0.2  # at the end of a slice, the pause that lets a waiting worker take the store
+# At the end of a slice another worker waited through, how long this one leaves the store to it (it
+# stages ahead meanwhile) unless the other took it sooner: longer than the other takes to stage a batch.
+HANDOVER_SECONDS = 1.0
+
+AHEAD_POLL_SECONDS = 0.05  # with batches staged ahead and nothing to read, how often to look for the store
+
+Offsets = dict[tuple[str, int], int]  # next offset to read, per (topic, partition)
+
+
+def _offsets(batch: Sequence[Any]) -> Offsets:
+    after: Offsets = {}
+    for message in batch:
+        key = (message.topic(), message.partition())
+        after[key] = max(after.get(key, 0), message.offset() + 1)
+    return after
+
+
+def _items(batch: Sequence[Any]) -> list[Item]:
+    return [Item("kafka", f"{m.topic()}/{m.partition()}@{m.offset()}", m.value() or b"") for m in batch]
 
 
 class Worker:
@@ -103,6 +132,12 @@ class Worker:
         # The group's committed offset (next to read) of each assigned partition, as far as known:
         # this worker's own commits, else asked of the broker once. Lag is measured from it.
         self._committed: dict[tuple[str, int], int] = {}
+        # Batches staged ahead while another worker held the store, oldest first: their offsets,
+        # when the batch started, the staged batch. Stored (and committed) before anything newer.
+        self._ahead: list[tuple[Offsets, float, Staged]] = []
+        self._stager: tuple[ExitStack, Store] | None = None  # the engine batches are staged ahead in
+        self._stage_dir: str | None = None  # its chDB directory and the staged batches' files
+        self._yield_until = 0.0  # time.monotonic() until which the store is left to another worker
 
     # -- rebalance callbacks --------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -114,8 +149,10 @@ class Worker:
         revoked = {(p.topic, p.partition) for p in partitions}
         if self._paused:  # uncommitted: the new owner reads them again
             self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in revoked]
-        elif self._pending and any((m.topic(), m.partition()) in revoked for m in self._pending):
-            self._flush(wait_for_archive=False)
+        elif (self._pending and any((m.topic(), m.partition()) in revoked for m in self._pending)) or any(
+            key in revoked for offsets, _, _ in self._ahead for key in offsets
+        ):
+            self._flush(wait_for_archive=False, ahead=False)
         self._assigned -= revoked
         for key in revoked:
             self._committed.pop(key, None)
@@ -132,23 +169,45 @@ class Worker:
         )
 
     # -- the loop -------------------------------------------------------------------------------
-    def _flush(self, *, wait_for_archive: bool = True) -> Result | None:
-        """Store ``_pending``, publish the archive files that are due, then commit. In a
-        rebalance callback (``wait_for_archive`` false) a store that is down is not waited
-        for: the batch is staged on local disk, and the next rotation publishes it."""
-        if not self._pending:
+    def _flush(self, *, wait_for_archive: bool = True, ahead: bool = True) -> Result | None:
+        """Store ``_pending`` (after the batches staged ahead), publish the archive files that are
+        due, then commit, batch by batch. In a rebalance callback (``wait_for_archive`` false) a
+        store that is down is not waited for: the batch is staged on local disk, and the next
+        rotation publishes it. With ``ahead``, while another worker holds the store, the batch is
+        staged ahead instead (:meth:`_stage_ahead`) and stored in this worker's next turn."""
+        if not self._pending and not self._ahead:
             return None
-
         batch, self._pending = self._pending, []
         started = self._batch_started
-        result = self._process_with_retries(batch)
-        if not self._rotate_archive(wait=wait_for_archive):
-            return result  # stopped while the archive was down: the batch is read again
-        self._commit(batch)
-        self.health.batch_committed(time.monotonic() - started)
-        # Idle time (--max-idle) counts from here: waiting for the store is not a topic gone quiet.
-        self._last_activity = time.monotonic()
-        self._stored += 1
+        if batch and ahead and self._stages_ahead():
+            self._stage_ahead(batch, started)
+            return None
+        jobs: list[tuple[Offsets, float, list[Item], Staged | None]] = [
+            (offsets, at, staged.items, staged) for offsets, at, staged in self._ahead
+        ]
+        self._ahead = []
+        if batch:
+            jobs.append((_offsets(batch), started, _items(batch), None))
+        del batch  # its messages hold the payloads
+        result: Result | None = None
+        for n, (offsets, at, items, staged) in enumerate(jobs):
+            try:
+                result = self._process_with_retries(items, staged)
+                if not self._rotate_archive(wait=wait_for_archive):
+                    return result  # stopped while the archive was down: these batches are read again
+            except BaseException:
+                for _, _, _, left in jobs[n:]:
+                    if left is not None:
+                        left.discard()
+                raise
+            finally:
+                if staged is not None:
+                    staged.discard()
+            self._commit(offsets)
+            self.health.batch_committed(time.monotonic() - at)
+            # Idle time (--max-idle) counts from here: waiting for the store is not a topic gone quiet.
+            self._last_activity = time.monotonic()
+            self._stored += 1
         self._update_lag()
         slice_over = time.monotonic() - self._opened >= self.settings.store_slice_seconds
         url, opened_at = self.settings.clickhouse_url, self._opened_at
@@ -156,12 +215,80 @@ class Worker:
             self._close_store()
             if slice_over and wanted_since(url, opened_at, WANTED_BY_WORKER):
                 # Another worker waited during the slice: its turn. Opening again at once, this one
-                # took the directory back before the other's next try (every 50 ms), slice after slice.
-                time.sleep(HANDOVER_SECONDS)
+                # took the directory back before the other's next try, slice after slice; it
+                # stages ahead until the other took the store, or for HANDOVER_SECONDS.
+                self._yield_until = time.monotonic() + HANDOVER_SECONDS
         return result
+
+    def _stages_ahead(self) -> bool:
+        """Whether to stage the batch ahead: the store is another worker's (held, or left to it
+        at the end of this one's slice), this worker stages in the engine (chDB) and has fewer
+        than ``USAGELOG_WORKER_STAGE_AHEAD_BATCHES`` batches waiting."""
+        s = self.settings
+        if (
+            self._store is not None
+            or self._stop
+            or len(self._ahead) >= s.stage_ahead_batches
+            or self.pipeline.decoder != "engine"
+            or chdb_path(s.clickhouse_url) is None
+        ):
+            return False
+        # Held by another, or left to another worker: until it takes the store (then held) or the
+        # time is up.
+        return held_by_another(s.clickhouse_url, WANTED_BY_WORKER) or time.monotonic() < self._yield_until
+
+    def _stage_ahead(self, batch: Sequence[Any], started: float) -> None:
+        """Decode and verify ``batch`` in an engine of the worker's own, into a file: what the
+        store's engine does with it in this worker's turn is the insert alone. Two workers on
+        one chDB directory take turns; meanwhile each stages ahead (nothing is committed)."""
+        offsets, items = _offsets(batch), _items(batch)
+        if not self._ahead:
+            _logger.info(
+                "the store is in use by another process: staging up to %d batches ahead until it is free",
+                self.settings.stage_ahead_batches,
+            )
+        stager = self._open_stager()
+        assert self._stage_dir is not None
+        staged = self.pipeline.stage_ahead(items, stager, self._stage_dir)
+        self._ahead.append((offsets, started, staged))
+
+    def _open_stager(self) -> Store:
+        if self._stager is None:
+            s = self.settings
+            if self._stage_dir is None:
+                self._stage_dir = tempfile.mkdtemp(prefix="usagelog-stage-ahead-")
+            session = ExitStack()
+            store = session.enter_context(
+                connect(
+                    f"chdb://{self._stage_dir}/engine",
+                    database=s.database,
+                    wait=s.wait_seconds,
+                    migrate_schema=False,
+                    announce="",
+                )
+            )
+            try:
+                store.client.command(f"CREATE DATABASE IF NOT EXISTS {s.database}")
+            except BaseException:
+                session.close()
+                raise
+            self._stager = (session, store)
+        return self._stager[1]
+
+    def _close_stager(self) -> None:
+        """Let go of the staging engine: one engine a process (chDB), and the store's comes next."""
+        if self._stager is not None and self.settings.max_memory_mb:
+            self._give_back_free_pages()  # as when the store closes: the last chance to
+        stager, self._stager = self._stager, None
+        if stager is not None:
+            try:
+                stager[0].close()
+            except Exception:
+                _logger.warning("closing the staging engine failed", exc_info=True)
 
     def _open_store(self) -> Store:
         if self._store is None:
+            self._close_stager()
             s = self.settings
             session = ExitStack()
             self._store = session.enter_context(
@@ -193,9 +320,10 @@ class Worker:
     def _give_back_free_pages(self) -> None:
         """The free pages pyarrow's allocator and, while the store is open, the engine's keep."""
         give_back_arrow_memory()
-        if self._store is not None:
+        engine = self._store if self._store is not None else self._stager[1] if self._stager else None
+        if engine is not None:
             try:
-                self._store.give_back_memory()
+                engine.give_back_memory()
             except Exception:
                 _logger.warning("returning the engine's free memory failed", exc_info=True)
 
@@ -292,13 +420,9 @@ class Worker:
             self._report()
         return not self._stop
 
-    def _commit(self, batch: Sequence[Any]) -> None:
+    def _commit(self, after: Offsets) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
-        after: dict[tuple[str, int], int] = {}  # next offset to read, per partition
-        for message in batch:
-            key = (message.topic(), message.partition())
-            after[key] = max(after.get(key, 0), message.offset() + 1)
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(after.items())]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -313,14 +437,13 @@ class Worker:
             # the batch again and storage skips what is already there. Nothing is lost.
             _logger.warning("offsets not committed (%s); the batch will be read again by its new owner", exc)
 
-    def _process_with_retries(self, batch: Sequence[Any], attempts: int = 5) -> Result:
+    def _process_with_retries(self, items: list[Item], staged: Staged | None, attempts: int = 5) -> Result:
         """Storage hiccups (a busy chDB directory, a server restart) are retried with backoff;
         if they persist the worker stops without committing, and the batch is read again."""
-        items = [Item("kafka", f"{m.topic()}/{m.partition()}@{m.offset()}", m.value() or b"") for m in batch]
         delay = 1.0
         for attempt in range(1, attempts + 1):
             try:
-                return self.pipeline.process(items, self._open_store())
+                return self.pipeline.process(items, self._open_store(), staged)
             except Exception:
                 self._close_store()  # opened afresh for the next try
                 if attempt == attempts:
@@ -417,6 +540,8 @@ class Worker:
                 timeout = s.batch_max_seconds
                 if self._pending:
                     timeout = max(0.0, self._batch_started + s.batch_max_seconds - time.monotonic())
+                elif self._ahead:  # batches wait for the store: look for it often
+                    timeout = min(timeout, AHEAD_POLL_SECONDS)
                 messages = self.consumer.consume(num_messages=self._to_consume(), timeout=timeout)
                 if messages:
                     largest = max(len(m.value() or b"") for m in messages)
@@ -453,11 +578,13 @@ class Worker:
                         self.restart = not self._stop
                         break
                 elif not self._pending and not messages:
+                    if self._ahead and not self._stages_ahead():
+                        self._flush(ahead=False)  # nothing came, the store is free: the batches staged ahead
                     self._close_store(everything=True)  # nothing came: others may have the directory
                     self._update_lag()
                 self._report()
                 idle = time.monotonic() - self._last_activity
-                if max_idle_seconds and not self._pending and idle > max_idle_seconds:
+                if max_idle_seconds and not self._pending and not self._ahead and idle > max_idle_seconds:
                     if self._assigned:
                         break
                     # No partitions all this time: a broker that never answered is an error (the
@@ -465,12 +592,19 @@ class Worker:
                     # or no topic yet, and the worker waits on as it would for messages.
                     check_reachable(self.consumer, s.brokers, min(max_idle_seconds, PROBE_SECONDS))
                     self._last_activity = time.monotonic()
-            self._flush()
+            self._flush(ahead=False)
         finally:
             self.close()
 
     def close(self) -> None:
         self._close_store(everything=True)
+        self._close_stager()
+        for _, _, staged in self._ahead:  # not stored, not committed: read again
+            staged.discard()
+        self._ahead = []
+        if self._stage_dir is not None:
+            shutil.rmtree(self._stage_dir, ignore_errors=True)
+            self._stage_dir = None
         try:
             self.consumer.close()
         except Exception:
