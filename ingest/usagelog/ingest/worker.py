@@ -179,16 +179,20 @@ class Worker:
             return None
         batch, self._pending = self._pending, []
         started = self._batch_started
-        if batch and ahead and self._stages_ahead():
-            self._stage_ahead(batch, started)
+        # The messages hold a copy of the payloads the items hold: let them go before the engine
+        # reads the batch.
+        offsets, items = _offsets(batch), _items(batch)
+        del batch
+        if items and ahead and self._stages_ahead():
+            self._stage_ahead(offsets, items, started)
             return None
         jobs: list[tuple[Offsets, float, list[Item], Staged | None]] = [
             (offsets, at, staged.items, staged) for offsets, at, staged in self._ahead
         ]
         self._ahead = []
-        if batch:
-            jobs.append((_offsets(batch), started, _items(batch), None))
-        del batch  # its messages hold the payloads
+        if items:
+            jobs.append((offsets, started, items, None))
+        del items
         result: Result | None = None
         for n, (offsets, at, items, staged) in enumerate(jobs):
             try:
@@ -237,11 +241,10 @@ class Worker:
         # time is up.
         return held_by_another(s.clickhouse_url, WANTED_BY_WORKER) or time.monotonic() < self._yield_until
 
-    def _stage_ahead(self, batch: Sequence[Any], started: float) -> None:
+    def _stage_ahead(self, offsets: Offsets, items: list[Item], started: float) -> None:
         """Decode and verify ``batch`` in an engine of the worker's own, into a file: what the
         store's engine does with it in this worker's turn is the insert alone. Two workers on
         one chDB directory take turns; meanwhile each stages ahead (nothing is committed)."""
-        offsets, items = _offsets(batch), _items(batch)
         if not self._ahead:
             _logger.info(
                 "the store is in use by another process: staging up to %d batches ahead until it is free",
@@ -540,7 +543,7 @@ class Worker:
                 timeout = s.batch_max_seconds
                 if self._pending:
                     timeout = max(0.0, self._batch_started + s.batch_max_seconds - time.monotonic())
-                elif self._ahead:  # batches wait for the store: look for it often
+                if self._ahead:  # batches wait for the store: look for it often
                     timeout = min(timeout, AHEAD_POLL_SECONDS)
                 messages = self.consumer.consume(num_messages=self._to_consume(), timeout=timeout)
                 if messages:
@@ -572,14 +575,15 @@ class Worker:
                     or self._pending_bytes >= s.batch_max_bytes
                     or time.monotonic() - self._batch_started >= s.batch_max_seconds
                 )
-                if due:
-                    self._flush()
+                if due or (self._ahead and not self._stages_ahead()):
+                    # Due, or batches staged ahead wait and the store is free: they go now, oldest
+                    # first, and with them what is pending (a CLI query held the store for a
+                    # moment: the batch it delayed is stored when it is done, not a batch later).
+                    self._flush(ahead=bool(due))
                     if self._over_memory():
                         self.restart = not self._stop
                         break
                 elif not self._pending and not messages:
-                    if self._ahead and not self._stages_ahead():
-                        self._flush(ahead=False)  # nothing came, the store is free: the batches staged ahead
                     self._close_store(everything=True)  # nothing came: others may have the directory
                     self._update_lag()
                 self._report()
