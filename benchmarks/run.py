@@ -211,9 +211,16 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def render(results: list[dict[str, Any]], quick: bool, description: str) -> str:
+def render(
+    results: list[dict[str, Any]], quick: bool, description: str, rerun: list[str] | None = None
+) -> str:
+    """The page's generated part; ``rerun``: the benchmarks this run ran (None: all of them), the
+    others' results being their last full runs'."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick modes (smoke runs: small samples)" if quick else "full runs"
+    kept = [r["name"] for r in results if rerun is not None and r["name"] not in rerun]
+    if kept:
+        mode += f" of {', '.join(rerun or [])} (the results of {', '.join(kept)}: their last full runs)"
     out = [
         BEGIN,
         "# Benchmarks: the targets",
@@ -269,7 +276,7 @@ def main() -> int:
     # With --only, the others' last full results (kept under .usagelog) fill the rest of the page.
     results = [fresh[b.name] if b.name in fresh else _last(b.name) for b in BENCHMARKS]
     results = [r for r in results if r is not None]
-    section = render(results, args.quick, description)
+    section = render(results, args.quick, description, list(fresh) if args.only else None)
     print(section)
     if args.write or not args.quick:
         write(section)
