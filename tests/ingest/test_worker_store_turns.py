@@ -138,6 +138,10 @@ def test_two_workers_sharing_a_directory_take_turns_by_slices(
     assert sum(shares) == 36 * 500, shares
     assert min(shares) >= 0.1 * 36 * 500, shares  # three partitions: about a third and two thirds
     assert any("staging up to 16 batches ahead" in w.log() for w in workers)
+    # What was staged ahead was stored; its files and engine went with the worker.
+    for name in ("w1", "w2"):
+        staged = tmp_path / name / "state" / "stage-ahead"
+        assert not staged.exists() or not [p for p in staged.iterdir() if p.suffix == ".d"]
 
 
 def test_waiting_for_the_store_is_not_idle_time(kafka: Any, topics: dict[str, str], tmp_path: Path) -> None:
@@ -184,3 +188,22 @@ def test_a_worker_with_its_batches_staged_ahead_waits_for_the_store_when_it_has_
         assert "staging up to 2 batches ahead" in worker.log()
     assert worker.wait(timeout=120) == 0, worker.log()[-3000:]
     assert count_events(url) == (12 * 500, 12 * 500)
+
+
+def test_staging_ahead_takes_a_directory_of_its_own_and_clears_those_of_workers_gone(tmp_path: Path) -> None:
+    """Each worker stages ahead in its own directory under the state directory, locked while it
+    runs; a new one removes the directories of workers gone (what they staged was not committed)
+    and leaves those of running workers alone."""
+    from usagelog.ingest.worker import _stage_directory
+
+    running, running_lock = _stage_directory(str(tmp_path), "w/1")
+    gone, gone_lock = _stage_directory(str(tmp_path), "w2")
+    (Path(gone) / "batch.native").write_bytes(b"staged")
+    os.close(gone_lock)  # as when its process ends
+    mine, mine_lock = _stage_directory(str(tmp_path), "w3")
+    root = tmp_path / "stage-ahead"
+    left = sorted(p.name for p in root.iterdir() if p.suffix == ".d")
+    assert left == sorted([Path(running).name, Path(mine).name])
+    assert Path(running).name.startswith("w_1-") and Path(mine).parent == root
+    for fd in (running_lock, mine_lock):
+        os.close(fd)

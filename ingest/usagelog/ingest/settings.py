@@ -57,8 +57,8 @@ The archive, written by the Kafka worker and by ``usagelog ingest`` from the spo
 - ``USAGELOG_ARCHIVE_FORMAT`` (default ``parquet``): ``parquet`` or ``csv``
 - ``USAGELOG_ARCHIVE_MAX_BYTES`` (default ``104857600``): archive files are cut at this size...
 - ``USAGELOG_ARCHIVE_MAX_SECONDS`` (default ``3600``): ...or age
-- ``USAGELOG_STATE_DIR`` (default ``.usagelog/worker``): local state: archive staging, one folder
-  per worker or ingest process
+- ``USAGELOG_STATE_DIR`` (default ``.usagelog/worker``): local state: archive staging and the
+  worker's batches staged ahead, one folder per worker or ingest process
 - ``USAGELOG_WORKER_ID`` (``--worker-id``; default ``<host>-<pid>``): names this process's staging
   folder and archive files
 

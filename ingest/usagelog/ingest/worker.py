@@ -27,8 +27,8 @@ then waits one batch, not a slice); another worker waiting (``.lock.wanted-by-wo
 the end of the slice. Fewer sessions also mean less of the memory chDB keeps per session.
 
 While another process holds the chDB directory, a worker does not wait idle: it decodes and
-verifies its batches in a chDB engine of its own (a temporary directory; one engine a process, so
-only while it does not hold the store) into files of staged rows, up to
+verifies its batches in a chDB engine of its own (in ``USAGELOG_STATE_DIR/stage-ahead``; one engine
+a process, so only while it does not hold the store) into files of staged rows, up to
 ``USAGELOG_WORKER_STAGE_AHEAD_BATCHES`` (default 16; 0: wait instead), and in its turn stores
 them, oldest first and before anything newer, with the insert alone. Nothing staged ahead is
 committed before it is stored: a worker that dies leaves those messages to be read again. A
@@ -48,13 +48,17 @@ after at most 10 seconds more (without ``--max-idle`` it keeps trying, as a serv
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import re
 import shutil
 import signal
 import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from .archive import open_archive
@@ -75,6 +79,7 @@ ARCHIVE_RETRY_MAX_SECONDS = 15.0  # the longest wait between two tries of an arc
 # stages ahead meanwhile) unless the other took it sooner: longer than the other takes to stage a batch.
 HANDOVER_SECONDS = 1.0
 
+_GLOB = re.compile(r"[*?{}]")  # what the engine's file() expands in a path
 AHEAD_POLL_SECONDS = 0.05  # with batches staged ahead and nothing to read, how often to look for the store
 
 Offsets = dict[tuple[str, int], int]  # next offset to read, per (topic, partition)
@@ -90,6 +95,39 @@ def _offsets(batch: Sequence[Any]) -> Offsets:
 
 def _items(batch: Sequence[Any]) -> list[Item]:
     return [Item("kafka", f"{m.topic()}/{m.partition()}@{m.offset()}", m.value() or b"") for m in batch]
+
+
+def _stage_directory(state_dir: str, worker_id: str) -> tuple[str, int]:
+    """A new directory for staging ahead, ``<state_dir>/stage-ahead/<worker id>-<random>`` (on disk,
+    where the archive stages: a temporary directory may be memory), locked while this process
+    runs, and the directories of processes gone removed (their batches were not committed: they
+    are read again). The engine's file() reads ``*?{}`` in a path as a pattern: a state directory
+    holding one stages in the system's temporary directory instead."""
+    root = Path(state_dir, "stage-ahead").absolute()
+    if _GLOB.search(str(root)):
+        root = Path(tempfile.gettempdir(), "usagelog-stage-ahead")
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.is_dir() and old.name.endswith(".d"):
+            lock = old.with_suffix(".lock")
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running worker's
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", worker_id)[:64] or "worker"
+    directory = tempfile.mkdtemp(prefix=f"{name}-", suffix=".d", dir=root)
+    fd = os.open(Path(directory).with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return directory, fd
 
 
 class Worker:
@@ -137,6 +175,7 @@ class Worker:
         self._ahead: list[tuple[Offsets, float, Staged]] = []
         self._stager: tuple[ExitStack, Store] | None = None  # the engine batches are staged ahead in
         self._stage_dir: str | None = None  # its chDB directory and the staged batches' files
+        self._stage_lock: int | None = None  # held while the directory is in use
         self._yield_until = 0.0  # time.monotonic() until which the store is left to another worker
 
     # -- rebalance callbacks --------------------------------------------------------------------
@@ -242,8 +281,8 @@ class Worker:
         return held_by_another(s.clickhouse_url, WANTED_BY_WORKER) or time.monotonic() < self._yield_until
 
     def _stage_ahead(self, offsets: Offsets, items: list[Item], started: float) -> None:
-        """Decode and verify ``batch`` in an engine of the worker's own, into a file: what the
-        store's engine does with it in this worker's turn is the insert alone. Two workers on
+        """Decode and verify the batch (``items``) in an engine of the worker's own, into a file:
+        what the store's engine does with it in this worker's turn is the insert alone. Two workers on
         one chDB directory take turns; meanwhile each stages ahead (nothing is committed)."""
         if not self._ahead:
             _logger.info(
@@ -259,7 +298,7 @@ class Worker:
         if self._stager is None:
             s = self.settings
             if self._stage_dir is None:
-                self._stage_dir = tempfile.mkdtemp(prefix="usagelog-stage-ahead-")
+                self._stage_dir, self._stage_lock = _stage_directory(s.archive.state_dir, s.worker_id)
             session = ExitStack()
             store = session.enter_context(
                 connect(
@@ -609,6 +648,9 @@ class Worker:
         if self._stage_dir is not None:
             shutil.rmtree(self._stage_dir, ignore_errors=True)
             self._stage_dir = None
+        if self._stage_lock is not None:
+            os.close(self._stage_lock)
+            self._stage_lock = None
         try:
             self.consumer.close()
         except Exception:
