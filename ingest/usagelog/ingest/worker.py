@@ -647,6 +647,7 @@ class Worker:
         self._ahead = []
         if self._stage_dir is not None:
             shutil.rmtree(self._stage_dir, ignore_errors=True)
+            Path(self._stage_dir).with_suffix(".lock").unlink(missing_ok=True)
             self._stage_dir = None
         if self._stage_lock is not None:
             os.close(self._stage_lock)
