@@ -143,7 +143,7 @@ class Pipeline:
     def stage_ahead(self, items: Sequence[Item], engine_store: Store, directory: str) -> Staged:
         """Decode and verify ``items`` in the engine of ``engine_store`` (not the store: a chDB
         directory of the caller's own) into a file in ``directory``, for :meth:`process` to store
-        later with ``staged``. What the store's engine then does is the insert alone."""
+        later with ``staged_ahead``. What the store's engine then does is the insert alone."""
         items = list(items)
         readable = [n for n, item in enumerate(items) if not item.damage]
         engine = self._engine(engine_store) if readable else None
