@@ -240,7 +240,7 @@ def decoder_setting(environ: Mapping[str, str] | None = None) -> str:
     return value
 
 
-_GLOB = re.compile(r"[*?{}]")  # what the engine's file() expands in a path
+FILE_PATTERN = re.compile(r"[*?{}]")  # what the engine's file() expands in a path
 # The archive's chunk: uncompressed (it is read back mapped, at memory speed), strings as Arrow
 # strings, no dictionaries (the archive's schema has none).
 _ARROW_CHUNK = {
@@ -389,7 +389,7 @@ class EngineDecoder:
         """Write the staged regular events of one hour (of the epoch, UTC) to ``path`` as an Arrow
         IPC file of the event's columns (the archive's chunk; :meth:`Archive.stage_hours`)."""
         target = os.fspath(path)
-        if not _GLOB.search(target):
+        if not FILE_PATTERN.search(target):
             self._write_hour(result, hour, target)
             return
         # The engine would read these characters as a pattern: written elsewhere, then moved.

@@ -64,23 +64,25 @@ _NAMED = re.compile(r"\$\{DATABASE\}\.(\w+)")
 _ENGINE_BUSY = re.compile(r"Cannot lock file|already running|different path", re.IGNORECASE)
 
 
+def try_lock(fd: int, path: str, announce: str = "") -> bool:
+    """Take the lock of ``fd`` (the file ``path``) if no other process holds it; never waits.
+    If one does and ``announce`` is set, says that this one wants it (see :func:`wanted_since`)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if announce:
+            _say_wanted(path, announce)
+        return False
+    return True
+
+
 @contextmanager
 def _file_lock(path: str, wait: float, what: str, announce: str = WANTED) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-
-    def take() -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if announce:
-                _say_wanted(path, announce)
-            return False
-        return True
-
     try:
         taken = wait_until(
-            take,
+            lambda: try_lock(fd, path, announce),
             wait,
             interval=0.05,
             on_wait=lambda: print(
@@ -132,14 +134,9 @@ def held_by_another(url: str, announce: str = WANTED) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        if announce:
-            _say_wanted(lock, announce)
-        return True
+        return not try_lock(fd, lock, announce)
     finally:
         os.close(fd)  # also lets go of the lock, if it was taken
-    return False
 
 
 def _engine_busy(path: str) -> bool:

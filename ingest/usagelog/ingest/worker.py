@@ -48,7 +48,6 @@ after at most 10 seconds more (without ``--max-idle`` it keeps trying, as a serv
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -62,12 +61,13 @@ from pathlib import Path
 from typing import Any
 
 from .archive import open_archive
-from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
+from .engine_decode import FILE_PATTERN
+from .errors import ArchiveError, ArchiveUnavailable, KafkaError, StoreError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result, Staged
 from .recycle import MB, accept_stop_signals, give_back_arrow_memory, memory_bytes, reexecute
 from .settings import WorkerSettings, chdb_path
-from .store import WANTED_BY_WORKER, Store, connect, held_by_another, wanted_since
+from .store import WANTED_BY_WORKER, Store, connect, held_by_another, try_lock, wanted_since
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -79,7 +79,6 @@ ARCHIVE_RETRY_MAX_SECONDS = 15.0  # the longest wait between two tries of an arc
 # stages ahead meanwhile) unless the other took it sooner: longer than the other takes to stage a batch.
 HANDOVER_SECONDS = 1.0
 
-_GLOB = re.compile(r"[*?{}]")  # what the engine's file() expands in a path
 AHEAD_POLL_SECONDS = 0.05  # with batches staged ahead and nothing to read, how often to look for the store
 
 Offsets = dict[tuple[str, int], int]  # next offset to read, per (topic, partition)
@@ -104,7 +103,7 @@ def _stage_directory(state_dir: str, worker_id: str) -> tuple[str, int]:
     are read again). The engine's file() reads ``*?{}`` in a path as a pattern: a state directory
     holding one stages in the system's temporary directory instead."""
     root = Path(state_dir, "stage-ahead").absolute()
-    if _GLOB.search(str(root)):
+    if FILE_PATTERN.search(str(root)):
         root = Path(tempfile.gettempdir(), "usagelog-stage-ahead")
     root.mkdir(parents=True, exist_ok=True)
     for old in root.iterdir():
@@ -115,18 +114,18 @@ def _stage_directory(state_dir: str, worker_id: str) -> tuple[str, int]:
             except OSError:
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a running worker's
-            else:
-                shutil.rmtree(old, ignore_errors=True)
-                lock.unlink(missing_ok=True)
+                if try_lock(fd, str(lock)):  # else a running worker's
+                    shutil.rmtree(old, ignore_errors=True)
+                    lock.unlink(missing_ok=True)
             finally:
                 os.close(fd)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", worker_id)[:64] or "worker"
     directory = tempfile.mkdtemp(prefix=f"{name}-", suffix=".d", dir=root)
-    fd = os.open(Path(directory).with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    mine = str(Path(directory).with_suffix(".lock"))
+    fd = os.open(mine, os.O_RDWR | os.O_CREAT, 0o644)
+    if not try_lock(fd, mine):  # a new name: nobody else has it
+        os.close(fd)
+        raise StoreError(f"cannot lock {mine}")
     return directory, fd
 
 
