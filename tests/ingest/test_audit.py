@@ -118,6 +118,24 @@ def test_the_table_lists_where_events_were_lost_and_exit_zero_only_reports(lossy
     assert _audit(lossy["url"], "--strict", "--format", "csv").returncode == 1
 
 
+def test_copies_of_an_event_and_events_sharing_a_number_are_duplicates(tmp_path: Path, chdb_url: str) -> None:
+    """What ingest's duplicate check keeps out, written past it: a second copy of seq 3, and an
+    event of another ID given seq 4 again (its checksum, over the ID, no longer holds either)."""
+    write_spool(tmp_path / "spool", segments=1, per_segment=10, instance="twice")
+    ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog")
+    with connect(chdb_url) as store:
+        for sql in (
+            "INSERT INTO usagelog.usage_events SELECT * FROM usagelog.usage_events WHERE seq = 3",
+            "INSERT INTO usagelog.usage_events SELECT * REPLACE (event_prefix + 1 AS event_prefix) "
+            "FROM usagelog.usage_events WHERE seq = 4",
+        ):
+            store.client.command(sql)
+    result = _audit(chdb_url, "--format", "json")
+    assert result.returncode == 1, result.stderr
+    (twice,) = json.loads(result.stdout)
+    assert (twice["events"], twice["duplicates"], twice["checksum_failures"], twice["lost"]) == (12, 2, 1, 0)
+
+
 def test_dead_letters_of_no_known_instance_are_reported_too(chdb_url: str) -> None:
     with connect(chdb_url) as store:
         Pipeline().process([Item("kafka", "usagelog.events/2@41", b"\xff not OTLP")], store)

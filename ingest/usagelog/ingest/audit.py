@@ -82,23 +82,24 @@ class InstanceAudit:
         return tuple(values[c] for c in COLUMNS)
 
 
-def audit(store: Store, checksum_sql: str) -> list[InstanceAudit]:
+def audit(store: Store, checksum_differs: str) -> list[InstanceAudit]:
     """Every instance that stored events, reported a loss or has dead letters, by service and
-    instance. ``checksum_sql`` recomputes a stored row's checksum (columns prefixed ``e.``)."""
+    instance. ``checksum_differs`` is true of a stored row whose checksum, recomputed over its
+    columns (prefixed ``e.``), is not the one stored."""
     db = store.database
     found: dict[str, InstanceAudit] = {}
 
     def entry(instance: str) -> InstanceAudit:
         return found.setdefault(instance, InstanceAudit(instance))
 
-    # The stored sequence. ``duplicates``: stored copies beyond the first of an event ID, plus
-    # sequence numbers used by more than one event. No FINAL: copies are what it counts.
+    # The stored sequence. ``duplicates``: stored copies beyond the first of an event, plus events
+    # given a sequence number another event has; each is a row whose seq another row has, so both
+    # together are count() - uniqExact(seq). No FINAL: copies are what it counts.
     _, rows = store.query(
         f"""
         SELECT service_instance_id, any(service_name), any(host_name), any(region), count(), max(seq),
-               toInt64(max(seq)) - toInt64(uniqExactIf(seq, seq > 0)),
-               (count() - uniqExact(event_id)) + (uniqExact(event_id) - uniqExact(seq)),
-               countIf(checksum != {checksum_sql})
+               toInt64(max(seq)) - toInt64(uniqExactIf(seq, seq > 0)), count() - uniqExact(seq),
+               countIf({checksum_differs})
         FROM {db}.usage_events AS e GROUP BY service_instance_id
         """
     )
@@ -108,49 +109,49 @@ def audit(store: Store, checksum_sql: str) -> list[InstanceAudit]:
         e.events, e.max_seq, e.gaps = int(events), int(max_seq), int(gaps)
         e.duplicates, e.checksum_failures = int(duplicates), int(bad)
 
+    # Loss reports and dead letters, counted in one statement; listed only where there are any.
     _, rows = store.query(
         f"""
         SELECT service_instance_id, any(service_name), any(host_name), sumIf(count, reason != 'tail'),
-               count(), max(allocated_seq), countIf(reason = 'damaged')
+               count(), max(allocated_seq), countIf(reason = 'damaged'), 0, 0
         FROM {db}.losses FINAL GROUP BY service_instance_id
-        """
-    )
-    for instance, service, host, lost, reports, allocated, damaged in rows:
-        e = entry(instance)
-        e.service, e.host = e.service or service, e.host or host
-        e.reported_lost, e.reports_count, e.allocated_seq = int(lost), int(reports), int(allocated)
-        e.damaged = int(damaged)
-    _, rows = store.query(
-        f"""
-        SELECT service_instance_id, report_id, reported_at, reason, count, first_seq, last_seq,
-               allocated_seq, detail, location
-        FROM {db}.losses FINAL ORDER BY service_instance_id, reported_at, report_id
-        LIMIT {LISTED} BY service_instance_id
-        """
-    )
-    keys = ("report_id", "time", "reason", "count", "first_seq", "last_seq", "allocated_seq", "detail")
-    for instance, *values, location in rows:
-        entry(instance).reports.append({**dict(zip(keys, values, strict=True)), "location": location})
-
-    _, rows = store.query(
-        f"""
-        SELECT service_instance_id, count(), countIf(reason LIKE 'checksum%')
+        UNION ALL
+        SELECT service_instance_id, '', '', 0, 0, 0, 0, count(), countIf(reason LIKE 'checksum%')
         FROM {db}.dead_letters GROUP BY service_instance_id
         """
     )
-    for instance, letters, checksums in rows:
+    for instance, service, host, lost, reports, allocated, damaged, letters, checksums in rows:
         e = entry(instance)
-        e.dead_letters, e.checksum_failures = int(letters), e.checksum_failures + int(checksums)
-    _, rows = store.query(
-        f"""
-        SELECT service_instance_id, received_at, source, location, reason, event_id FROM {db}.dead_letters
-        ORDER BY service_instance_id, received_at, location LIMIT {LISTED} BY service_instance_id
-        """
-    )
-    for instance, received, source, location, reason, event_id in rows:
-        entry(instance).dead_letter_list.append(
-            {"time": received, "source": source, "location": location, "reason": reason, "event_id": event_id}
+        e.service, e.host = e.service or service, e.host or host
+        e.reported_lost, e.reports_count = e.reported_lost + int(lost), e.reports_count + int(reports)
+        e.allocated_seq, e.damaged = max(e.allocated_seq, int(allocated)), e.damaged + int(damaged)
+        e.dead_letters += int(letters)
+        e.checksum_failures += int(checksums)
+
+    if any(e.reports_count for e in found.values()):
+        _, rows = store.query(
+            f"""
+            SELECT service_instance_id, report_id, reported_at, reason, count, first_seq, last_seq,
+                   allocated_seq, detail, location
+            FROM {db}.losses FINAL ORDER BY service_instance_id, reported_at, report_id
+            LIMIT {LISTED} BY service_instance_id
+            """
         )
+        keys = ("report_id", "time", "reason", "count", "first_seq", "last_seq", "allocated_seq", "detail")
+        for instance, *values, location in rows:
+            entry(instance).reports.append({**dict(zip(keys, values, strict=True)), "location": location})
+
+    if any(e.dead_letters for e in found.values()):
+        _, rows = store.query(
+            f"""
+            SELECT service_instance_id, received_at, source, location, reason, event_id
+            FROM {db}.dead_letters
+            ORDER BY service_instance_id, received_at, location LIMIT {LISTED} BY service_instance_id
+            """
+        )
+        fields = ("time", "source", "location", "reason", "event_id")
+        for instance, *values in rows:
+            entry(instance).dead_letter_list.append(dict(zip(fields, values, strict=True)))
 
     _missing_ranges(store, [e for e in found.values() if e.gaps > 0])
     for e in found.values():

@@ -186,6 +186,11 @@ def count_events(store: Store, filters: Filters) -> int:
 def _checksum_sql(prefix: str = "", digits: int = 32) -> str:
     """The event checksum recomputed in SQL, exactly as ``usagelog.instrumentation.event.checksum``:
     its first ``digits`` hex digits (32, all of it; ``usage_events`` keeps 16, see ``stored.py``)."""
+    return f"lower(substring(hex(SHA256({_checksum_input(prefix)})), 1, {digits}))"
+
+
+def _checksum_input(prefix: str) -> str:
+    """What the checksum is the SHA-256 of: the checksummed fields as text, in their order."""
     from usagelog.instrumentation.event import CHECKSUM_FIELDS  # the audit's alone
 
     parts = []
@@ -196,7 +201,7 @@ def _checksum_sql(prefix: str = "", digits: int = 32) -> str:
             parts.append(f"toString(toUInt8({prefix}{f.column}))")
         else:
             parts.append(f"toString({prefix}{f.column})")
-    return f"lower(substring(hex(SHA256(concatWithSeparator('\\x1f', {', '.join(parts)}))), 1, {digits}))"
+    return f"concatWithSeparator('\\x1f', {', '.join(parts)})"
 
 
 def audit(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -213,8 +218,11 @@ def audit_instances(store: Store) -> list[InstanceAudit]:
     from . import audit as audit_module
     from .stored import COMPACT_CHECKSUM_HEX
 
-    # usage_events keeps the checksum's first 64 bits (ingest verified all 128 on arrival).
-    return audit_module.audit(store, _checksum_sql("e.", COMPACT_CHECKSUM_HEX))
+    # usage_events keeps the checksum's first 64 bits (ingest verified all 128 on arrival) as a
+    # big-endian UInt64: compared with the SHA-256's first bytes read the same way.
+    recomputed = f"SHA256({_checksum_input('e.')})"
+    first = f"reinterpretAsUInt64(reverse(substring({recomputed}, 1, {COMPACT_CHECKSUM_HEX // 2})))"
+    return audit_module.audit(store, f"e.checksum64 != {first}")
 
 
 def error_rates(store: Store) -> tuple[list[str], list[tuple[Any, ...]]]:
