@@ -176,6 +176,27 @@ def test_event_without_trace_user_or_bodies_decodes_with_empty_values(builder: E
     assert row["attributes"] == {ev.CLIENT_ABORTED: "true", "resource.deployment.environment": "production"}
 
 
+def test_zeros_and_false_are_left_out_of_the_record_and_read_back(builder: EventBuilder) -> None:
+    x = make_exchange(
+        method="GET", request_body=None, request_size=0, response_body=None, response_size=0, user_headers={}
+    )
+    record = (
+        ExportLogsServiceRequest.FromString(payload_of(builder, x))
+        .resource_logs[0]
+        .scope_logs[0]
+        .log_records[0]
+    )
+    keys = {kv.key for kv in record.attributes}
+    assert {ev.BY_COLUMN[c].attribute for c in ("request_size", "response_size", "monitored")}.isdisjoint(
+        keys
+    )
+    assert ev.BY_COLUMN["status_code"].attribute in keys
+    decoded = decode_payload(payload_of(builder, x))
+    assert decoded.rejected == []  # the checksum covers the values, written or not
+    (row,) = decoded.rows
+    assert (row["request_size"], row["response_size"], row["monitored"]) == (0, 0, False)
+
+
 def test_several_events_in_one_payload_each_get_their_own_row(builder: EventBuilder) -> None:
     exchanges = [make_exchange(seq=n, path=f"/orders/{n}") for n in range(1, 6)]
     rows = decode_payload(payload_of(builder, *exchanges)).rows
