@@ -2,8 +2,9 @@
 engine's own insert of the same rows.
 
 One set of real encoded usage events (``tests/spoolfill.py``: OTLP payloads as the in-app
-exporter writes them, 2,500 events a spool segment, 1,000 a Kafka message) is stored four ways, each
-in its own process and its own chDB directory, side by side in one run:
+exporter writes them, 2,500 events a spool segment, 1,000 a Kafka message; the requests vary as an
+API's do, ``spoolfill.as_traffic``: methods, statuses, durations, sizes, queries, clients) is
+stored four ways, each in its own process and its own chDB directory, side by side in one run:
 
 - ``spool, engine``: ``usagelog ingest --spool`` with the default decoder (the engine reads the
   payloads, :mod:`usagelog.ingest.engine_decode`);
@@ -439,7 +440,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="usagelog-ingest-bench-"))
     try:
         pristine = work / "pristine"
-        write_spool(pristine, events // PER_SEGMENT, PER_SEGMENT)
+        write_spool(pristine, events // PER_SEGMENT, PER_SEGMENT, traffic=True)
         runs: dict[str, list[dict[str, float]]] = {"spool, engine": [], "spool, python": [], "raw insert": []}
         for n in range(rounds):
             for decoder in ("engine", "python") if n % 2 == 0 else ("python", "engine"):
@@ -448,7 +449,7 @@ def main() -> int:
             runs["raw insert"].append(raw_run(work, f"chdb://{work}/db-engine-0", events, n))
         if not (args.quick or args.no_kafka):
             # 1,000 events a message: the broker's default message limit is 1 MB.
-            payloads = make_payloads(events // ONE_MESSAGE, ONE_MESSAGE, instance="kafka-bench")
+            payloads = make_payloads(events // ONE_MESSAGE, ONE_MESSAGE, instance="kafka-bench", traffic=True)
             runs.update(kafka_runs(work, payloads, events, rounds))
         rows = {name: summarize(name, r, events) for name, r in runs.items() if r}
         tgts = targets(rows)
