@@ -126,10 +126,11 @@ def test_real_events_are_stored_by_the_engine_as_by_the_reference_decoder(
     batch = [
         payload_of(BUILDER, make_exchange(seq=1), make_exchange(seq=2, user_headers={})),
         *make_payloads(3, 50, instance="bulk", monitor="user:user-3"),
+        *make_payloads(2, 100, instance="traffic", traffic=True),
     ]
     results, contents = both(stores, batch, batch)  # the second time: every event a duplicate
-    assert [(r.events, r.stored, r.duplicates) for r in results] == [(152, 152, 0), (152, 0, 152)]
-    assert len(contents["usage_events"]) == 152 and contents["monitored_events"]
+    assert [(r.events, r.stored, r.duplicates) for r in results] == [(352, 352, 0), (352, 0, 352)]
+    assert len(contents["usage_events"]) == 352 and contents["monitored_events"]
     assert contents["dead_letters"] == [] and contents["losses"] == []
 
 
