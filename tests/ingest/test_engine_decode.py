@@ -143,6 +143,9 @@ def test_the_engine_writes_the_archive_chunks_the_reference_decoder_archives(
     batch = [
         *make_payloads(2, 50, instance="a", at_ns=start),
         *make_payloads(1, 30, instance="b", at_ns=start + 7),
+        *make_payloads(1, 40, instance="c", at_ns=start + 3, traffic=True),
+        # Bodies, unicode, extra attributes (the map column).
+        payload_of(BUILDER, make_exchange(seq=1, start_ns=start + 20, path="/ordres/ü/42")),
     ]
     items = [Item("kafka", f"t/0@{n}", payload) for n, payload in enumerate(batch)]
     archived = {}
@@ -155,9 +158,10 @@ def test_the_engine_writes_the_archive_chunks_the_reference_decoder_archives(
             result = staged_ahead(items, store, stager, str(tmp_path), archive=archive)
         else:
             result = Pipeline(archive=archive, decoder=decoder).process(items, store)
-        assert result.events == 130 and len(archive.close()) == 2
+        assert result.events == 171 and len(archive.close()) == 2
         archived[decoder] = read_archive(str(tmp_path / decoder))
-    assert len(archived["engine"]) == 130
+    assert len(archived["engine"]) == 171
+    assert any(row["attributes"] and row["request_body"] for row in archived["engine"])
     assert archived["engine"] == archived["python"] == archived["ahead"]
 
 

