@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.spoolfill import write_spool
+from tests.spoolfill import make_payloads, write_spool
 from usagelog.ingest import queries
 from usagelog.ingest.errors import QueryError, SettingsError, StoreError
 from usagelog.ingest.recycle import give_back_arrow_memory, memory_bytes
@@ -100,11 +100,18 @@ def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: st
 
 
 def test_a_batch_is_stored_as_one_compact_part(tmp_path: Path, chdb_url: str) -> None:
-    """A batch of the default size (here 75,000 events: 72,500 and 2,500) is a part in the compact
-    format, a few files instead of a couple per column: under the engine's default threshold
-    (10 MiB of rows in memory) the first would be wide."""
-    write_spool(tmp_path / "spool", segments=30, per_segment=2500)
-    assert ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog").inserted == 75_000
+    """A batch of the default size (segments of 2,500 events are taken until they hold 32 MiB of
+    payloads, then the rest) is a part in the compact format, a few files instead of a couple per
+    column: under the engine's default threshold (10 MiB of rows in memory) the first would be wide."""
+    segments, per_segment = 40, 2500
+    write_spool(tmp_path / "spool", segments=segments, per_segment=per_segment)
+    held, first = 0, 0
+    for payload in make_payloads(segments, per_segment):  # the same sizes as the spool's
+        held, first = held + len(payload), first + per_segment
+        if held >= 32 * 1024 * 1024:
+            break
+    assert per_segment * 20 < first < segments * per_segment
+    assert ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog").inserted == segments * per_segment
     with connect(chdb_url) as store:
         _, parts = store.query(
             "SELECT rows, part_type FROM system.parts WHERE database = 'usagelog' "
@@ -115,7 +122,7 @@ def test_a_batch_is_stored_as_one_compact_part(tmp_path: Path, chdb_url: str) ->
             "FROM system.tables WHERE database = 'usagelog' "
             "AND name IN ('usage_events', 'monitored_events') ORDER BY table"
         )
-    assert parts == [(72_500, "Compact"), (2_500, "Compact")]
+    assert parts == [(first, "Compact"), (segments * per_segment - first, "Compact")]
     assert settings == [("monitored_events", "134217728"), ("usage_events", "134217728")]
 
 

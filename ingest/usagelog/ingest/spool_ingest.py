@@ -47,11 +47,11 @@ SLICE_SECONDS = 5.0
 # ``usagelog ingest --spool --follow`` looks for a segment ready to be stored this often.
 FOLLOW_POLL_SECONDS = 0.2
 # Segments go through the pipeline (and are deleted) in groups of about this many payload bytes
-# (USAGELOG_BATCH_MAX_BYTES, default 32 MiB, ~72,000 events): the engine reads a group in one
-# statement, and a kill loses at most a group's progress. Each statement has a fixed cost (~35 ms
-# to analyse the staging query alone), so larger groups store faster per event (500k events here:
-# 8 MiB 98k events per CPU-second, 16 MiB 123k, 32 MiB 123-128k); the engine's memory for a
-# group is about its size (it parses one payload at a time).
+# (USAGELOG_BATCH_MAX_BYTES, default 32 MiB, ~65,000 events of varied traffic): the engine reads a
+# group in one statement, and a kill loses at most a group's progress. Each statement has a fixed
+# cost (~35 ms to analyse the staging query alone), so larger groups store faster per event (500k
+# events here: 8 MiB 98k events per CPU-second, 16 MiB 123k, 32 MiB 123-128k); the engine's memory
+# for a group is about its size (it parses one payload at a time).
 GROUP_BYTES = WorkerSettings.batch_max_bytes
 
 
