@@ -682,6 +682,18 @@ def open_archive(settings: ArchiveSettings) -> Archive | None:
     return archive
 
 
+def _read_parquet(fs: Any, path: str) -> pa.Table:
+    """One Parquet file, read on this thread: a local one by its path, a remote one from its bytes.
+    Read through a Python file object, pyarrow's I/O threads may still hold pieces of it when the
+    interpreter exits; the thread that lets go of one then dies holding C++ frames, which aborts
+    the process after its work is done (and the engine's handler of that signal hangs it)."""
+    if isinstance(fs, LocalFileSystem):
+        return pq.read_table(path, pre_buffer=False)
+    with fs.open(path, "rb") as f:
+        data = f.read()
+    return pq.read_table(pa.BufferReader(data), pre_buffer=False)
+
+
 def read_archive(target: str, *, unique: bool = False, endpoint: str = "") -> list[dict[str, Any]]:
     """Every row of every final file under ``target`` (both formats), typed like decode's rows
     and sorted by (timestamp, service_instance_id, seq). ``unique`` keeps one row per event_id;
@@ -695,8 +707,7 @@ def read_archive(target: str, *, unique: bool = False, endpoint: str = "") -> li
         if not name.startswith("usage_events-"):
             continue
         if name.endswith(".parquet"):
-            with fs.open(path, "rb") as f:
-                rows.extend(_to_rows(pq.read_table(f)))
+            rows.extend(_to_rows(_read_parquet(fs, path)))
         elif name.endswith(".csv"):
             with fs.open(path, "r", encoding="utf-8", newline="") as f:
                 rows.extend(_read_csv(f))
