@@ -196,14 +196,15 @@ def test_staging_ahead_takes_a_directory_of_its_own_and_clears_those_of_workers_
     and leaves those of running workers alone."""
     from usagelog.ingest.worker import _stage_directory
 
-    running, running_lock = _stage_directory(str(tmp_path), "w/1")
-    gone, gone_lock = _stage_directory(str(tmp_path), "w2")
-    (Path(gone) / "batch.native").write_bytes(b"staged")
-    os.close(gone_lock)  # as when its process ends
-    mine, mine_lock = _stage_directory(str(tmp_path), "w3")
+    running_area = _stage_directory(str(tmp_path), "w/1")
+    gone_area = _stage_directory(str(tmp_path), "w2")
+    (gone_area.directory / "batch.native").write_bytes(b"staged")
+    gone_area.release()  # as when its process ends
+    mine_area = _stage_directory(str(tmp_path), "w3")
+    running, mine = running_area.directory, mine_area.directory
     root = tmp_path / "stage-ahead"
     left = sorted(p.name for p in root.iterdir() if p.suffix == ".d")
     assert left == sorted([Path(running).name, Path(mine).name])
     assert Path(running).name.startswith("w_1-") and Path(mine).parent == root
-    for fd in (running_lock, mine_lock):
-        os.close(fd)
+    for area in (running_area, mine_area):
+        area.release()

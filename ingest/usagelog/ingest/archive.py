@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import calendar
 import csv
-import fcntl
 import functools
 import hashlib
 import json
@@ -73,6 +72,7 @@ from .archive_remote import open_fs, remote_errors
 from .decode import COLUMNS
 from .errors import ArchiveError, ArchiveUnavailable
 from .settings import ArchiveSettings
+from .store import try_lock
 
 __all__ = [
     "FORMATS",
@@ -370,11 +370,9 @@ class Archive:
         self._release = release
         _make_dirs(self.staging_dir)
         self._lock: IO[bytes] | None = open(self.staging_dir / ".lock", "ab")  # noqa: SIM115 (held: the lock)
-        try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_lock(self._lock.fileno(), str(self.staging_dir / ".lock")):
             self._lock.close()
-            raise ArchiveError(f"archive staging directory {self.staging_dir} is in use") from None
+            raise ArchiveError(f"archive staging directory {self.staging_dir} is in use")
 
     # staging
 
@@ -581,22 +579,19 @@ class Archive:
 # --- one owner's archive, and what dead owners left ----------------------------------------
 
 
-class _StagingArea:
+class StagingArea:
     """``<root>/<owner>``: one process's staging folder, held by an flock on ``<root>/<owner>.lock``
-    for as long as its archive is open. A folder whose lock can be taken belongs to a process
-    that is gone."""
+    for as long as the process uses it (the archive's, while it is open; the worker's batches
+    staged ahead). A folder whose lock can be taken belongs to a process that is gone."""
 
-    def __init__(self, root: Path, owner: str) -> None:
+    def __init__(self, root: Path, owner: str, taken: str = "is archiving") -> None:
         _make_dirs(root)
         self.directory = root / owner
-        self._fd: int | None = os.open(root / f"{owner}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        self.lock = root / f"{owner}.lock"
+        self._fd: int | None = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        if not try_lock(self._fd, str(self.lock)):
             self.release()
-            raise ArchiveError(
-                f"another process with USAGELOG_WORKER_ID={owner} is archiving; give each its own"
-            ) from None
+            raise ArchiveError(f"another process with USAGELOG_WORKER_ID={owner} {taken}; give each its own")
 
     def release(self) -> None:
         if self._fd is not None:
@@ -610,14 +605,15 @@ class _StagingArea:
             name = lock.name[: -len(".lock")]
             if name == own:
                 continue
-            fd = os.open(lock, os.O_RDWR)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fd = os.open(lock, os.O_RDWR)
+            except OSError:  # removed meanwhile
                 continue
+            try:
+                if try_lock(fd, str(lock)):
+                    found.append(root / name)
             finally:
                 os.close(fd)
-            found.append(root / name)
         return found
 
 
@@ -649,7 +645,7 @@ def open_archive(settings: ArchiveSettings) -> Archive | None:
         )
 
     root = Path(settings.state_dir) / "archive-staging"
-    area = _StagingArea(root, settings.owner)
+    area = StagingArea(root, settings.owner)
     archive: Archive | None = None
     try:
         archive = build(area.directory, settings.owner, area.release)
@@ -657,7 +653,7 @@ def open_archive(settings: ArchiveSettings) -> Archive | None:
             archive.check()
         except ArchiveUnavailable as exc:
             _logger.warning("%s; archiving goes on once it answers", exc)
-        for orphan in _StagingArea.orphans(root, settings.owner):
+        for orphan in StagingArea.orphans(root, settings.owner):
             if orphan.is_dir():
                 left = build(orphan, orphan.name)
                 try:

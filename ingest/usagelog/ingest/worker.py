@@ -60,14 +60,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from .archive import open_archive
+from .archive import StagingArea, open_archive
 from .engine_decode import FILE_PATTERN
-from .errors import ArchiveError, ArchiveUnavailable, KafkaError, StoreError, check_reachable, kafka_errors
+from .errors import ArchiveError, ArchiveUnavailable, KafkaError, check_reachable, kafka_errors
 from .health import WorkerHealth, configure_metrics
 from .pipeline import Item, Pipeline, Result, Staged
 from .recycle import MB, accept_stop_signals, give_back_arrow_memory, memory_bytes, reexecute
 from .settings import WorkerSettings, chdb_path
-from .store import WANTED_BY_WORKER, Store, connect, held_by_another, try_lock, wanted_since
+from .store import WANTED_BY_WORKER, Store, connect, held_by_another, wanted_since
 
 _logger = logging.getLogger("usagelog.worker")
 
@@ -96,37 +96,23 @@ def _items(batch: Sequence[Any]) -> list[Item]:
     return [Item("kafka", f"{m.topic()}/{m.partition()}@{m.offset()}", m.value() or b"") for m in batch]
 
 
-def _stage_directory(state_dir: str, worker_id: str) -> tuple[str, int]:
-    """A new directory for staging ahead, ``<state_dir>/stage-ahead/<worker id>-<random>`` (on disk,
-    where the archive stages: a temporary directory may be memory), locked while this process
-    runs, and the directories of processes gone removed (their batches were not committed: they
-    are read again). The engine's file() reads ``*?{}`` in a path as a pattern: a state directory
-    holding one stages in the system's temporary directory instead."""
+def _stage_directory(state_dir: str, worker_id: str) -> StagingArea:
+    """A new folder for staging ahead, ``<state_dir>/stage-ahead/<worker id>-<random>.d`` (on disk,
+    where the archive stages: a temporary directory may be memory), held while this process runs,
+    and the folders of processes gone removed (their batches were not committed: they are read
+    again). The engine's file() reads ``*?{}`` in a path as a pattern: a state directory holding
+    one stages in the system's temporary directory instead."""
     root = Path(state_dir, "stage-ahead").absolute()
     if FILE_PATTERN.search(str(root)):
         root = Path(tempfile.gettempdir(), "usagelog-stage-ahead")
-    root.mkdir(parents=True, exist_ok=True)
-    for old in root.iterdir():
-        if old.is_dir() and old.name.endswith(".d"):
-            lock = old.with_suffix(".lock")
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                continue
-            try:
-                if try_lock(fd, str(lock)):  # else a running worker's
-                    shutil.rmtree(old, ignore_errors=True)
-                    lock.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", worker_id)[:64] or "worker"
-    directory = tempfile.mkdtemp(prefix=f"{name}-", suffix=".d", dir=root)
-    mine = str(Path(directory).with_suffix(".lock"))
-    fd = os.open(mine, os.O_RDWR | os.O_CREAT, 0o644)
-    if not try_lock(fd, mine):  # a new name: nobody else has it
-        os.close(fd)
-        raise StoreError(f"cannot lock {mine}")
-    return directory, fd
+    own = f"{name}-{os.urandom(4).hex()}.d"  # a new name: nobody else holds it
+    area = StagingArea(root, own, taken="is staging ahead")
+    for gone in StagingArea.orphans(root, own):
+        shutil.rmtree(gone, ignore_errors=True)
+        root.joinpath(f"{gone.name}.lock").unlink(missing_ok=True)
+    area.directory.mkdir()
+    return area
 
 
 class Worker:
@@ -173,8 +159,7 @@ class Worker:
         # when the batch started, the staged batch. Stored (and committed) before anything newer.
         self._ahead: list[tuple[Offsets, float, Staged]] = []
         self._stager: tuple[ExitStack, Store] | None = None  # the engine batches are staged ahead in
-        self._stage_dir: str | None = None  # its chDB directory and the staged batches' files
-        self._stage_lock: int | None = None  # held while the directory is in use
+        self._stage_area: StagingArea | None = None  # its chDB directory and the staged batches' files
         self._yield_until = 0.0  # time.monotonic() until which the store is left to another worker
 
     # -- rebalance callbacks --------------------------------------------------------------------
@@ -289,19 +274,19 @@ class Worker:
                 self.settings.stage_ahead_batches,
             )
         stager = self._open_stager()
-        assert self._stage_dir is not None
-        staged = self.pipeline.stage_ahead(items, stager, self._stage_dir)
+        assert self._stage_area is not None
+        staged = self.pipeline.stage_ahead(items, stager, str(self._stage_area.directory))
         self._ahead.append((offsets, started, staged))
 
     def _open_stager(self) -> Store:
         if self._stager is None:
             s = self.settings
-            if self._stage_dir is None:
-                self._stage_dir, self._stage_lock = _stage_directory(s.archive.state_dir, s.worker_id)
+            if self._stage_area is None:
+                self._stage_area = _stage_directory(s.archive.state_dir, s.worker_id)
             session = ExitStack()
             store = session.enter_context(
                 connect(
-                    f"chdb://{self._stage_dir}/engine",
+                    f"chdb://{self._stage_area.directory}/engine",
                     database=s.database,
                     wait=s.wait_seconds,
                     migrate_schema=False,
@@ -644,13 +629,11 @@ class Worker:
         for _, _, staged in self._ahead:  # not stored, not committed: read again
             staged.discard()
         self._ahead = []
-        if self._stage_dir is not None:
-            shutil.rmtree(self._stage_dir, ignore_errors=True)
-            Path(self._stage_dir).with_suffix(".lock").unlink(missing_ok=True)
-            self._stage_dir = None
-        if self._stage_lock is not None:
-            os.close(self._stage_lock)
-            self._stage_lock = None
+        if self._stage_area is not None:
+            shutil.rmtree(self._stage_area.directory, ignore_errors=True)
+            self._stage_area.lock.unlink(missing_ok=True)
+            self._stage_area.release()
+            self._stage_area = None
         try:
             self.consumer.close()
         except Exception:
