@@ -237,8 +237,22 @@ class _Drained:
         self._thread.start()
 
     def _watch(self) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        passing = {
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+            KafkaError._TIMED_OUT,
+            KafkaError._TRANSPORT,
+        }
         while not self._done.is_set():
-            committed = self._consumer.committed(self._partitions, timeout=10)
+            try:
+                committed = self._consumer.committed(self._partitions, timeout=10)
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() not in passing:
+                    raise
+                committed = []  # e.g. the group's coordinator moving while the broker starts: ask again
             if [tp.offset for tp in committed] == self._ends:
                 self.at = time.perf_counter()
                 return
