@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from usagelog.ingest.archive import DICTIONARY_COLUMNS, SCHEMA, Archive, ArchiveError, read_archive
+from usagelog.ingest.archive import (
+    DELTA_COLUMNS,
+    DICTIONARY_COLUMNS,
+    SCHEMA,
+    Archive,
+    ArchiveError,
+    read_archive,
+)
 from usagelog.ingest.decode import COLUMNS, decode_payload
 
 HOUR_NS = 3600 * 10**9
@@ -219,6 +226,13 @@ def test_parquet_dictionary_encodes_only_the_columns_that_repeat_a_few_values(
     }
     assert encoded == set(DICTIONARY_COLUMNS)
     assert {"event_id", "trace_id", "path", "request_body"}.isdisjoint(encoded)
+    delta = {
+        group.column(i).path_in_schema
+        for i in range(group.num_columns)
+        if "DELTA_BINARY_PACKED" in group.column(i).encodings
+    }
+    numbers = {"timestamp", "observed_timestamp", "seq", "duration_ns", "status_code", "process_pid"}
+    assert delta == set(DELTA_COLUMNS) == numbers | {"request_size", "response_size"}
 
 
 def test_csv_file_is_plain_text_with_iso_timestamps(target: Path, staging: Path) -> None:
@@ -407,6 +421,20 @@ def test_batch_staged_twice_is_stored_once_keeping_the_first(target: Path, stagi
     archive.stage([{**r, "route": "/redelivered"} for r in batch[5:]] + [make_row(10, T0 + 10)])
     archive.close()
     assert read_archive(str(target)) == [*batch, make_row(10, T0 + 10)]
+
+
+def test_copies_of_events_sharing_a_sort_key_are_each_stored_once(target: Path, staging: Path) -> None:
+    # Two events of one instance given the same time and seq (IDs differ), both staged twice in
+    # the other order, between other events of that instant: one of each, the first staged.
+    a, b = make_row(7, T0, seq=3), make_row(2, T0, seq=3)
+    others = [make_row(n, T0) for n in (20, 21)]
+    archive = open_archive(target, staging)
+    archive.stage([a, *others, b])
+    archive.stage([{**b, "route": "/again"}, others[0], {**a, "route": "/again"}])
+    archive.close()
+    stored = read_archive(str(target))
+    assert sorted(r["event_id"] for r in stored) == sorted(r["event_id"] for r in [a, b, *others])
+    assert [r for r in stored if r["event_id"] in (a["event_id"], b["event_id"])] == [b, a]  # by ID
 
 
 def test_recover_finalizes_what_a_dropped_archive_left(target: Path, staging: Path, fmt: str) -> None:
