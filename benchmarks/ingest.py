@@ -71,10 +71,12 @@ WHY_NOT_PER_CORE = {
         "on top of the insert itself, and so do the merges of the parts each batch adds"
     ),
     "kafka, 1 worker": (
-        "on top of the spool's costs, the archive: with it off the same worker stored 111-124k "
-        "events per CPU-second in the hour this was measured, with it 86-87k (~3 us an event: the "
-        "engine writing each batch's chunk, then at rotation the chunks checked for copies, "
-        "sorted and written as zstd Parquet, ~0.5 us of it pyarrow's Parquet writer alone)"
+        "at the target within the machine's noise: one worker stored 90-108k events per "
+        "CPU-second in runs of one hour; on top of the spool's costs, the archive (with it off "
+        "114-123k in that hour, ~1.1 us an event: the engine writing each batch's chunk, at "
+        "rotation ~0.65 us of sorting and writing Parquet); of the worker's CPU a quarter is the "
+        "kernel's (page faults on fresh memory 12%, creating the files of each batch's parts 6%) "
+        "and a tenth the merges"
     ),
 }
 WHY_NOT_QUARTER = (
