@@ -136,6 +136,23 @@ def test_copies_of_an_event_and_events_sharing_a_number_are_duplicates(tmp_path:
     assert (twice["events"], twice["duplicates"], twice["checksum_failures"], twice["lost"]) == (12, 2, 1, 0)
 
 
+def test_events_without_a_number_are_no_gap_and_no_number(tmp_path: Path, chdb_url: str) -> None:
+    """seq 0 is no sequence number: two events stored with it (as copies of 5 and 6 under other
+    IDs) fill no gap, and only the second of them shares a number with another row."""
+    spool = tmp_path / "spool"
+    _spool(spool, "zeros", make_payloads(1, 10, "zeros")[0], make_payloads(1, 5, "zeros", first_seq=12)[0])
+    ingest_spool(str(spool), chdb_url, "usagelog")
+    with connect(chdb_url) as store:
+        store.client.command(
+            "INSERT INTO usagelog.usage_events SELECT * REPLACE (0 AS seq, event_prefix + 7 AS event_prefix) "
+            "FROM (SELECT * FROM usagelog.usage_events WHERE seq IN (5, 6))"  # the alias would be filtered
+        )
+    result = _audit(chdb_url, "--format", "json")
+    (zeros,) = json.loads(result.stdout)
+    assert (zeros["events"], zeros["max_seq"], zeros["gaps"], zeros["missing"]) == (17, 16, 1, [[11, 11]])
+    assert (zeros["duplicates"], zeros["checksum_failures"]) == (1, 2)
+
+
 def test_dead_letters_of_no_known_instance_are_reported_too(chdb_url: str) -> None:
     with connect(chdb_url) as store:
         Pipeline().process([Item("kafka", "usagelog.events/2@41", b"\xff not OTLP")], store)

@@ -94,12 +94,13 @@ def audit(store: Store, checksum_differs: str) -> list[InstanceAudit]:
 
     # The stored sequence. ``duplicates``: stored copies beyond the first of an event, plus events
     # given a sequence number another event has; each is a row whose seq another row has, so both
-    # together are count() - uniqExact(seq). No FINAL: copies are what it counts.
+    # together are count() - uniqExact(seq). No FINAL: copies are what it counts. ``gaps`` from the
+    # same set of numbers, less 0 where there is one (8M rows: 146 ms against 243 with a second set).
     _, rows = store.query(
         f"""
         SELECT service_instance_id, any(service_name), any(host_name), any(region), count(), max(seq),
-               toInt64(max(seq)) - toInt64(uniqExactIf(seq, seq > 0)), count() - uniqExact(seq),
-               countIf({checksum_differs})
+               toInt64(max(seq)) - (toInt64(uniqExact(seq) AS distinct_seqs) - toInt64(countIf(seq = 0) > 0)),
+               count() - distinct_seqs, countIf({checksum_differs})
         FROM {db}.usage_events AS e GROUP BY service_instance_id
         """
     )
