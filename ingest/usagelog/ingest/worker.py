@@ -109,10 +109,15 @@ def _stage_directory(state_dir: str, worker_id: str) -> StagingArea:
     own = f"{name}-{os.urandom(4).hex()}.d"  # a new name: nobody else holds it
     area = StagingArea(root, own, taken="is staging ahead")
     for gone in StagingArea.orphans(root, own):
-        shutil.rmtree(gone, ignore_errors=True)
-        root.joinpath(f"{gone.name}.lock").unlink(missing_ok=True)
+        _remove_folder(gone)
     area.directory.mkdir()
     return area
+
+
+def _remove_folder(directory: Path) -> None:
+    """A staging-ahead folder and its lock file, ``<directory>.lock``, gone."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.with_name(f"{directory.name}.lock").unlink(missing_ok=True)
 
 
 class Worker:
@@ -630,8 +635,7 @@ class Worker:
             staged.discard()
         self._ahead = []
         if self._stage_area is not None:
-            shutil.rmtree(self._stage_area.directory, ignore_errors=True)
-            self._stage_area.lock.unlink(missing_ok=True)
+            _remove_folder(self._stage_area.directory)
             self._stage_area.release()
             self._stage_area = None
         try:
