@@ -70,8 +70,8 @@ def _storage_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "name": f"≤ 60 bytes an event without bodies ({month['events']:,} events, with projections)",
             "met": total <= 60, "value": round(total, 1),
             "why_not": None if total <= 60 else (
-                f"the table alone takes {table:.1f} B; the by_time projection the time-range readers and "
-                f"the rollup refresh need adds {disk['per_event_projection']:.1f} B"),
+                f"the table alone takes {table:.1f} B, its projections add "
+                f"{disk['per_event_projection']:.1f} B"),
         })  # fmt: skip
     for key, label in (("events_30d", "30 days"), ("events_365d", "one year")):
         data = report["datasets"].get(key)

@@ -8,7 +8,8 @@ checked against the instrumentation's own checksum function (and the audit's SQL
 whole table) before anything is measured. Then, after ``OPTIMIZE TABLE ... FINAL``:
 
 - **bytes per event**: ``system.parts`` (active parts, ``bytes_on_disk``) for the table and
-  ``system.projection_parts`` for its ``by_time`` projection, and per column from ``system.columns``;
+  ``system.projection_parts`` for its projections (in chDB ``by_instance``; a server's table also has
+  ``by_time``), and per column from ``system.columns``;
 - **candidates**, converted from the current table with ``INSERT ... SELECT``: the typed form
   (binary IDs, an 8-byte checksum, event ID derived from prefix and seq, observed and inserted times
   as offsets, LowCardinality, per-column codecs, ALIAS columns giving back the hex text) under four
@@ -23,8 +24,9 @@ whole table) before anything is measured. Then, after ``OPTIMIZE TABLE ... FINAL
   p50 / p95 per table. On the month and unpartitioned candidates also read with FINAL per partition
   and without FINAL (copies dropped by instance and seq), after checking all give the same rows. The
   CLI's process wall time is target 5, measured by ``cli_latency.py``;
-- **time-range reads** (what the ``by_time`` projection is for): ``top routes`` over 24 h and 7 d on
-  the current table, the month candidate without a projection and with the narrow one.
+- **time-range reads** (what a ``by_time`` projection is for): ``top routes`` over 24 h and 7 d on
+  the current table (in chDB a scan), the month candidate without a projection and with the narrow
+  one.
 
     python benchmarks/storage.py                 # 10M events per dataset (~15 min on 2 cores)
     python benchmarks/storage.py --quick         # 100k events, 20 consumers (CI: ~30 s of CPU)
@@ -324,7 +326,7 @@ def check_variants(store: Store, table: str, users: list[str]) -> None:
 
 
 def measure_time_range(store: Store, tables: list[str], reps: int) -> dict[str, dict[str, float]]:
-    """``usagelog top routes`` over the last 24 h and 7 d: the by_time projection's use."""
+    """``usagelog top routes`` over the last 24 h and 7 d: what a by_time projection is for."""
     out: dict[str, dict[str, float]] = {}
     for span in (1, 7):
         filters = queries.Filters(start=END - dt.timedelta(days=span), end=END)

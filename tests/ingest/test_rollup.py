@@ -144,15 +144,23 @@ def _rolled_up(store: Store) -> list[int]:
     return [m for (m,) in _rows(store, sql)]
 
 
+def _as_on_a_server(store: Store) -> None:
+    """Rollups recomputed from the events, as a ClickHouse server keeps them (no view adding each
+    insert's sums: there two writers can store one event at once)."""
+    store.client.command(f"DROP VIEW usagelog.{rollup.ADDED_VIEW}")
+    assert not rollup.added_from_batches(store)
+
+
 def test_while_ingest_runs_a_minute_is_rolled_up_once_it_has_ended(chdb_url: str) -> None:
-    """Recomputing a minute while it fills reads its events again each time: a minute that has not
-    ended (here, one stamped ahead) waits, noted, while ended ones are recomputed; a source that
-    stops recomputes every noted minute."""
+    """Where rollups are recomputed, recomputing a minute while it fills reads its events again
+    each time: a minute that has not ended (here, one stamped ahead) waits, noted, while ended ones
+    are recomputed; a source that stops recomputes every noted minute."""
     ended, ahead = _minute_now() - 3600, _minute_now() + 180
     old = make_payloads(2, 20, at_ns=ended * 10**9 + 5)
     filling = make_payloads(2, 20, first_seq=41, at_ns=ahead * 10**9 + 5)
     pipeline = Pipeline()
     with connect(chdb_url) as store:
+        _as_on_a_server(store)
         pipeline.process([Item("spool", f"s@{i}", p) for i, p in enumerate(old + filling)], store)
         assert _rolled_up(store) == [ended] and _pending(store) == [ahead]
         pipeline.refresh_rollups(store, force=True)  # as at the end of a slice: the minute waits
@@ -172,6 +180,7 @@ def test_while_ingest_runs_a_minute_is_rolled_up_once_it_has_ended(chdb_url: str
 def test_a_minute_noted_long_ago_is_rolled_up_whatever_its_time(chdb_url: str) -> None:
     ahead = _minute_now() + 600  # an instance whose clock runs ten minutes ahead
     with connect(chdb_url) as store:
+        _as_on_a_server(store)
         Pipeline().process(
             [Item("spool", f"s@{i}", p) for i, p in enumerate(make_payloads(2, 20, at_ns=ahead * 10**9))],
             store,
@@ -186,6 +195,123 @@ def test_a_minute_noted_long_ago_is_rolled_up_whatever_its_time(chdb_url: str) -
         assert rollup.refresh_pending(store, everything=False) == 1
         assert _pending(store) == [] and _rolled_up(store) == [ahead]
         assert_rollups_exact(store)
+
+
+def _added(store: Store) -> int:
+    return int(_rows(store, f"SELECT count() FROM usagelog.{rollup.ADDED}")[0][0])
+
+
+def _by_time(store: Store) -> bool:
+    _, [(n,)] = store.query(
+        "SELECT count() FROM system.projections WHERE database = 'usagelog' AND table = 'usage_events' "
+        "AND name = 'by_time'"
+    )
+    return bool(n)
+
+
+def _items(name: str, minute: int, first_seq: int, events: int = 20) -> list[Item]:
+    payloads = make_payloads(2, events // 2, first_seq=first_seq, at_ns=minute * 10**9 + 5)
+    return [Item("spool", f"{name}@{i}", p) for i, p in enumerate(payloads)]
+
+
+def _total(store: Store) -> int:
+    return int(_rows(store, "SELECT sum(requests) FROM usagelog.usage_rollup_1m FINAL")[0][0])
+
+
+def test_in_chdb_each_batch_adds_its_sums_and_every_minute_is_rolled_up_at_once(chdb_url: str) -> None:
+    """chDB stores each event once: the view adds each insert's new events to rollup_added and a
+    refresh folds them in, a filling minute's too (no event is read again); usage_events keeps no
+    copy ordered by time."""
+    ended, ahead = _minute_now() - 3600, _minute_now() + 180
+    pipeline = Pipeline()
+    with connect(chdb_url) as store:
+        assert rollup.added_from_batches(store) and not _by_time(store)
+        first = _items("s", ended, 1, 40) + _items("t", ahead, 41, 40)
+        pipeline.process(first, store)
+        assert _rolled_up(store) == [ended, ahead] and _pending(store) == [] and _added(store) == 0
+        assert_rollups_exact(store)
+        # More events of both minutes, and the first batch again: the sums of the new events only.
+        pipeline.process(_items("u", ended, 81) + _items("v", ahead, 101) + first, store)
+        assert _added(store) > 0 and _pending(store) == [ended, ahead]  # the refresh is not due yet
+        pipeline.refresh_rollups(store, force=True)
+        assert _added(store) == 0 and _pending(store) == []
+        assert_rollups_exact(store)
+        assert _total(store) == 120
+
+
+def _stored_by_a_crashed_ingest(store: Store, minute: int, crash: str) -> None:
+    """A batch noted and stored, then the crash: its sums lost (the view's part never written), or
+    folded but left in rollup_added (the crash came between the fold and the emptying)."""
+    from usagelog.ingest.decode import decode_or_dead_letter
+
+    rows = []
+    for item in _items("c", minute, 1001, 30):
+        rows += decode_or_dead_letter(item.payload, item.source, item.location)[0].rows
+    rollup.note(store, [minute])
+    store.insert_events(rows)
+    assert _added(store) > 0
+    if crash == "sums lost":
+        store.client.command(f"TRUNCATE TABLE usagelog.{rollup.ADDED}")
+    else:
+        store.client.command(f"CREATE TABLE usagelog.kept AS usagelog.{rollup.ADDED}")
+        store.client.command(f"INSERT INTO usagelog.kept SELECT * FROM usagelog.{rollup.ADDED}")
+        rollup.fold(store)
+        store.client.command(f"INSERT INTO usagelog.{rollup.ADDED} SELECT * FROM usagelog.kept")
+
+
+@pytest.mark.parametrize("crash", ["sums lost", "sums folded"])
+def test_what_a_crash_leaves_noted_is_recomputed_when_ingest_starts_again(chdb_url: str, crash: str) -> None:
+    """The batch's minutes were noted before it was stored: the next ingest recomputes them from
+    the events before it stores anything, then goes on adding sums."""
+    minute, later = _minute_now() - 7200, _minute_now() - 3600
+    with connect(chdb_url) as store:
+        Pipeline().process(_items("s", minute, 1), store)
+        _stored_by_a_crashed_ingest(store, minute, crash)
+        # As the crash left them: the batch's 30 events missing, or their sums due to be added again.
+        assert (_total(store), _added(store) > 0) == ((20, False) if crash == "sums lost" else (50, True))
+        Pipeline().process(_items("t", later, 41), store)  # the next run
+        assert _pending(store) == [] and _added(store) == 0
+        assert_rollups_exact(store)
+        assert _total(store) == 70
+
+
+def test_a_batch_that_failed_part_way_has_its_minutes_recomputed(chdb_url: str) -> None:
+    """Storage failed after the events were stored (here the dead letters' insert, the view's sums
+    lost with it): the minutes stay noted and the next refresh recomputes them."""
+    minute = _minute_now() - 3600
+    pipeline = Pipeline()
+    with connect(chdb_url) as store:
+        pipeline.process(_items("s", minute, 1), store)
+
+        def failing(letters: Any) -> None:
+            store.client.command(f"TRUNCATE TABLE usagelog.{rollup.ADDED}")
+            raise RuntimeError("storage failed")
+
+        store.insert_dead_letters = failing  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="storage failed"):
+            pipeline.process(_items("t", minute, 41), store)
+        del store.insert_dead_letters
+        assert _pending(store) == [minute] and _total(store) == 20
+        pipeline.refresh_rollups(store, force=True)  # as when the source closes the store
+        assert _pending(store) == []
+        assert_rollups_exact(store)
+        assert _total(store) == 40
+
+
+def test_migration_013_moves_a_chdb_store_to_sums_added_from_batches(chdb_url: str) -> None:
+    events = _small_history()
+    with connect(chdb_url, migrate_schema=False) as store:
+        store.migrate(upto=12)
+        history.load(store, events)
+        assert _by_time(store) and not rollup.added_from_batches(store)
+        assert_rollups_exact(store)
+        assert [name.split("_")[0] for name in store.migrate()] == ["013"]
+        assert rollup.added_from_batches(store) and not _by_time(store)
+        assert_rollups_exact(store)
+        minute = int(events.start) + 3 * 3600
+        Pipeline().process(_items("s", minute, 10**9), store)
+        assert_rollups_exact(store)
+        assert _total(store) == len(events) + 20
 
 
 def _spool_with_monitored(directory: Path, batches: int, per_batch: int) -> int:
@@ -300,7 +426,7 @@ def test_ingest_into_chdb_merges_the_projections_without_rebuilding_them_and_the
             items = [payload, payload, *payloads[max(0, n - 1) : n]]
             pipeline.process([Item("spool", f"s{n}@{i}", p) for i, p in enumerate(items)], store)
         assert _projection_merges(store) == "ignore"
-        assert _part_rows(store) == {"": 1200, "by_time": 1200, "by_instance": 1200}
+        assert _part_rows(store) == {"": 1200, "by_instance": 1200}
         store.client.command("SYSTEM START MERGES usagelog.usage_events")
         store.client.command("OPTIMIZE TABLE usagelog.usage_events FINAL")
         _, [(parts,)] = store.query(
@@ -308,13 +434,12 @@ def test_ingest_into_chdb_merges_the_projections_without_rebuilding_them_and_the
             "WHERE database = 'usagelog' AND table = 'usage_events' AND active"
         )
         assert parts == 1
-        assert _part_rows(store) == {"": 1200, "by_time": 1200, "by_instance": 1200}
+        assert _part_rows(store) == {"": 1200, "by_instance": 1200}
         # The same rows, read from each projection's own parts.
         columns = "sum(seq), groupBitXor(event_prefix), uniqExact(service_instance_id, seq)"
         table = store.query(f"SELECT {columns} FROM usagelog.usage_events")[1]
-        for name in ("by_time", "by_instance"):
-            projection = f"mergeTreeProjection(usagelog, usage_events, {name})"
-            assert store.query(f"SELECT {columns} FROM {projection}")[1] == table
+        projection = "mergeTreeProjection(usagelog, usage_events, by_instance)"
+        assert store.query(f"SELECT {columns} FROM {projection}")[1] == table
 
 
 def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url: str) -> None:
@@ -351,7 +476,7 @@ def test_retention_variables_set_each_tables_ttl_and_old_partitions_go(chdb_url:
         store.client.command("OPTIMIZE TABLE usagelog.usage_events FINAL")
         _, [(count, oldest)] = store.query("SELECT count(), min(timestamp) FROM usagelog.usage_events")
         assert count == len(recent)
-        assert _part_rows(store) == {"": count, "by_time": count, "by_instance": count}
+        assert _part_rows(store) == {"": count, "by_instance": count}
         assert oldest >= (now - dt.timedelta(days=31)).replace(tzinfo=None)
         # Rollups keep the older history: ranges beyond raw retention still have their numbers.
         _, [(rolled,)] = store.query("SELECT sum(requests) FROM usagelog.usage_rollup_1h FINAL")

@@ -575,7 +575,7 @@ def load(store: Any, history: History, batch: int = 500_000) -> None:
 
     load_events(store, history, batch)
     minutes = np.unique(history.columns["timestamp"] // (60 * NS)) * 60
-    rollup.refresh(store, minutes.tolist())
+    rollup.stored(store, minutes.tolist())
 
 
 def load_events(store: Any, history: History, batch: int = 500_000) -> None:

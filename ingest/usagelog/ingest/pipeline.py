@@ -13,9 +13,11 @@ damaged spool frame). :meth:`Pipeline.process` does the same for both, in this o
 4. store dead letters — payloads that are not OTLP, events that fail their checks, damaged
    or torn frames — with the reason, the location and the instance when known, and hand them
    to the source's dead-letter sink (the Kafka dead-letter topic);
-5. note every minute the payloads touched, duplicates included, for the rollups, which are
-   recomputed once the minute has ended, at most every :data:`ROLLUP_SECONDS` and when the source
-   closes the store, and every noted minute when the source stops.
+5. bring the rollups up to date (:mod:`usagelog.ingest.rollup`) at most every
+   :data:`ROLLUP_SECONDS`, when the source closes the store and when it stops. Every minute the
+   payloads touched, duplicates included, is noted before the batch is stored: where rollups are
+   added from each insert (chDB), so that what a crash or a failed batch left is recomputed from
+   the events; where they are recomputed (a server), for that recompute.
 
 The caller gives up the items' origin (deletes the spool segments, commits the Kafka offsets)
 only after ``process`` returned, so a crash at any point leaves them to be read again; storage
@@ -46,9 +48,10 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("usagelog.ingest")
 
 INSERT_CHUNK = 10_000  # rows per INSERT
-# Rollups of the minutes that have ended are recomputed at most this often (and when a source
-# closes its store): each recompute reads every event of the minutes it covers (~0.3 us an event).
-# Dashboards read rollups only for ranges over 7 days, where a minute of delay does not show.
+# Rollups are brought up to date at most this often (and when a source closes its store): the
+# sums batches added are folded in (chDB), or the noted minutes that have ended are recomputed,
+# reading each of their events again (a server). Dashboards read rollups only for ranges over 7
+# days, where a minute of delay does not show.
 ROLLUP_SECONDS = 10.0
 
 
@@ -121,15 +124,18 @@ class Pipeline:
         self._engines: tuple[Store, EngineDecoder] | None = None
         self._merges_matched: Store | None = None  # the store whose projection merges were matched
         self._rolled_up = -ROLLUP_SECONDS  # the first batch also recomputes what a crash left noted
+        # The store whose noted minutes all had their batches' sums added (None: none yet this
+        # session, or a batch failed part way).
+        self._clean: Store | None = None
 
     def refresh_rollups(self, store: Store, *, force: bool = False, everything: bool = False) -> None:
-        """Recompute the rollups of the noted minutes that are due (ended; see
-        :func:`usagelog.ingest.rollup.refresh_pending`) when :data:`ROLLUP_SECONDS` passed since
-        the last time, or now with ``force`` (sources call it before they close the store), or of
-        every noted minute with ``everything`` (a source that stops or has nothing left to do)."""
+        """Bring the rollups up to date (:func:`usagelog.ingest.rollup.refresh_pending`) when
+        :data:`ROLLUP_SECONDS` passed since the last time, or now with ``force`` (sources call it
+        before they close the store); ``everything``: every noted minute is due (a source that
+        stops or has nothing left to do)."""
         now = time.monotonic()
         if force or everything or now - self._rolled_up >= ROLLUP_SECONDS:
-            rollup.refresh_pending(store, everything=everything)
+            rollup.refresh_pending(store, everything=everything, clean=self._clean is store)
             self._rolled_up = now
 
     def _engine(self, store: Store) -> EngineDecoder | None:
@@ -203,6 +209,9 @@ class Pipeline:
         if self._merges_matched is not store:
             retention.match_projection_merges(store)
             self._merges_matched = store
+        if self._clean is not store:  # what a crash (or a failed batch) left noted
+            rollup.recover(store)
+            self._clean = store
         engine = self._engine(store) if readable else None
         ahead = staged_ahead is not None and staged_ahead.result is not None
         if ahead:
@@ -231,6 +240,10 @@ class Pipeline:
         result.events += len(rows)
         if self.archive is not None and rows:
             self.archive.stage(rows)
+        # Every minute the payloads touched, duplicates included, before anything is stored: a
+        # crash or a failure from here on leaves them noted, to be recomputed from the events.
+        rollup.note(store, minutes)
+        self._clean = None
         if staged is not None and engine is not None and staged.events:
             engine.store_staged(staged)
             result.stored, result.duplicates, result.monitored = (
@@ -251,9 +264,7 @@ class Pipeline:
         store.insert_losses(losses)
         result.losses = len(losses)
         store.insert_dead_letters(letters)
-        # Every minute the payloads touched, duplicates included: a redelivery whose first
-        # delivery crashed before this point is recomputed too.
-        rollup.note(store, minutes)
+        self._clean = store
         self.refresh_rollups(store)
         result.dead_letters = len(letters)
         for loss in losses:

@@ -56,6 +56,7 @@ WANTED_BY_WORKER = ".wanted-by-worker"
 ROLLUP_MIGRATION = 5
 ROLLUPS_RECOMPUTED_MIGRATION = 12  # rollups recomputed once the minute's bounds were DateTime64
 COMPACT_MIGRATION = 10  # converts usage_events to its compact form (usagelog.ingest.stored)
+ROLLUPS_ADDED_MIGRATION = 13  # in chDB, rollups added from each insert (usagelog.ingest.rollup)
 # The tables (and views) a migration creates, and every table it names, in its SQL.
 _CREATED = re.compile(
     r"CREATE\s+(?:TABLE|(?:MATERIALIZED\s+)?VIEW)\s+IF\s+NOT\s+EXISTS\s+\$\{DATABASE\}\.(\w+)", re.IGNORECASE
@@ -381,6 +382,11 @@ class Store:
             statements = [f"DROP TABLE IF EXISTS {self.database}.usage_events_new"]
         for statement in statements:
             self.client.command(statement)
+        if version == ROLLUPS_ADDED_MIGRATION and getattr(self.client, "embedded", False):
+            from .rollup import added_view_sql
+
+            self.client.command(f"ALTER TABLE {self.database}.usage_events DROP PROJECTION IF EXISTS by_time")
+            self.client.command(added_view_sql(self.database))
         if version in (ROLLUP_MIGRATION, ROLLUPS_RECOMPUTED_MIGRATION):
             # Rollups of the events stored before the rollup tables existed (or before their
             # recompute read every event of a minute: migration 012).
