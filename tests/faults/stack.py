@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.faults.load import Tally
 from tests.pipeline import Collector, WorkerProcess
+from tests.rollups import assert_rollups_exact
 from usagelog.demo.run import INSTANCES, Instance, start_instances
 from usagelog.ingest import queries
 from usagelog.ingest.archive import read_archive
@@ -323,7 +324,7 @@ class Stack:
         return verdict
 
     def assert_complete(self, tally: Tally) -> Verdict:
-        """Nothing lost, nothing twice, no gaps, the archive complete."""
+        """Nothing lost, nothing twice, no gaps, the archive complete, the rollups exact."""
         verdict = self.verify(tally)
         assert verdict.missing == [], f"{verdict.lost} answered requests not stored"
         assert verdict.unexplained == [], f"{len(verdict.unexplained)} stored events never sent"
@@ -331,6 +332,8 @@ class Stack:
         assert set(tally.unsure) == set(), "every request should have been answered or refused"
         assert verdict.stored == verdict.answered
         assert (verdict.gaps, verdict.duplicates, verdict.checksum_failures) == (0, 0, 0)
+        with connect(self.url, wait=120) as store:
+            assert_rollups_exact(store)  # whatever the faults left noted or added
         return verdict
 
 

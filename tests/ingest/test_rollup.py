@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.rollups import assert_rollups_exact
 from tests.spoolfill import make_payloads
 from usagelog.demo import history
 from usagelog.ingest import rollup
@@ -27,32 +28,6 @@ from usagelog.ingest.spool_ingest import ingest_spool
 from usagelog.ingest.store import Store, connect, migrations
 from usagelog.instrumentation.spool import SpoolWriter
 
-DIMS = ", ".join(rollup.DIMENSIONS)
-
-# The same aggregates rollups keep, computed from usage_events with each event once.
-RAW_BY_MINUTE = f"""
-SELECT toStartOfMinute(timestamp) AS minute, {DIMS}, count() AS requests,
-       countIf(error_type != '') AS exceptions, sum(request_size), sum(response_size),
-       sum(duration_ns), max(duration_ns)
-FROM usagelog.usage_events FINAL
-GROUP BY minute, {DIMS}
-ORDER BY minute, {DIMS}
-"""
-ROLLUP_BY_MINUTE = f"""
-SELECT minute, {DIMS}, requests, exceptions, request_bytes, response_bytes, duration_ns_sum, duration_ns_max
-FROM usagelog.usage_rollup_1m FINAL
-ORDER BY minute, {DIMS}
-"""
-RAW_BY_HOUR = f"""
-SELECT toStartOfHour(timestamp) AS hour, {DIMS},
-       count(), sum(request_size), sum(response_size), sum(duration_ns)
-FROM usagelog.usage_events FINAL GROUP BY hour, {DIMS} ORDER BY hour, {DIMS}
-"""
-ROLLUP_BY_HOUR = f"""
-SELECT hour, {DIMS}, requests, request_bytes, response_bytes, duration_ns_sum
-FROM usagelog.usage_rollup_1h FINAL ORDER BY hour, {DIMS}
-"""
-
 
 def _rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
     return store.query(sql)[1]
@@ -60,13 +35,6 @@ def _rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
 
 def _small_history() -> history.History:
     return history.generate(weeks=1, scale=0.05, consumers=40, incidents=False)
-
-
-def assert_rollups_exact(store: Store) -> None:
-    raw = _rows(store, RAW_BY_MINUTE)
-    assert raw, "no events to compare"
-    assert _rows(store, ROLLUP_BY_MINUTE) == raw
-    assert _rows(store, ROLLUP_BY_HOUR) == _rows(store, RAW_BY_HOUR)
 
 
 def test_rollups_equal_the_aggregates_of_the_raw_events(chdb_url: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.rollups import assert_rollups_exact
 from tests.spoolfill import make_payloads, write_spool
 from usagelog.ingest.archive import read_archive
 from usagelog.ingest.engine_decode import EngineDecoder
@@ -26,6 +27,11 @@ def _counts(url: str) -> tuple[int, int]:
     with connect(url) as store:
         _, rows = store.query("SELECT count(), uniqExact(event_id) FROM usagelog.usage_events")
     return int(rows[0][0]), int(rows[0][1])
+
+
+def _rollups_exact(url: str) -> None:
+    with connect(url) as store:
+        assert_rollups_exact(store)
 
 
 def test_ingest_twice_stores_each_event_once(tmp_path: Path, chdb_url: str) -> None:
@@ -59,12 +65,13 @@ def test_crash_between_insert_and_delete_does_not_duplicate(
     with pytest.raises(KeyboardInterrupt):
         ingest_spool(str(spool), chdb_url, "usagelog")
     monkeypatch.undo()
-    # Segments are deleted after the whole slice is stored (and its rollups recomputed): the
-    # two left are stored already, and a second run only finds duplicates.
+    # Segments are deleted after the whole slice is stored (and its rollups brought up to date):
+    # the two left are stored already, and a second run only finds duplicates.
     assert len(list(spool.glob("*.seg"))) == 2
     again = ingest_spool(str(spool), chdb_url, "usagelog")
     assert again.duplicates == 50 and again.inserted == 0
     assert _counts(chdb_url) == (total, total)
+    _rollups_exact(chdb_url)
 
 
 def _stored_ids(url: str) -> list[str]:
@@ -110,6 +117,7 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
     assert rerun.returncode == 0, rerun.stderr
     assert list(spool.glob("*.seg")) == []
     assert _counts(chdb_url) == (total, total)
+    _rollups_exact(chdb_url)  # whatever the kill left (events without their sums, notes)
     assert [r["event_id"] for r in read_archive(str(archive), unique=True)] != []
     assert sorted(r["event_id"] for r in read_archive(str(archive), unique=True)) == _stored_ids(chdb_url)
     assert list((tmp_path / "state").rglob("chunk-*")) == []
