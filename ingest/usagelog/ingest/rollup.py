@@ -176,11 +176,11 @@ def refresh_pending(store: Store, *, everything: bool = True, clean: bool = Fals
     returns the minutes done.
 
     Where rollups are added from batches: fold what batches added (:func:`fold`); with ``clean``
-    false (the source's first refresh, or one after a failed batch), also recompute every noted
-    minute from the events. Otherwise recompute the noted minutes that are due (every noted minute
-    with ``everything``). Due: ended :data:`GRACE_SECONDS` ago or more, or first noted
-    :data:`MAX_DEFER_SECONDS` ago or more. A note made while this runs (by another writer on a
-    server) is newer than the cutoff and stays; so do the notes of the minutes not due.
+    false (before a source's first batch, :func:`recover`, or after a batch failed part way), also
+    recompute every noted minute from the events. Otherwise recompute the noted minutes that are
+    due (every noted minute with ``everything``). Due: ended :data:`GRACE_SECONDS` ago or more,
+    or first noted :data:`MAX_DEFER_SECONDS` ago or more. A note made while this runs (by another
+    writer on a server) is newer than the cutoff and stays; so do the notes of the minutes not due.
     """
     db = store.database
     if added_from_batches(store):
