@@ -51,3 +51,30 @@ def test_demo_ends_with_a_self_contained_overview_report(tmp_path: Path) -> None
     assert [p["title"] for p in data["panels"]] == titles and "Top consumers" in titles
     requests = next(p for p in data["panels"] if p["title"] == "Requests")
     assert requests["text"] == stored.group(1)  # the report covers exactly the demo's events
+
+
+def test_an_api_whose_port_was_taken_after_it_was_picked_starts_again_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port free when picked can be taken before the API binds it (by another program's
+    outgoing connection): the API exits, and starts again on a port picked anew."""
+    import socket
+    import urllib.request
+
+    from usagelog.demo import run
+    from usagelog.process import free_port
+
+    taken = socket.socket()  # bound, not listening: nothing accepts, the API cannot bind it
+    taken.bind(("127.0.0.1", 0))
+    picks = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(run, "free_port", lambda: next(picks, None) or free_port())
+    try:
+        [instance] = run.start_instances(tmp_path / "spool", tmp_path / "logs", count=1)
+        try:
+            assert instance.port != taken.getsockname()[1]
+            with urllib.request.urlopen(f"http://127.0.0.1:{instance.port}/api/items", timeout=10) as answer:
+                assert answer.status == 200
+        finally:
+            run.stop_instances([instance])
+    finally:
+        taken.close()

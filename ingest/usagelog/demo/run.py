@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from usagelog.process import Child, free_port
+from usagelog.process import Child, ProcessError, free_port
 
 from .driver import drive, make_users
 
@@ -49,6 +49,7 @@ class Instance:
     port: int
     process: Child
     log_path: Path
+    env: dict[str, str]
 
 
 def start_instances(
@@ -63,7 +64,6 @@ def start_instances(
     instances = []
     for i in range(count):
         attrs = INSTANCES[i % len(INSTANCES)]
-        port = free_port()
         env = dict(os.environ)
         env.update(
             {
@@ -82,17 +82,36 @@ def start_instances(
         env.update(extra_env or {})
         if per_instance_env:
             env.update(per_instance_env[i])
-        log_path = log_dir / f"api-{i + 1}.log"
-        process = Child.start(
-            [instrument_command(), sys.executable, "-m", "usagelog.demo.app", "--port", str(port)],
-            log=log_path,
-            name=f"API instance {i + 1}",
-            env=env,
-        )
-        instances.append(Instance(port, process, log_path))
-    for instance in instances:
-        instance.process.wait_listening(instance.port, timeout=60.0)
+        instances.append(_start_instance(i + 1, env, log_dir / f"api-{i + 1}.log"))
+    for index, instance in enumerate(instances):
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                instance.process.wait_listening(instance.port, timeout=60.0)
+                break
+            except ProcessError as exc:
+                # The port was free when picked and taken before the API bound it (another
+                # program's outgoing connection, say): start it again on another port.
+                if not exc.exited or "Address already in use" not in instance.process.log():
+                    raise
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
+                env = instance.env
+                instance = instances[index] = _start_instance(index + 1, env, instance.log_path)
     return instances
+
+
+PORT_ATTEMPTS = 5
+
+
+def _start_instance(number: int, env: dict[str, str], log_path: Path) -> Instance:
+    port = free_port()
+    process = Child.start(
+        [instrument_command(), sys.executable, "-m", "usagelog.demo.app", "--port", str(port)],
+        log=log_path,
+        name=f"API instance {number}",
+        env=env,
+    )
+    return Instance(port, process, log_path, env)
 
 
 def stop_instances(instances: list[Instance], sig: int = signal.SIGTERM) -> None:
