@@ -106,3 +106,14 @@ def test_free_port_can_be_bound() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
     assert not listening(port)
+
+
+def test_free_ports_are_outside_the_range_outgoing_connections_take_theirs_from() -> None:
+    """A port from that range can become an outgoing connection's before the server binds it;
+    and no two calls hand out the same port."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(not low <= port <= high for port in ports)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))

@@ -9,7 +9,8 @@ One shape for all of them:
   connections or a condition holds, and fail at once, quoting the log's tail, if the child
   exits first (:class:`ProcessError`);
 - :meth:`Child.stop` sends SIGTERM and, after a timeout, SIGKILL; :meth:`Child.kill` SIGKILLs;
-- :func:`free_port` picks a free localhost port;
+- :func:`free_port` picks a free localhost port for a server (one no outgoing connection
+  takes meanwhile);
 - :class:`StateFile` keeps a detached child's pid (and its ports, say) as JSON, so that a later
   process finds it again with :meth:`Child.attach`.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,8 +44,47 @@ class ProcessError(RuntimeError):
         self.exited = exited
 
 
+# Ports handed out by this process: two callers never get the same one, even before either binds it.
+_handed_out: set[int] = set()
+_LOWEST_PORT = 10000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The range the kernel picks outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS's pick)."""
+    """A TCP port nothing is bound to right now, for a server to be started on it.
+
+    Picked outside the range the kernel takes outgoing connections' ports from: a port from
+    that range, free when picked, can become the local end of any connection (a Kafka client's,
+    say) before the server binds it. Ports outside it are taken only by explicit binds. The OS's
+    own pick when the range leaves no room below it.
+    """
+    low, high = _ephemeral_range()
+    candidates = [range(_LOWEST_PORT, low), range(high + 1, 65536)]
+    sizes = [len(r) for r in candidates]
+    if sum(sizes) >= 1000:
+        for _ in range(200):
+            number = random.randrange(sum(sizes))
+            port = candidates[0][number] if number < sizes[0] else candidates[1][number - sizes[0]]
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
