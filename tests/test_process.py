@@ -117,3 +117,24 @@ def test_free_ports_are_outside_the_range_outgoing_connections_take_theirs_from(
     assert all(not low <= port <= high for port in ports)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", ports[-1]))
+
+
+def test_an_attached_child_runs_until_its_exit_is_over() -> None:
+    """A process giving back a large memory as it exits has no command line for a while, and
+    still runs: stopping it must not return before it is gone (or a zombie)."""
+    code = "import sys, time; big = b'x' * (1 << 30); print('ready', flush=True); time.sleep(600)"
+    popen = subprocess.Popen(_python(code), stdout=subprocess.PIPE, text=True)
+    try:
+        assert popen.stdout is not None and popen.stdout.readline() == "ready\n"
+        child = Child.attach(popen.pid, name="big", marker="big = b'x'")
+        assert child.running()
+        popen.kill()
+        deadline = time.monotonic() + 30
+        while child.running():
+            assert time.monotonic() < deadline, "still running 30 s after SIGKILL"
+        # Not reaped by us yet: once it no longer runs, it is a zombie.
+        state = Path(f"/proc/{popen.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state == "Z"
+    finally:
+        popen.kill()
+        popen.wait()

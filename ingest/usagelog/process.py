@@ -168,7 +168,13 @@ class Child:
             return self.popen.poll() is None
         try:
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except OSError:
+            if not cmdline:
+                # A process giving its memory back as it exits (a large heap can take a while)
+                # shows no command line: it runs until it is a zombie, or gone. A kernel thread
+                # (a child of kthreadd, pid 2) has none either and is not ours.
+                fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return fields[0] not in ("Z", "X", "x") and fields[1] != "2"
+        except (OSError, IndexError):
             return False
         return self._marker is None or self._marker.encode() in cmdline
 
