@@ -134,6 +134,27 @@ def test_real_events_are_stored_by_the_engine_as_by_the_reference_decoder(
     assert contents["dead_letters"] == [] and contents["losses"] == []
 
 
+def test_events_stored_at_either_end_of_a_batch_s_sequence_range_are_found(
+    stores: tuple[Store, Store],
+) -> None:
+    """The lookup of stored events is skipped when no stored event lies in any instance's range
+    of the batch's sequence numbers: the ends of the range count (a duplicate there is found)."""
+    events = make_payloads(40, 1, instance="edge")  # one event each, sequence numbers 1..40
+    others = make_payloads(2, 5, instance="other")
+    results, contents = both(stores, events[10:20], [*events[0:11], *others], events[19:30])
+    assert [(r.events, r.stored, r.duplicates) for r in results] == [(10, 10, 0), (21, 20, 1), (11, 10, 1)]
+    assert len(contents["usage_events"]) == 40
+
+
+def test_a_batch_from_more_instances_than_ranges_are_checked_for_is_looked_up_whole(
+    stores: tuple[Store, Store],
+) -> None:
+    many = [payload for n in range(300) for payload in make_payloads(1, 1, instance=f"i-{n}")]
+    results, contents = both(stores, many, many)
+    assert [(r.stored, r.duplicates) for r in results] == [(300, 0), (0, 300)]
+    assert len(contents["usage_events"]) == 300
+
+
 @pytest.mark.parametrize("staging", ["staging", "st*g?ng{1,2}"])  # file() reads *?{} as a pattern
 def test_the_engine_writes_the_archive_chunks_the_reference_decoder_archives(
     stores: tuple[Store, Store], tmp_path: Path, staging: str

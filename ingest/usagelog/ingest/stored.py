@@ -12,7 +12,8 @@ has is read from the table (``Store.compact``): a store not migrated to 010 yet 
 migrated part way) has the logical form everywhere.
 
 The duplicate check of the compact table looks up a batch's (instance, seq) pairs in its
-``by_instance`` projection (constant time, whatever the table holds) and compares the full event ID.
+``by_instance`` projection (constant time, whatever the table holds) and compares the full event ID
+(the engine decoder only when something is stored within the batch's sequence ranges).
 With it, a table in chDB holds each event once (:func:`copies_possible`).
 """
 
