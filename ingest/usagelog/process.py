@@ -73,7 +73,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     Picked outside the range the kernel takes outgoing connections' ports from: a port from
     that range, free when picked, can become the local end of any connection (a Kafka client's,
     say) before the server binds it. Ports outside it are taken only by explicit binds. The OS's
-    own pick when the range leaves no room below it.
+    own pick when the range leaves almost no room outside it.
     """
     low, high = _ephemeral_range()
     candidates = [range(_LOWEST_PORT, low), range(high + 1, 65536)]
