@@ -57,7 +57,11 @@ TARGET_PER_CORE = 100_000
 # while a batch's part was wide (158 files), 1.7 us since it is compact (migration 011). The spool
 # ingest of 1M events by statement (CPU-s): staging 3.3 (the protobuf read alone ~1.3), the insert
 # 1.7, the duplicate check 0.5, the rollups' refresh 0.35, the counts of the staged rows 0.26,
-# noting the rollups' minutes 0.11. In the Kafka worker draining 1M events (in process): the engine
+# noting the rollups' minutes 0.11. Since, by statement, side by side with the code before (1M
+# events, 64 MiB batches, merges stopped, two pairs): the duplicate check 0.26-0.27 -> 0.04 CPU-s
+# (the stored events are looked up only when one lies in the batch's sequence ranges), staging
+# 2.26-2.28 -> 2.13-2.16 (the extra attributes' map built only for rows with any), the whole run
+# 4.82-4.97 -> 4.55-4.67. In the Kafka worker draining 1M events (in process): the engine
 # writing the archive's chunks 0.67 CPU-s, finalizing the archive's files (sort, Parquet) 1.0.
 # Since the events vary as an API's do (spoolfill.as_traffic), one worker draining 1M of them with
 # USAGELOG_ARCHIVE_URL=off: 110.7k and 124.0k per CPU-second after the start; alternated with runs
@@ -81,11 +85,12 @@ WHY_NOT_PER_CORE = {
 }
 WHY_NOT_QUARTER = (
     "a quarter of the raw insert (one statement of a million rows, ~1.2 us an event) leaves ~4.9 "
-    "us; staging a batch takes ~2.8 us of it (the engine's protobuf read alone ~1.3, then the "
-    "columns and the checks with the checksum's SHA-256), the insert of the batch with the "
-    "rollups' sums ~1.2 us (as much as the raw insert), and the duplicate check and the counts "
-    "~0.6 us, the rollups' refresh ~0.1 and the process's own work (reading the segments, Python) "
-    "~1.3 come on top"
+    "us; by statement (1M events, merges stopped) staging a batch takes ~2.2 us of it (the "
+    "engine's protobuf read alone ~1.1, then the columns and the checks with the checksum's "
+    "SHA-256), the insert of the batch with the rollups' sums ~1.05 (as much as the raw insert), "
+    "and the duplicate check, the counts and the rollups' refresh ~0.3; the merges of the parts "
+    "each batch adds ~1.1 and the process's own work (reading the segments and writing them out "
+    "for the engine, Python) ~0.8 come on top"
 )
 WHY_NOT_MEMORY = (
     "the engine's background merges of usage_events run in the worker's process, on top of a "
