@@ -154,11 +154,13 @@ def test_waiting_for_the_store_is_not_idle_time(kafka: Any, topics: dict[str, st
     # Two messages a batch, cut by count: a batch's consume() takes no more than it holds.
     env = {"USAGELOG_BATCH_MAX_MESSAGES": "2", "USAGELOG_WORKER_MAX_MEMORY_MB": "0"}
     produce(kafka.bootstrap, topics["events"], payloads[:2])
-    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=4).start()
+    # Idle from its first batch until the rest arrives, which takes seconds on a loaded machine
+    # (reading the count, taking the directory, producing): the idle limit leaves room for that.
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=8).start()
     wait_for(lambda: count_events(url)[0] == 1000, 60, "the first batch")
     with connect(url):  # held while the rest arrives: the worker stages it ahead, then waits
         produce(kafka.bootstrap, topics["events"], payloads[2:])
-        time.sleep(7)
+        time.sleep(12)
     assert worker.wait(timeout=120) == 0, worker.log()[-3000:]
     assert count_events(url) == (10 * 500, 10 * 500)
     assert "staging up to 16 batches ahead" in worker.log()
@@ -180,7 +182,8 @@ def test_a_worker_with_its_batches_staged_ahead_waits_for_the_store_when_it_has_
         "USAGELOG_CLICKHOUSE_WAIT_SECONDS": "60",
     }
     produce(kafka.bootstrap, topics["events"], payloads[:2])
-    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=4).start()
+    # Idle until the rest arrives (see above): room for a loaded machine.
+    worker = WorkerProcess(tmp_path, kafka.bootstrap, topics["events"], url, "w1", env, max_idle=8).start()
     wait_for(lambda: count_events(url)[0] == 1000, 60, "the first batch")
     with connect(url):
         produce(kafka.bootstrap, topics["events"], payloads[2:])
