@@ -83,24 +83,25 @@ def start_instances(
         if per_instance_env:
             env.update(per_instance_env[i])
         instances.append(_start_instance(i + 1, env, log_dir / f"api-{i + 1}.log"))
-    for index, instance in enumerate(instances):
-        for attempt in range(PORT_ATTEMPTS):
-            try:
-                instance.process.wait_listening(instance.port, timeout=60.0)
-                break
-            except ProcessError as exc:
-                # The port was free when picked and taken before the API bound it (another
-                # program's outgoing connection, say): start it again on another port.
-                if not exc.exited or "Address already in use" not in instance.process.log():
-                    raise
-                if attempt == PORT_ATTEMPTS - 1:
-                    raise
-                env = instance.env
-                instance = instances[index] = _start_instance(index + 1, env, instance.log_path)
-    return instances
+    return [_listening(number, instance) for number, instance in enumerate(instances, 1)]
 
 
 PORT_ATTEMPTS = 5
+
+
+def _listening(number: int, instance: Instance) -> Instance:
+    """``instance`` once it listens. A port free when picked can be taken before the API binds it
+    (another program's bind): the API exits, and starts again on a port picked anew."""
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            instance.process.wait_listening(instance.port, timeout=60.0)
+            return instance
+        except ProcessError as exc:
+            if not exc.exited or "Address already in use" not in instance.process.log():
+                raise
+        instance = _start_instance(number, instance.env, instance.log_path)
+    instance.process.wait_listening(instance.port, timeout=60.0)
+    return instance
 
 
 def _start_instance(number: int, env: dict[str, str], log_path: Path) -> Instance:
