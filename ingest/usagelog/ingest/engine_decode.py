@@ -381,9 +381,9 @@ class EngineDecoder:
 
     def _stored_in_ranges(self, table: str, good: str) -> bool:
         """Whether ``table`` holds any event in the staged events' sequence ranges (each instance's
-        lowest to highest). Usually none: an instance's new events come after those stored. Only
-        then are the batch's (instance, seq) pairs and event IDs looked up one by one, which builds
-        a set of each (a third of a microsecond an event)."""
+        lowest to highest). Usually none: an instance's new events come after those stored. Only when
+        some is are the batch's (instance, seq) pairs and event IDs looked up one by one, which
+        builds a set of each (a third of a microsecond an event)."""
         ranges = self.store.client.query(
             f"SELECT service_instance_id, min(seq), max(seq) FROM {self.db}.{STAGE} WHERE {good} "
             "GROUP BY service_instance_id"
