@@ -137,11 +137,12 @@ def attribute_writer(fields: Iterable[ev.Field]) -> AttributeWriter:
             lines.append(f"    if v: out += true{i}")
             text = "'1' if v else '0'"
         elif f.number:
-            # Most sizes and statuses fit in two varint bytes; small ones in one, appended as is.
-            namespace[f"int{i}"] = key.int_heads[1]
+            # Statuses and most sizes take one or two varint bytes, appended here as they are.
+            namespace[f"int{i}"], namespace[f"int2_{i}"] = key.int_heads[1], key.int_heads[2]
             lines += [
                 "    if v:",
                 f"        if 0 < v < 128: out += int{i}; out.append(v)",
+                f"        elif 0 < v < 16384: out += int2_{i}; out.append(v & 127 | 128); out.append(v >> 7)",
                 f"        else: out += key{i}.integer(v)",
             ]
             text = "str(v)"
