@@ -14,6 +14,7 @@ Field numbers are those of ``opentelemetry/proto/logs/v1/logs.proto`` and
 from __future__ import annotations
 
 import struct
+from functools import cached_property
 
 # LogRecord fields, as tags (field number << 3 | wire type).
 TIME_UNIX_NANO = b"\x09"  # 1, fixed64
@@ -69,14 +70,17 @@ class Key:
     (3). Only the lengths depend on the value.
     """
 
-    __slots__ = ("_key_field", "int_heads", "string_heads", "true")
-
     def __init__(self, key: str) -> None:
         self._key_field = field(FIRST, key.encode("utf-8"))
-        self.string_heads = [self.string_head(n) for n in range(SMALL)]
         # by the varint's length in bytes (1..10)
         self.int_heads = [b""] + [self._head(1 + m) + b"\x18" for m in range(1, 11)]
         self.true = self._head(2) + b"\x10\x01"
+
+    @cached_property
+    def string_heads(self) -> list[bytes]:
+        """The heads of values of 0 to ``SMALL - 1`` bytes (about 9 KiB a key: only string
+        attributes have them made)."""
+        return [self.string_head(n) for n in range(SMALL)]
 
     def _head(self, any_value_length: int) -> bytes:
         key_value_length = len(self._key_field) + 1 + len(varint(any_value_length)) + any_value_length
