@@ -84,7 +84,7 @@ def exchanges(draw: Any) -> Exchange:
     )
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(exchanges(), max_size=6), st.sampled_from(sorted(BUILDERS)))
 def test_a_batch_is_what_the_protobuf_classes_write_for_what_it_holds(
     batch: list[Exchange], capture_body: str
