@@ -43,6 +43,7 @@ BATCH_WAKE = 512  # wake the thread early once this many events wait
 BATCH_MAX = 2048  # events per encoded batch
 WRITE_RETRY_SECONDS = 1.0  # after a failed write, request threads wait this long before trying again
 EXCHANGE_OVERHEAD = 1024  # bytes an exchange takes beyond its strings and bodies (objects, dicts)
+UNSENT_SEQ_BYTES = 40  # an encoded batch keeps each event's sequence number (an int in a list)
 
 Encode = Callable[[Sequence[Exchange], Callable[[Exchange], None]], tuple[bytes, int]]
 
@@ -258,11 +259,12 @@ class Recorder:
             while queue or self._unsent:
                 if not self._unsent:
                     batch = [queue.popleft() for _ in range(min(len(queue), BATCH_MAX))]
-                    nbytes = sum(estimated_size(x) for x in batch)
-                    if batch:
-                        self._average = max(1.0, nbytes / len(batch))
+                    self._sample(batch[-64:])  # the newest, as on every wake
                     payload, count = self.encode(batch, self._build_failed)
-                    self._unsent.append((payload, count, [x.seq for x in batch], nbytes))
+                    seqs = [x.seq for x in batch]
+                    # What a batch holds once encoded: its bytes and its sequence numbers.
+                    nbytes = len(payload) + UNSENT_SEQ_BYTES * len(seqs)
+                    self._unsent.append((payload, count, seqs, nbytes))
                     self.unsent_bytes += nbytes
                     self._limit, self._wake_at = self._limits()
                 payload, count, seqs, nbytes = self._unsent[0]
