@@ -36,6 +36,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from usagelog.instrumentation import event as ev
+from usagelog.instrumentation.wire import varint
 
 if TYPE_CHECKING:
     from .store import Store
@@ -198,19 +199,7 @@ def _stage_select(path: str) -> str:
     )
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-_NO_TAG = _varint(_NO_FIELD << 3)
+_NO_TAG = varint(_NO_FIELD << 3)
 
 
 def write_batch(payloads: list[bytes], directory: str | None = None) -> str:
@@ -218,8 +207,8 @@ def write_batch(payloads: list[bytes], directory: str | None = None) -> str:
     fd, path = tempfile.mkstemp(prefix="usagelog-batch-", suffix=".pb", dir=directory)
     with os.fdopen(fd, "wb") as out:
         for no, payload in enumerate(payloads):
-            tail = _NO_TAG + _varint(no)
-            out.write(_varint(len(payload) + len(tail)))
+            tail = _NO_TAG + varint(no)
+            out.write(varint(len(payload) + len(tail)))
             out.write(payload)
             out.write(tail)
     return path
@@ -381,8 +370,8 @@ class EngineDecoder:
 
     def _stored_in_ranges(self, table: str, good: str) -> bool:
         """Whether ``table`` holds any event in the staged events' sequence ranges (each instance's
-        lowest to highest). Usually none: an instance's new events come after those stored. Only when
-        some is are the batch's (instance, seq) pairs and event IDs looked up one by one, which
+        lowest to highest). Usually none: an instance's new events come after those stored. Only if
+        one is, the batch's (instance, seq) pairs and event IDs are looked up one by one, which
         builds a set of each (a third of a microsecond an event)."""
         ranges = self.store.client.query(
             f"SELECT service_instance_id, min(seq), max(seq) FROM {self.db}.{STAGE} WHERE {good} "
