@@ -194,13 +194,14 @@ def test_a_batch_whose_events_the_archive_did_not_all_get_is_not_stored(
     hour_ns = 3600 * 10**9
     start = 1_700_000_000 * 10**9 // hour_ns * hour_ns + hour_ns - 50  # two hours
     items = [Item("kafka", f"t/0@{n}", p) for n, p in enumerate(make_payloads(1, 100, at_ns=start))]
-    counted = EngineDecoder.count_staged
+    counted = EngineDecoder._count
 
-    def one_hour_short(self: EngineDecoder, result: EngineResult) -> None:
-        counted(self, result)
+    def one_hour_short(self: EngineDecoder) -> EngineResult:
+        result = counted(self)
         result.minutes = {m for m in result.minutes if m < start // 10**9}  # the later hour lost
+        return result
 
-    monkeypatch.setattr(EngineDecoder, "count_staged", one_hour_short)
+    monkeypatch.setattr(EngineDecoder, "_count", one_hour_short)
     archive = Archive(str(tmp_path / "archive"), staging_dir=tmp_path / "staging", worker_id="w")
     with pytest.raises(ArchiveError, match="50 of the batch's 100 events"):
         Pipeline(archive=archive, decoder="engine").process(items, engine_store)

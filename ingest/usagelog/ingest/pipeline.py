@@ -157,7 +157,6 @@ class Pipeline:
         if engine is None or result is None:
             return Staged(items, None, None, 0)
         try:
-            engine.count_staged(result)
             fd, path = tempfile.mkstemp(prefix="usagelog-staged-", suffix=".native", dir=directory)
             os.close(fd)
             try:
@@ -230,8 +229,6 @@ class Pipeline:
             result.ignored += decoded.ignored
         minutes = rollup.minutes_of(rows)
         if staged is not None and engine is not None:
-            if not ahead:  # counted where it was staged
-                engine.count_staged(staged)
             result.events += staged.events
             result.ignored += staged.ignored
             minutes |= staged.minutes
