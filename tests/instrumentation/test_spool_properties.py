@@ -84,6 +84,12 @@ def test_every_intact_frame_is_read_and_every_damaged_byte_reported(
     path = tmp_path / "segment.seg"
     path.write_bytes(damaged)
     read = list(read_frames(path))
+    # Read mapped (the payloads views of the file, as ingest reads claimed segments): the same.
+    mapped = [
+        Frame(f.offset, bytes(f.payload)) if isinstance(f, Frame) else f
+        for f in read_frames(path, mapped=True)
+    ]
+    assert mapped == read
 
     # What was read covers the file exactly, in order: no byte skipped, none read twice.
     position = 0

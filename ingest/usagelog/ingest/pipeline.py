@@ -63,7 +63,7 @@ class Item:
 
     source: str  # "spool" or "kafka"
     location: str  # segment@offset, or topic/partition@offset
-    payload: bytes
+    payload: bytes | memoryview  # a view of a mapped spool segment (spool_ingest)
     damage: str = ""
     instance: str = ""
 
@@ -222,7 +222,7 @@ class Pipeline:
         else:
             staged = engine.stage([item.payload for item in readable]) if engine is not None else None
         for item in readable if staged is None else [readable[n] for n in staged.leftover]:
-            decoded, bad = decode_or_dead_letter(item.payload, item.source, item.location)
+            decoded, bad = decode_or_dead_letter(bytes(item.payload), item.source, item.location)
             rows.extend(decoded.rows)
             letters.extend(bad)
             losses.extend({**loss, "location": item.location} for loss in decoded.losses)

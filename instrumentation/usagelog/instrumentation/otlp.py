@@ -344,7 +344,7 @@ class OtlpExporter:
                         )
                         self.transport.send(damaged_frame_report(segment.path, frame), self.timeout)
                         continue
-                    self.transport.send(frame.payload, self.timeout)
+                    self.transport.send(bytes(frame.payload), self.timeout)  # read unmapped: bytes already
                     self.replayed_batches += 1
             except DeliveryError as exc:
                 segment.release()

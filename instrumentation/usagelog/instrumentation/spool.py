@@ -19,6 +19,7 @@ only after their events are stored.
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import re
 import struct
@@ -190,7 +191,7 @@ class SpoolWriter:
 @dataclass(frozen=True)
 class Frame:
     offset: int
-    payload: bytes
+    payload: bytes | memoryview  # a view of the mapped segment when read ``mapped``
 
     @property
     def size(self) -> int:
@@ -216,8 +217,8 @@ class ClaimedSegment:
         self.path = path
         self._fd = fd
 
-    def frames(self) -> Iterator[Frame | DamagedFrame]:
-        return read_frames(self.path)
+    def frames(self, *, mapped: bool = False) -> Iterator[Frame | DamagedFrame]:
+        return read_frames(self.path, mapped=mapped)
 
     def delete(self) -> None:
         os.unlink(self.path)
@@ -286,12 +287,25 @@ def has_claimable(directory: str | os.PathLike[str]) -> bool:
     return False
 
 
-def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
+def read_frames(path: str | os.PathLike[str], *, mapped: bool = False) -> Iterator[Frame | DamagedFrame]:
     """Frames of a segment, in order. Damage never hides a good frame: whenever a header or
     checksum is wrong, reading resumes at the next frame marker. Nothing is skipped silently:
     the frames and damaged frames yielded cover every byte of the file, in order, a torn frame
-    at the end (a writer killed mid-write, a truncated file) included."""
-    data = Path(path).read_bytes()
+    at the end (a writer killed mid-write, a truncated file) included.
+
+    ``mapped``: the file is mapped and the frames' payloads are views of it, not copies: held
+    while they wait to be stored, they are the kernel's page cache, not the reader's memory.
+    Only for a segment nothing writes to any more (one claimed: sealed, or left by a writer that
+    is gone): a mapped file cut short under its reader faults it."""
+    data: bytes | mmap.mmap
+    if mapped:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size == 0:
+                return
+            data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)  # keeps the file open itself
+        view: bytes | memoryview = memoryview(data)
+    else:
+        data = view = Path(path).read_bytes()
     pos, end = 0, len(data)
     while pos < end:
         if end - pos < HEADER_SIZE:
@@ -323,7 +337,7 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
             yield DamagedFrame(pos, "bad frame length", data[pos:nxt], nxt - pos)
             pos = nxt
             continue
-        payload = data[body_start:body_end]
+        payload = view[body_start:body_end]
         if zlib.crc32(payload) == crc:
             yield Frame(pos, payload)
             pos = body_end
@@ -340,7 +354,7 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame | DamagedFrame]:
         pos = stop
 
 
-def _torn_or_garbage(data: bytes, pos: int) -> DamagedFrame:
+def _torn_or_garbage(data: bytes | mmap.mmap, pos: int) -> DamagedFrame:
     """The last bytes of a segment, too few for a frame header: the start of a frame whose
     writer stopped (a prefix of the marker), or garbage."""
     rest = data[pos:]
