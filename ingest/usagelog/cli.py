@@ -238,7 +238,7 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, follow: b
         return run_worker(settings.worker, max_idle_seconds=max_idle)
     if follow:
         return _follow_spool(settings)
-    from usagelog.ingest.settings import load_batch_max_bytes
+    from usagelog.ingest.settings import load_spool_group_bytes
     from usagelog.ingest.spool_ingest import IngestStats, ingest_spool
 
     def progress(stats: IngestStats, total: int) -> None:
@@ -250,7 +250,7 @@ def ingest(ctx: click.Context, /, source: str | None, max_idle: float, follow: b
             flush=True,
         )
 
-    group_bytes = load_batch_max_bytes()
+    group_bytes = load_spool_group_bytes()
     _apply_retention(settings)
     started = time.monotonic()
     stats = ingest_spool(
@@ -290,11 +290,11 @@ def _follow_spool(settings: Settings) -> int:
     import signal
 
     from usagelog.ingest.recycle import accept_stop_signals, reexecute
-    from usagelog.ingest.settings import load_batch_max_bytes, load_max_memory_mb
+    from usagelog.ingest.settings import load_max_memory_mb, load_spool_group_bytes
     from usagelog.ingest.spool_ingest import follow_spool
 
     bound = load_max_memory_mb()
-    group_bytes = load_batch_max_bytes()
+    group_bytes = load_spool_group_bytes()
     stop: list[bool] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))

@@ -11,7 +11,13 @@ import pytest
 
 from usagelog.ingest.errors import SettingsError, UsagelogError
 from usagelog.ingest.retention import retention_days
-from usagelog.ingest.settings import load_settings, load_worker_settings, wait_seconds
+from usagelog.ingest.settings import (
+    SPOOL_GROUP_BYTES,
+    load_settings,
+    load_spool_group_bytes,
+    load_worker_settings,
+    wait_seconds,
+)
 
 
 def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,6 +157,18 @@ def test_the_prefetch_queue_holds_a_batch_and_refills_without_librdkafkas_one_se
     assert (config["queued.max.messages.kbytes"], config["fetch.queue.backoff.ms"]) == (8192, 20)
     mine = load_worker_settings(environ={**kafka, "USAGELOG_KAFKA_CONFIG": "fetch.queue.backoff.ms=1000"})
     assert mine.consumer_config()["fetch.queue.backoff.ms"] == "1000"
+
+
+def test_spool_groups_are_twice_a_workers_batch_unless_the_batch_size_is_set() -> None:
+    kafka = {"USAGELOG_KAFKA_BROKERS": "k:9092"}
+    assert (
+        load_spool_group_bytes(environ={})
+        == SPOOL_GROUP_BYTES
+        == 2 * load_worker_settings(environ=kafka).batch_max_bytes
+    )
+    assert load_spool_group_bytes(environ={"USAGELOG_BATCH_MAX_BYTES": "8388608"}) == 8388608
+    with pytest.raises(SettingsError, match="USAGELOG_BATCH_MAX_BYTES"):
+        load_spool_group_bytes(environ={"USAGELOG_BATCH_MAX_BYTES": "lots"})
 
 
 def test_from_url_sets_brokers_and_the_events_or_monitored_topic() -> None:

@@ -86,7 +86,7 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
 ) -> None:
     spool = tmp_path / "spool"
     archive = tmp_path / "archive"
-    # ~57 MB: several of ingest's groups (GROUP_BYTES), so a kill after the first lands half-way.
+    # ~57 MB: several groups of 16 MiB, so a kill after the first lands half-way.
     total = write_spool(spool, segments=60, per_segment=2000)
     command = [
         sys.executable,
@@ -102,7 +102,11 @@ def test_ingest_killed_half_way_then_rerun_gives_exact_counts_and_archive(
     ]
     # Each run is its own archive owner (<host>-<pid>): the rerun finalizes what the killed
     # run staged.
-    env = {**os.environ, "USAGELOG_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        "USAGELOG_STATE_DIR": str(tmp_path / "state"),
+        "USAGELOG_BATCH_MAX_BYTES": str(16 << 20),
+    }
     env.pop("USAGELOG_WORKER_ID", None)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120

@@ -13,7 +13,7 @@ from tests.spoolfill import make_payloads, write_spool
 from usagelog.ingest import queries
 from usagelog.ingest.errors import QueryError, SettingsError, StoreError
 from usagelog.ingest.recycle import give_back_arrow_memory, memory_bytes
-from usagelog.ingest.spool_ingest import ingest_spool
+from usagelog.ingest.spool_ingest import GROUP_BYTES, ingest_spool
 from usagelog.ingest.store import connect, migrations
 
 
@@ -100,17 +100,17 @@ def test_sql_checksum_matches_the_emitters_checksum(tmp_path: Path, chdb_url: st
 
 
 def test_a_batch_is_stored_as_one_compact_part(tmp_path: Path, chdb_url: str) -> None:
-    """A batch of the default size (segments of 2,500 events are taken until they hold 32 MiB of
+    """A batch of the default size (segments of 2,500 events are taken until they hold 64 MiB of
     payloads, then the rest) is a part in the compact format, a few files instead of a couple per
     column: under the engine's default threshold (10 MiB of rows in memory) the first would be wide."""
-    segments, per_segment = 40, 2500
+    segments, per_segment = 100, 2500
     write_spool(tmp_path / "spool", segments=segments, per_segment=per_segment)
     held, first = 0, 0
     for payload in make_payloads(segments, per_segment):  # the same sizes as the spool's
         held, first = held + len(payload), first + per_segment
-        if held >= 32 * 1024 * 1024:
+        if held >= GROUP_BYTES:
             break
-    assert per_segment * 20 < first < segments * per_segment
+    assert GROUP_BYTES == 64 * 1024 * 1024 and per_segment * 60 < first < segments * per_segment
     assert ingest_spool(str(tmp_path / "spool"), chdb_url, "usagelog").inserted == segments * per_segment
     with connect(chdb_url) as store:
         _, parts = store.query(

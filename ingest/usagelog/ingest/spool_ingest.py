@@ -39,7 +39,7 @@ from usagelog.instrumentation.spool import (
 from .archive import open_archive
 from .pipeline import Item, Pipeline, Result
 from .recycle import MB, give_back_arrow_memory, memory_bytes
-from .settings import ArchiveSettings, WorkerSettings
+from .settings import SPOOL_GROUP_BYTES, ArchiveSettings
 from .store import Store, connect
 
 # Let other processes (a CLI query, say) have the chDB directory between slices.
@@ -47,12 +47,14 @@ SLICE_SECONDS = 5.0
 # ``usagelog ingest --spool --follow`` looks for a segment ready to be stored this often.
 FOLLOW_POLL_SECONDS = 0.2
 # Segments go through the pipeline (and are deleted) in groups of about this many payload bytes
-# (USAGELOG_BATCH_MAX_BYTES, default 32 MiB, ~65,000 events of varied traffic): the engine reads a
-# group in one statement, and a kill loses at most a group's progress. Each statement has a fixed
-# cost (~35 ms to analyse the staging query alone), so larger groups store faster per event (500k
-# events here: 8 MiB 98k events per CPU-second, 16 MiB 123k, 32 MiB 123-128k); the engine's memory
-# for a group is about its size (it parses one payload at a time).
-GROUP_BYTES = WorkerSettings.batch_max_bytes
+# (USAGELOG_BATCH_MAX_BYTES; unset, 64 MiB, ~130,000 events of varied traffic): the engine reads a
+# group in one statement, and a kill loses at most a group's progress. Each group has a fixed cost
+# (~60 ms: analysing the staging query, the insert's part and its materialized views' parts) and
+# adds a part the engine merges later, so larger groups store faster per event (1M events, in
+# process, CPU: 32 MiB 6.2-6.4 s, 64 MiB 5.1, 128 MiB 4.45; own memory at its peak ~300, ~400,
+# ~580 MB). The engine's memory for a group is about its size (it parses one payload at a time);
+# the payloads wait mapped from their segments (read_frames(mapped=True)).
+GROUP_BYTES = SPOOL_GROUP_BYTES
 
 
 @dataclass
@@ -77,7 +79,7 @@ def segment_items(segment: Any) -> Iterator[Item]:
     attributed to the instance the segment's name carries."""
     name = segment.path.name
     instance = segment_instance(segment.path)
-    for frame in segment.frames():
+    for frame in segment.frames(mapped=True):  # the payloads wait in the page cache
         location = f"{name}@{frame.offset}"
         if isinstance(frame, DamagedFrame):
             yield Item("spool", location, frame.raw, damage=frame.reason, instance=instance)
