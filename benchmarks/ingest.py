@@ -68,6 +68,12 @@ TARGET_PER_CORE = 100_000
 # archiving: 87.3k and 86.0k. Of the archive's work on 240,000 such events: the engine's Arrow
 # writer 0.15 us an event (0.32 with the Apache Arrow library's, chDB's default), checking for
 # copies and sorting ~0.3 us, the Parquet file 0.48 us (the engine's own Parquet writer: 1.47).
+# A batch's fixed cost (groups of 2,500 events, merges stopped, in process): ~60 ms, of which the
+# staging statement ~25 (its analysis ~16), the insert with its three materialized views ~30, the
+# rest ~5 statements of a few ms each; settings passed to the client instead of in the statement
+# cost ~6 ms more each (it reads system.settings and sets and resets them). Since: settings in the
+# statements, the staged rows counted in one statement, spool groups of 64 MiB (their payloads
+# mapped from the segments): 1M events in process 6.2-6.4 -> 5.1 CPU-s.
 WHY_NOT_PER_CORE = {
     "spool, engine": (
         "staging a batch in the engine (its protobuf read of the OTLP payloads, the columns taken "
@@ -85,12 +91,12 @@ WHY_NOT_PER_CORE = {
 }
 WHY_NOT_QUARTER = (
     "a quarter of the raw insert (one statement of a million rows, ~1.2 us an event) leaves ~4.9 "
-    "us; by statement (1M events, merges stopped) staging a batch takes ~2.2 us of it (the "
-    "engine's protobuf read alone ~1.1, then the columns and the checks with the checksum's "
-    "SHA-256), the insert of the batch with the rollups' sums ~1.05 (as much as the raw insert), "
-    "and the duplicate check, the counts and the rollups' refresh ~0.3; the merges of the parts "
-    "each batch adds ~1.1 and the process's own work (reading the segments and writing them out "
-    "for the engine, Python) ~0.8 come on top"
+    "us; staging a batch takes ~2.2 us of it (the engine's protobuf read alone ~1.1, then the "
+    "columns and the checks with the checksum's SHA-256), the insert of the batch with the rollups' "
+    "sums ~1.05 (as much as the raw insert), each group's fixed cost (~60 ms: the statements' "
+    "analysis, the parts of the insert and its views) ~0.5 in groups of 64 MiB, and the merges of "
+    "the parts the groups add and the process's own work (reading the segments and writing them out "
+    "for the engine) come on top"
 )
 WHY_NOT_MEMORY = (
     "the engine's background merges of usage_events run in the worker's process, on top of a "
