@@ -326,7 +326,7 @@ class EngineDecoder:
         payloads left to the reference decoder (any with an irregular usage event or a loss
         report), and of the regular events the rest holds: how many, whether their IDs are all
         distinct, how many are to be copied as monitored, the minutes they fall in and each
-        instance's sequence range. (Six statements before, a few milliseconds each, every batch.)
+        instance's sequence range. (Five statements before, a few milliseconds each, every batch.)
         The IDs are told distinct by their 64-bit hashes, a third of the cost of the texts: hashes
         all distinct mean IDs all distinct; otherwise the insert counts the IDs themselves."""
         stage = f"{self.db}.{STAGE}"
