@@ -208,7 +208,7 @@ def test_a_failure_inside_usagelog_never_reaches_the_request(
     assert status == 200
     assert "capture failed" in caplog.text
     monkeypatch.undo()
-    monkeypatch.setattr(live.runtime.recorder, "record", broken_finish)
+    monkeypatch.setattr(live.runtime, "record", broken_finish)
     with caplog.at_level(logging.ERROR, logger="usagelog"):
         status, _ = _request(live.port, "GET", "/api/items/1")
         deadline = time.monotonic() + 5  # the server finishes the exchange after answering
@@ -297,3 +297,70 @@ def test_capturing_bodies_leaves_no_reference_cycle_for_the_garbage_collector() 
         gc.garbage.clear()
         gc.enable()
     assert cyclic == []
+
+
+class _ListSink:
+    """What capture needs of a runtime, keeping the exchanges it is handed."""
+
+    active, capture_bodies, body_limit = True, False, 1024
+    header_keys: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.recorded: list[Any] = []
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def record(self, exchange: Any) -> None:
+        self.recorded.append(exchange)
+
+
+@pytest.mark.parametrize("bodies", [False, True], ids=["bodies-off", "bodies-on"])
+def test_the_servers_side_of_wsgi_each_way_gives_one_event_with_its_size(bodies: bool) -> None:
+    """Fully read and closed, closed early, never closed, and the legacy ``write`` callable:
+    exactly one exchange each, with the bytes that went out and whether the client was gone."""
+    import io
+
+    from usagelog.instrumentation.capture import UsageMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/write":
+            write(b"abc")
+            return []
+        return iter([b"12345", b"678"])
+
+    sink = _ListSink()
+    sink.capture_bodies = bodies
+    middleware = UsageMiddleware(app, sink)
+
+    def call(path: str) -> Any:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": io.BytesIO(b"")}
+        return middleware(environ, lambda status, headers, exc_info=None: lambda data: None)
+
+    response = call("/read")
+    assert b"".join(response) == b"12345678"
+    response.close()
+    response = call("/early")
+    early = iter(response)
+    assert next(early) == b"12345"
+    response.close()  # the client went away after the first chunk
+    del early
+    response = call("/never-closed")
+    assert b"".join(response) == b"12345678"
+    del response  # a server that never calls close()
+    response = call("/write")
+    assert list(response) == []
+    response.close()
+    by_path = {x.path: x for x in sink.recorded}
+    assert sorted(by_path) == ["/early", "/never-closed", "/read", "/write"]
+    assert len(sink.recorded) == 4
+    assert (by_path["/read"].response_size, by_path["/read"].client_aborted) == (8, False)
+    assert (by_path["/never-closed"].response_size, by_path["/never-closed"].client_aborted) == (8, False)
+    assert (by_path["/write"].response_size, by_path["/write"].client_aborted) == (3, False)
+    assert (by_path["/early"].response_size, by_path["/early"].client_aborted) == (5, True)
+    assert all(x.error_type == "" for x in sink.recorded)
+    if bodies:
+        assert b"".join(by_path["/read"].response_body) == b"12345678"

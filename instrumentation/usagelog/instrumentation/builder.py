@@ -37,6 +37,10 @@ SEVERITY_INFO = 9
 # A usage event's record up to its attributes, after its time: severity 9, "INFO".
 _SEVERITY = wire.SEVERITY_NUMBER + wire.varint(SEVERITY_INFO) + wire.field(wire.SEVERITY_TEXT, b"INFO")
 _EVENT_NAME = wire.field(wire.EVENT_NAME, ev.EVENT_NAME.encode("utf-8"))
+# The record's fixed-width fields, as names of this module: read once per event each.
+_TIME, _FLAGS, _TRACE_ID, _SPAN_ID = wire.TIME_UNIX_NANO, wire.FLAGS, wire.TRACE_ID, wire.SPAN_ID
+_OBSERVED = wire.OBSERVED_TIME_UNIX_NANO
+_fixed64, _fixed32, _time_ns = wire.fixed64, wire.fixed32, time.time_ns
 
 
 def _utf8(text: str) -> str:
@@ -182,6 +186,10 @@ class EventBuilder:
         self.monitor = MonitorRules(settings.monitor)
         self.redactor = Redactor(settings.redact_fields)
         self.pseudonym = Pseudonymiser(settings.user_id_hmac_key) if settings.user_id_hmac_key else None
+        # The settings fill() asks about every event, answered once.
+        self._client_ip = "" if settings.client_ip == "full" else settings.client_ip
+        self._capture_all = settings.capture_body == "all"
+        self._capture_monitored = settings.capture_body == "monitored"
         self._scope = wire.field(
             wire.FIRST, InstrumentationScope(name=ev.SCOPE_NAME, version=version).SerializeToString()
         )
@@ -234,34 +242,39 @@ class EventBuilder:
     def fill(self, out: bytearray, x: Exchange) -> None:
         """Append the usage event of one exchange to ``out``: a ``LogRecord``'s fields, in
         field number order."""
-        settings = self.settings
         redactor = self.redactor
-        x.path, x.query, x.user_agent = wsgi_text(x.path), wsgi_text(x.query), wsgi_text(x.user_agent)
+        if not x.path.isascii():
+            x.path = wsgi_text(x.path)
+        if not x.query.isascii():
+            x.query = wsgi_text(x.query)
+        if not x.user_agent.isascii():
+            x.user_agent = wsgi_text(x.user_agent)
         user_id, claimed = self.resolver.identify(x.user_headers, x.context_users, x.status_code)
-        user_id, claimed = _utf8(user_id), _utf8(claimed)
-        monitored = self.monitor.matches(user_id, x.route, x.path)
+        if not user_id.isascii():
+            user_id = _utf8(user_id)
+        if not claimed.isascii():
+            claimed = _utf8(claimed)
+        monitored = self.monitor.active and self.monitor.matches(user_id, x.route, x.path)
         if self.pseudonym is not None:
             user_id, claimed = self.pseudonym(user_id), self.pseudonym(claimed)
-        if settings.client_ip != "full":
-            x.client_address = client_address(x.client_address, settings.client_ip)
-        capture = settings.capture_body == "all" or (settings.capture_body == "monitored" and monitored)
+        if self._client_ip:
+            x.client_address = client_address(x.client_address, self._client_ip)
+        capture = self._capture_all or (monitored and self._capture_monitored)
         request_body = response_body = ""
         if capture:
+            limit = self.settings.body_max_bytes
             if x.request_body is not None:
                 request_body = redactor.body(
-                    bytes(x.request_body), x.request_content_type, x.request_size, settings.body_max_bytes
+                    bytes(x.request_body), x.request_content_type, x.request_size, limit
                 )
             if x.response_body is not None:
                 response_body = redactor.body(
-                    b"".join(x.response_body),
-                    x.response_content_type,
-                    x.response_size,
-                    settings.body_max_bytes,
+                    b"".join(x.response_body), x.response_content_type, x.response_size, limit
                 )
             request_body, response_body = _utf8(request_body), _utf8(response_body)
         if x.start_ns:
-            out += wire.TIME_UNIX_NANO
-            out += wire.fixed64(x.start_ns)
+            out += _TIME
+            out += _fixed64(x.start_ns)
         out += _SEVERITY
         canon = self._canon.copy()
         self._write_attributes(
@@ -290,14 +303,14 @@ class EventBuilder:
             out += self._aborted
         flags = x.trace_flags & 0xFF
         if flags:
-            out += wire.FLAGS
-            out += wire.fixed32(flags)
+            out += _FLAGS
+            out += _fixed32(flags)
         if x.trace_id:
-            out += wire.TRACE_ID
+            out += _TRACE_ID
             out += x.trace_id.to_bytes(16, "big")
         if x.span_id:
-            out += wire.SPAN_ID
+            out += _SPAN_ID
             out += x.span_id.to_bytes(8, "big")
-        out += wire.OBSERVED_TIME_UNIX_NANO
-        out += wire.fixed64(time.time_ns())
+        out += _OBSERVED
+        out += _fixed64(_time_ns())
         out += _EVENT_NAME

@@ -133,6 +133,8 @@ class InputCounter:
 
 
 def begin(environ: dict[str, Any], sink: Sink) -> Exchange:
+    """The request's exchange, kept in the environ; the input wrapped when bodies are captured
+    or a chunked body must be counted."""
     exchange = Exchange(environ, sink.next_seq())
     environ[EXCHANGE_KEY] = exchange
     if sink.capture_bodies:
@@ -161,31 +163,57 @@ def finish(exchange: Exchange, sink: Sink) -> None:
         exchange.duration_ns = time.perf_counter_ns() - exchange.start_perf
         status = exchange.status
         exchange.status_code = int(status[:3]) if status[:3].isdigit() else 500
-        exchange.method = environ.get("REQUEST_METHOD", "")
-        exchange.path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        exchange.query = environ.get("QUERY_STRING", "")
-        exchange.client_address = environ.get("REMOTE_ADDR", "")
-        exchange.user_agent = environ.get("HTTP_USER_AGENT", "")
-        length = environ.get("CONTENT_LENGTH")
+        get = environ.get
+        exchange.method = get("REQUEST_METHOD", "")
+        exchange.path = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
+        exchange.query = get("QUERY_STRING", "")
+        exchange.client_address = get("REMOTE_ADDR", "")
+        exchange.user_agent = get("HTTP_USER_AGENT", "")
+        length = get("CONTENT_LENGTH")
         if length and length.isdigit():
             exchange.request_size = int(length)
         elif exchange.input is not None:
             exchange.request_size = exchange.input.total
         for key in sink.header_keys:
-            value = environ.get(key)
+            value = get(key)
             if value:
                 exchange.user_headers[key] = value
         if sink.capture_bodies:
             exchange.request_headers = [
                 (k[5:].replace("_", "-").lower(), v) for k, v in environ.items() if k.startswith("HTTP_")
             ]
-            content_type = environ.get("CONTENT_TYPE")
+            content_type = get("CONTENT_TYPE")
             if content_type:
                 exchange.request_headers.append(("content-type", content_type))
-        exchange.trace_id, exchange.span_id, exchange.trace_flags = span_ids(environ)
+        span = get(_OTEL_FLASK_SPAN_KEY)
+        ctx = span.get_span_context() if span is not None and _VALID >= 0 else None
+        if ctx is not None and ctx[_VALID]:
+            exchange.trace_id, exchange.span_id, exchange.trace_flags = ctx[0], ctx[1], int(ctx[_FLAGS])
+        else:
+            exchange.trace_id, exchange.span_id, exchange.trace_flags = span_ids(environ)
         sink.record(exchange)
     except Exception:
         _logger.exception("usagelog: could not record a usage event")
+
+
+def _span_context_layout() -> tuple[int, int]:
+    """Where a ``SpanContext`` (a tuple) keeps its flags and validity, to read them by index on
+    the request path: a property call less each. Checked against the properties once, here;
+    should a release of the API keep them elsewhere, (-1, -1) sends every request through
+    :func:`span_ids`, which reads the properties."""
+    try:
+        context = trace.SpanContext(3, 5, False, trace.TraceFlags(1))
+        flags = next(i for i, v in enumerate(context) if v is context.trace_flags)
+        valid = next(i for i, v in enumerate(context) if v is True and i != flags)
+        invalid = trace.INVALID_SPAN_CONTEXT
+        if context[:2] == (3, 5) and context[valid] is context.is_valid and invalid[valid] is False:
+            return flags, valid
+    except Exception:
+        pass
+    return -1, -1
+
+
+_FLAGS, _VALID = _span_context_layout()
 
 
 def exchange_of(environ: dict[str, Any]) -> Exchange | None:
@@ -224,43 +252,91 @@ def span_ids(environ: dict[str, Any]) -> tuple[int, int, int]:
 
 
 class _Response:
-    """The response iterable handed to the server; finishes the exchange on ``close``."""
+    """One request as the server sees it: the ``start_response`` the app calls, the response
+    iterable handed back to the server, and its ``close``, which finishes the exchange.
 
-    __slots__ = ("_exchange", "_iterator", "_limit", "_result", "_sink", "_state")
+    The server iterates a generator over the app's iterable: counting each chunk's bytes (and
+    keeping the first of them when bodies are captured) is a line of a loop, and the end of
+    the iterable is the loop's end, not an exception caught per response."""
 
-    def __init__(self, result: Iterable[bytes], exchange: Exchange, sink: Sink) -> None:
-        self._result = result
-        self._iterator: Iterator[bytes] | None = None
+    __slots__ = ("_environ", "_exchange", "_result", "_sink", "_start", "_state", "_write")
+
+    def __init__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], exchange: Exchange, sink: Sink
+    ) -> None:
+        self._environ = environ
+        self._start = start_response
         self._exchange = exchange
         self._sink = sink
-        self._limit = sink.body_limit if exchange.response_body is not None else 0
+        self._result: Iterable[bytes] = ()
+        self._write: Callable[[bytes], Any] | None = None
         self._state = 0  # 0 open, 1 exhausted, 2 failed, 3 finished
 
-    def __iter__(self) -> _Response:
-        return self
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        exchange = self._exchange
+        exchange.status = status
+        # Flask calls start_response while the request context still exists; it drops the
+        # request from the environ right after, so the route is read here.
+        request = self._environ.get("werkzeug.request")
+        if request is not None:
+            rule = getattr(request, "url_rule", None)
+            if rule is not None:
+                exchange.route = rule.rule
+        if exchange.response_body is not None:
+            for name, value in headers:
+                if name.lower() == "content-type":
+                    exchange.response_content_type = value
+        start = self._start
+        self._write = start(status, headers, exc_info) if exc_info else start(status, headers)
+        return self.write
 
-    def __next__(self) -> bytes:
-        if self._iterator is None:
-            self._iterator = iter(self._result)
+    def write(self, data: bytes) -> Any:
+        """The legacy ``write`` callable ``start_response`` returns, counting what goes through it."""
+        self._exchange.response_size += len(data)
+        assert self._write is not None
+        return self._write(data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks() if self._exchange.response_body is None else self._kept_chunks()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._state = 2
         try:
-            chunk = next(self._iterator)
-        except StopIteration:
-            self._state = 1
+            self._exchange.error_type = error_type_of(exc)
+        except Exception:
+            pass
+
+    def _chunks(self) -> Iterator[bytes]:
+        exchange = self._exchange
+        try:
+            for chunk in self._result:
+                exchange.response_size += len(chunk)
+                yield chunk
+        except GeneratorExit:  # the server stopped reading (a client gone): close() says so
             raise
         except BaseException as exc:
-            self._state = 2
-            try:
-                self._exchange.error_type = error_type_of(exc)
-            except Exception:
-                pass
+            self._failed(exc)
             raise
+        self._state = 1
+
+    def _kept_chunks(self) -> Iterator[bytes]:
         exchange = self._exchange
-        exchange.response_size += len(chunk)
         body = exchange.response_body
-        if body is not None and self._limit > 0:
-            body.append(chunk[: self._limit])
-            self._limit -= len(body[-1])
-        return chunk
+        assert body is not None
+        limit = self._sink.body_limit
+        try:
+            for chunk in self._result:
+                exchange.response_size += len(chunk)
+                if limit > 0:
+                    body.append(chunk[:limit])
+                    limit -= len(body[-1])
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        self._state = 1
 
     def close(self) -> None:
         try:
@@ -288,6 +364,32 @@ class _Response:
                 pass
 
 
+def serve(app: WSGIApp, sink: Sink, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    """Run ``app`` for one request, capturing it: the middleware's call, and the patched
+    ``Flask.__call__``'s."""
+    if not sink.active or EXCHANGE_KEY in environ:
+        return app(environ, start_response)
+    try:
+        exchange = begin(environ, sink)
+        response = _Response(environ, start_response, exchange, sink)
+    except Exception:
+        _logger.exception("usagelog: capture failed at request start; request continues unlogged")
+        return app(environ, start_response)
+    try:
+        response._result = app(environ, response.start_response)
+    except BaseException as exc:
+        response._state = 3  # finished here: nothing for close() or __del__ to do
+        try:
+            exchange.error_type = error_type_of(exc)
+            if not exchange.status:
+                exchange.status = "500 INTERNAL SERVER ERROR"
+            finish(exchange, sink)
+        except Exception:
+            _logger.exception("usagelog: capture failed for a failing request")
+        raise
+    return response
+
+
 class UsageMiddleware:
     """WSGI middleware producing one usage event per request."""
 
@@ -297,45 +399,4 @@ class UsageMiddleware:
         self.usagelog_wrapped = True
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        sink = self.sink
-        if not sink.active or EXCHANGE_KEY in environ:
-            return self.app(environ, start_response)
-        try:
-            exchange = begin(environ, sink)
-        except Exception:
-            _logger.exception("usagelog: capture failed at request start; request continues unlogged")
-            return self.app(environ, start_response)
-
-        def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            exchange.status = status
-            # Flask calls start_response while the request context still exists; it drops
-            # the request from the environ right after, so the route is read here.
-            request = environ.get("werkzeug.request")
-            if request is not None:
-                rule = getattr(request, "url_rule", None)
-                if rule is not None:
-                    exchange.route = rule.rule
-            if exchange.response_body is not None:
-                for name, value in headers:
-                    if name.lower() == "content-type":
-                        exchange.response_content_type = value
-            write = start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-            def _write(data: bytes) -> Any:
-                exchange.response_size += len(data)
-                return write(data)
-
-            return _write
-
-        try:
-            result = self.app(environ, _start_response)
-        except BaseException as exc:
-            try:
-                exchange.error_type = error_type_of(exc)
-                if not exchange.status:
-                    exchange.status = "500 INTERNAL SERVER ERROR"
-                finish(exchange, sink)
-            except Exception:
-                _logger.exception("usagelog: capture failed for a failing request")
-            raise
-        return _Response(result, exchange, sink)
+        return serve(self.app, self.sink, environ, start_response)  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from .capture import UsageMiddleware
+from .capture import serve
 from .hooks import connect_flask_signals, disconnect_flask_signals
 from .runtime import get_runtime, start_runtime
 
@@ -44,7 +44,7 @@ class UsagelogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         UsagelogInstrumentor._original_call = original
 
         def __call__(app: flask.Flask, environ: dict[str, Any], start_response: Any) -> Any:
-            return UsageMiddleware(app.wsgi_app, runtime)(environ, start_response)
+            return serve(app.wsgi_app, runtime, environ, start_response)
 
         __call__.usagelog_original = original  # type: ignore[attr-defined]
         flask.Flask.__call__ = __call__  # type: ignore[method-assign,assignment]

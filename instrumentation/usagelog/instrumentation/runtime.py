@@ -79,6 +79,8 @@ class Runtime:
         self._next_reap = 0.0
         self.account = LossAccount(self._new_counters(), self.identity.attributes)
         self.sequence = Sequence(self.account.cells)
+        # What capture calls on every request, bound here: no call through the runtime.
+        self.next_seq: Callable[[], int] = self.sequence.next
         self.builder = EventBuilder(settings, self.resolver, self.identity, VERSION)
         if self.keeps_counters:
             self._reap()  # before the exporter looks for spooled segments to replay
@@ -94,6 +96,7 @@ class Runtime:
             account=self.account,
             housekeeping=self._housekeeping,
         )
+        self.record: Callable[[Exchange], None] = self.recorder.record
         self.recorder.journal = self._new_journal()
         os.register_at_fork(after_in_child=_weak_hook(self._after_fork))
 
@@ -161,13 +164,6 @@ class Runtime:
     def instance_id(self) -> str:
         return self.identity.instance_id
 
-    # -- the sink capture writes to ----------------------------------------------------------
-    def next_seq(self) -> int:
-        return self.sequence.next()
-
-    def record(self, exchange: Exchange) -> None:
-        self.recorder.record(exchange)
-
     # -- lifecycle ---------------------------------------------------------------------------
     def _after_fork(self) -> None:
         try:
@@ -177,6 +173,7 @@ class Runtime:
             self.account = LossAccount(self._new_counters(), self.identity.attributes)
             self.recorder.account = self.account
             self.sequence = Sequence(self.account.cells)
+            self.next_seq = self.sequence.next
             self.builder.set_identity(self.identity)
             self.exporter.after_fork(self.identity.instance_id)
             if self.recorder.journal is not None:

@@ -199,6 +199,15 @@ class UserResolver:
         self._callables: dict[str, Callable[[Any], Any] | None] = {}
         # Kept in memory only, as long as the process; never written anywhere.
         self.token_cache = TokenCache()
+        # Each source split once: (source, kind, argument, its environ key for a header source).
+        self._parsed = tuple(
+            (source, kind, arg, "HTTP_" + arg.upper().replace("-", "_"))
+            for source in self.sources
+            for kind, _, arg in [source.partition(":")]
+        )
+        # The last Authorization header's credentials by source: a client sends the same header
+        # request after request, and a batch meets it again without a digest per source and event.
+        self._last: tuple[str, dict[str, tuple[str, bool]]] = ("", {})
 
     def _load_callable(self, spec: str) -> Callable[[Any], Any] | None:
         if spec not in self._callables:
@@ -255,24 +264,17 @@ class UserResolver:
         """(user ID, claimed ID): the first trusted non-empty value in source order, and the
         first value that was only claimed before it (see the module docstring)."""
         claimed = ""
-        for source in self.sources:
-            kind, _, arg = source.partition(":")
+        for source, kind, arg, header in self._parsed:
             trusted = True
             if kind in CONTEXT_SOURCES:
                 value = cap((context_values or {}).get(source, ""))
             elif kind in ("jwt", "basic"):
-                # A client sends the same token many times: decode (and verify) it once.
                 authorization = headers.get("HTTP_AUTHORIZATION", "")
                 if not authorization:
                     continue
-                key = TokenCache.key(source, authorization)
-                cached = self.token_cache.get(key)
-                if cached is None:
-                    cached = self._from_authorization(kind, arg, authorization)
-                    self.token_cache.put(key, cached)
-                value, trusted = cached
+                value, trusted = self._credential(source, kind, arg, authorization)
             else:
-                value = cap(headers.get("HTTP_" + arg.upper().replace("-", "_"), ""))
+                value = cap(headers.get(header, ""))
             if not value:
                 continue
             if trusted and not (status_code == 401 and kind not in CONTEXT_SOURCES):
@@ -280,6 +282,23 @@ class UserResolver:
             if not claimed:
                 claimed = value
         return "", claimed
+
+    def _credential(self, source: str, kind: str, arg: str, authorization: str) -> tuple[str, bool]:
+        """(ID, trusted) of a ``jwt``/``basic`` source for this header: decoded (and verified)
+        once per header and source, whatever the number of requests sending it."""
+        last = self._last
+        if last[0] != authorization:
+            # Replaced whole: a request thread building a backlog batch meanwhile sees either.
+            last = self._last = (authorization, {})
+        found = last[1].get(source)
+        if found is None:
+            key = TokenCache.key(source, authorization)
+            found = self.token_cache.get(key)
+            if found is None:
+                found = self._from_authorization(kind, arg, authorization)
+                self.token_cache.put(key, found)
+            last[1][source] = found
+        return found
 
     def resolve(self, headers: dict[str, str], context_values: dict[str, str] | None) -> str:
         """The user ID of a request the app did not reject."""
