@@ -14,6 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from tests.ingest.test_decode import make_exchange
+from usagelog.ingest.decode import decode_payload
 from usagelog.instrumentation import event as ev
 from usagelog.instrumentation import wire
 from usagelog.instrumentation.builder import EventBuilder
@@ -96,9 +97,14 @@ def test_a_batch_is_what_the_protobuf_classes_write_for_what_it_holds(
     assert request.SerializeToString() == payload
     records = request.resource_logs[0].scope_logs[0].log_records
     assert count == len(records) == len(batch) - len(failed)
-    kept = [e for e, x in zip(expected, batch, strict=True) if x not in failed]
-    for (seq, start, duration, size, trace_id, span_id), record in zip(kept, records, strict=True):
+    kept = [(e, x) for e, x in zip(expected, batch, strict=True) if x not in failed]
+    for ((seq, start, duration, size, trace_id, span_id), x), record in zip(kept, records, strict=True):
         attributes = {kv.key: kv.value for kv in record.attributes}
+        # Values whose encodings the builder keeps: each the exchange's own.
+        for f in ev.RECORD_FIELDS:
+            if f.repeats and f.source != "user_id":
+                written = attributes[f.attribute].string_value if f.attribute in attributes else ""
+                assert written == getattr(x, f.source), f.column
         assert attributes[ev.SEQ].int_value == seq
         assert record.time_unix_nano == start
         assert (attributes[ev.DURATION_NS].int_value if duration else 0) == duration
@@ -119,3 +125,20 @@ def test_an_exchange_that_fails_midway_leaves_no_bytes_in_the_batch() -> None:
     # Bytes left behind would parse as unknown fields of the ScopeLogs; none are there.
     clean, _ = BUILDERS["none"].encode_batch([make_exchange(seq=1), make_exchange(seq=3)])
     assert len(payload) == len(clean)
+
+
+def test_kept_encodings_of_repeating_values_stay_each_values_own() -> None:
+    """Past the number of encodings kept, they are forgotten and made again: every event still
+    carries its own route and user agent, and its checksum covers them."""
+    from usagelog.instrumentation.builder import REMEMBERED
+
+    builder = _builder("none")
+    batch = [
+        make_exchange(seq=n + 1, route=f"/r/{n % (REMEMBERED + 7)}", user_agent=f"ua-{n % 3}")
+        for n in range(3 * REMEMBERED)
+    ]
+    payload, count = builder.encode_batch(batch)
+    decoded = decode_payload(payload)  # checks each event's checksum
+    assert count == len(decoded.rows) == len(batch) and decoded.rejected == []
+    for x, row in zip(batch, decoded.rows, strict=True):
+        assert (row["seq"], row["route"], row["user_agent"]) == (x.seq, x.route, x.user_agent)

@@ -15,6 +15,7 @@ gives the same bytes.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -41,6 +42,9 @@ _EVENT_NAME = wire.field(wire.EVENT_NAME, ev.EVENT_NAME.encode("utf-8"))
 _TIME, _FLAGS, _TRACE_ID, _SPAN_ID = wire.TIME_UNIX_NANO, wire.FLAGS, wire.TRACE_ID, wire.SPAN_ID
 _OBSERVED = wire.OBSERVED_TIME_UNIX_NANO
 _fixed64, _fixed32, _time_ns = wire.fixed64, wire.fixed32, time.time_ns
+# A record's tag and length by its length, as records are met (bodies off: a few hundred bytes).
+RECORD_HEADS_UP_TO = 4096
+_RECORD_HEADS: dict[int, bytes] = {}
 
 
 def _utf8(text: str) -> str:
@@ -99,8 +103,8 @@ def resource_message(attributes: dict[str, AttrValue]) -> Resource:
     return resource
 
 
-# Values the builder works out and hands to the attribute writer, in this order; the checksum
-# it works out last. Every other source names an Exchange attribute.
+# Values the builder works out and hands to the attribute writer, in this order. Every other
+# source names an Exchange attribute; the writer works the checksum out itself, last.
 _WRITTEN_DERIVED = (
     "event_id",
     "user_id",
@@ -111,26 +115,58 @@ _WRITTEN_DERIVED = (
     "monitored",
 )
 _DERIVED = frozenset(_WRITTEN_DERIVED) | {"checksum"}
+SEPARATOR = ev.CHECKSUM_SEPARATOR
 
-# Appends the record attributes of one event to a bytearray and fills in their checksum texts:
-# (out, exchange, checksum texts by position, *the _WRITTEN_DERIVED values) -> None.
+# The log record's own fields the checksum covers, and the text of each (an Exchange attribute).
+_LOG_TEXTS = {
+    "timestamp": "str(x.start_ns)",
+    "trace_id": "f'{x.trace_id:032x}' if x.trace_id else ''",
+    "span_id": "f'{x.span_id:016x}' if x.span_id else ''",
+}
+
+REMEMBERED = 512  # encodings of a repeating attribute's values kept, at most (then forgotten, all)
+
+
+def _remembered(key: wire.Key) -> tuple[dict[str, bytes], Callable[[str], bytes]]:
+    """A repeating attribute's encodings by value, and the function that encodes a value not
+    there yet and keeps it. Request threads writing a backlog batch may use them at the same
+    time as the background thread: a value is encoded the same whoever stores it."""
+    known: dict[str, bytes] = {}
+
+    def remember(value: str) -> bytes:
+        encoded = key.string(value)
+        if len(known) >= REMEMBERED:
+            known.clear()
+        known[value] = encoded
+        return encoded
+
+    return known, remember
+
+
+# Appends the record attributes of one event, its checksum last, to a bytearray:
+# (out, exchange, *the _WRITTEN_DERIVED values) -> None.
 AttributeWriter = Callable[..., None]
 
 
-def attribute_writer(fields: Iterable[ev.Field]) -> AttributeWriter:
-    """The function that writes ``fields`` (record attributes) into a log record's bytes.
+def attribute_writer(fields: Iterable[ev.Field], resource_texts: dict[int, str]) -> AttributeWriter:
+    """The function that writes ``fields`` (record attributes) into a log record's bytes, and
+    after them the checksum attribute.
 
-    Generated from the declaration once per builder, as :mod:`dataclasses` generates
-    ``__init__``: one straight line of code per field, with its value's source, its
-    attribute's precomputed heads (:class:`usagelog.instrumentation.wire.Key`) and its checksum
-    position written in. A loop over the declaration that looks these up for every event
-    costs about a microsecond more per event, in the API's process.
+    Generated from the declaration once per builder and process identity, as
+    :mod:`dataclasses` generates ``__init__``: one straight line of code per field, with its
+    value's source and its attribute's precomputed heads
+    (:class:`usagelog.instrumentation.wire.Key`) written in. Each field's checksum text is a
+    local variable, and the checksum's text one ``join`` of them in checksum order, with the
+    emitter's texts (``resource_texts``, by position: fixed for the process) written in as
+    constants. A loop over the declaration that looks these up for every event costs about a
+    microsecond more per event, in the API's process.
     Empty strings, zeros and false are left out: an absent attribute reads back as its field's
     default (empty, 0, false), and its checksum text is the value's either way. A GET's request
     size and an unmonitored event's flag cost no bytes.
     """
-    lines = [f"def write(out, x, canon, {', '.join(_WRITTEN_DERIVED)}):"]
-    namespace: dict[str, Any] = {"SMALL": wire.SMALL}
+    lines = [f"def write(out, x, {', '.join(_WRITTEN_DERIVED)}):"]
+    namespace: dict[str, Any] = {"SMALL": wire.SMALL, "sha256": hashlib.sha256}
+    texts: dict[int, str] = {}  # checksum position -> the expression of its text
     for i, f in enumerate(fields):
         if not f.source.isidentifier() or (f.source in _DERIVED and f.source not in _WRITTEN_DERIVED):
             raise ValueError(f"field {f.column}: source {f.source!r} is not an Exchange attribute")
@@ -150,6 +186,14 @@ def attribute_writer(fields: Iterable[ev.Field]) -> AttributeWriter:
                 f"        else: out += key{i}.integer(v)",
             ]
             text = "str(v)"
+        elif f.arrow == "string" and f.repeats:
+            namespace[f"known{i}"], namespace[f"remember{i}"] = _remembered(key)
+            lines += [
+                "    if v != '':",
+                f"        e = known{i}.get(v)",
+                f"        out += remember{i}(v) if e is None else e",
+            ]
+            text = "v"
         elif f.arrow == "string":
             namespace[f"heads{i}"] = key.string_heads
             lines += [
@@ -163,18 +207,39 @@ def attribute_writer(fields: Iterable[ev.Field]) -> AttributeWriter:
         else:
             raise ValueError(f"field {f.column}: a record attribute cannot be of type {f.arrow}")
         if f.checksum is not None:
-            lines.append(f"    canon[{f.checksum}] = {text}")
-    if len(lines) == 1:
-        lines.append("    pass")
+            lines.append(f"    t{f.checksum} = {text}")
+            texts[f.checksum] = f"t{f.checksum}"
+    for column, expression in _LOG_TEXTS.items():
+        position = ev.BY_COLUMN[column].checksum
+        if position is None:
+            raise ValueError(f"the checksum must cover {column}")
+        lines.append(f"    t{position} = {expression}")
+        texts[position] = f"t{position}"
+    # In checksum order; the emitter's neighbouring texts joined once, here.
+    parts: list[str] = []
+    run: list[str] = []
+    for position in range(len(ev.CHECKSUM_FIELDS)):
+        if position in resource_texts:
+            run.append(resource_texts[position])
+            continue
+        if run:
+            parts.append(repr(SEPARATOR.join(run)))
+            run = []
+        if position not in texts:
+            raise ValueError(f"checksum position {position}: no field of the record or the resource")
+        parts.append(texts[position])
+    if run:
+        parts.append(repr(SEPARATOR.join(run)))
+    # The checksum is 32 hex digits: its head is fixed.
+    namespace["checksum_head"] = wire.Key(ev.CHECKSUM).string_head(ev.CHECKSUM_HEX_DIGITS)
+    lines += [
+        f"    text = {SEPARATOR!r}.join(({', '.join(parts)},))",
+        "    out += checksum_head",
+        "    out += sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()"
+        f"[:{ev.CHECKSUM_HEX_DIGITS}].encode('ascii')",
+    ]
     exec(compile("\n".join(lines), "<usagelog.event attributes>", "exec"), namespace)
     return namespace["write"]  # type: ignore[no-any-return]
-
-
-def _position(column: str) -> int:
-    position = ev.BY_COLUMN[column].checksum
-    if position is None:
-        raise ValueError(f"the checksum must cover {column}")
-    return position
 
 
 class EventBuilder:
@@ -193,26 +258,23 @@ class EventBuilder:
         self._scope = wire.field(
             wire.FIRST, InstrumentationScope(name=ev.SCOPE_NAME, version=version).SerializeToString()
         )
-        # Every record attribute but the checksum, which is written last.
-        self._write_attributes = attribute_writer(f for f in ev.RECORD_FIELDS if f.column != "checksum")
-        self._checksum_key = wire.Key(ev.CHECKSUM)
         self._headers_key = wire.Key(ev.REQUEST_HEADERS)
         self._aborted = wire.Key(ev.CLIENT_ABORTED).true
-        # Checksum positions of the fields the log record itself carries.
-        self._at_timestamp, self._at_trace_id, self._at_span_id = (
-            _position(column) for column in ("timestamp", "trace_id", "span_id")
-        )
         self.set_identity(identity)
 
     def set_identity(self, identity: Identity) -> None:
         self.identity = identity
         self._resource = wire.field(wire.FIRST, resource_message(identity.attributes).SerializeToString())
-        # The checksum's texts with the emitter's part, fixed for the process, filled in.
-        canon = [""] * len(ev.CHECKSUM_FIELDS)
-        for f in ev.RESOURCE_FIELDS:
-            if f.checksum is not None:
-                canon[f.checksum] = ev.canonical_value(identity.attributes.get(f.attribute, f.default))
-        self._canon = canon
+        # The checksum's texts of the emitter, fixed for the process, written into the writer.
+        resource_texts = {
+            f.checksum: ev.canonical_value(identity.attributes.get(f.attribute, f.default))
+            for f in ev.RESOURCE_FIELDS
+            if f.checksum is not None
+        }
+        # Every record attribute, the checksum written last.
+        self._write_attributes = attribute_writer(
+            (f for f in ev.RECORD_FIELDS if f.column != "checksum"), resource_texts
+        )
 
     def encode_batch(
         self, exchanges: Iterable[Exchange], on_error: Callable[[Exchange], None] | None = None
@@ -234,7 +296,13 @@ class EventBuilder:
                 on_error(exchange)
                 continue
             # The record's tag and length go before it, once its length is known.
-            scope_logs[start:start] = wire.SECOND + wire.varint(len(scope_logs) - start)
+            n = len(scope_logs) - start
+            head = _RECORD_HEADS.get(n)
+            if head is None:
+                head = wire.SECOND + wire.varint(n)
+                if n < RECORD_HEADS_UP_TO:
+                    _RECORD_HEADS[n] = head
+            scope_logs[start:start] = head
             count += 1
         resource_logs = self._resource + wire.field(wire.SECOND, scope_logs)
         return wire.field(wire.FIRST, resource_logs), count
@@ -276,11 +344,9 @@ class EventBuilder:
             out += _TIME
             out += _fixed64(x.start_ns)
         out += _SEVERITY
-        canon = self._canon.copy()
         self._write_attributes(
             out,
             x,
-            canon,
             # Unique without a random draw per event: a random per-process prefix and the sequence.
             self.identity.event_id_prefix + f"{x.seq:016x}",
             user_id,
@@ -290,12 +356,6 @@ class EventBuilder:
             response_body,
             monitored,
         )
-        canon[self._at_timestamp] = str(x.start_ns)
-        if x.trace_id:
-            canon[self._at_trace_id] = f"{x.trace_id:032x}"
-        if x.span_id:
-            canon[self._at_span_id] = f"{x.span_id:016x}"
-        out += self._checksum_key.string(ev.checksum_of(canon))
         if capture and x.request_headers:
             headers = redactor.redact_headers((k, wsgi_text(v)) for k, v in x.request_headers)
             out += self._headers_key.string(json.dumps(headers, sort_keys=True))

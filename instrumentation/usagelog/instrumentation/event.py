@@ -91,7 +91,9 @@ class Field:
     ``source`` is where the builder takes a record attribute's value from: the name of an
     :class:`~usagelog.instrumentation.exchange.Exchange` attribute, or of a value the builder
     derives (``user_id``, ``event_id``, ...). ``checksum`` is the field's position in the
-    checksum (None: not covered). ``tail``: shown by ``usagelog tail``.
+    checksum (None: not covered). ``tail``: shown by ``usagelog tail``. ``repeats``: a record
+    attribute whose values recur from event to event (a method, a route, a user), whose
+    encodings the builder keeps.
     """
 
     column: str
@@ -103,6 +105,7 @@ class Field:
     checksum: int | None = None
     source: str = ""
     tail: bool = False
+    repeats: bool = False
 
     @property
     def number(self) -> bool:
@@ -113,7 +116,7 @@ FIELDS: tuple[Field, ...] = (
     Field("event_id", EVENT_ID, RECORD, "String", "string", checksum=0, source="event_id"),
     Field("timestamp", "time_unix_nano", LOG, "DateTime64(9, 'UTC')", "timestamp_ns", 0, 1, tail=True),
     Field("duration_ns", DURATION_NS, RECORD, "UInt64", "uint64", 0, 2, "duration_ns", tail=True),
-    Field("user_id", USER_ID, RECORD, "String", "string", checksum=3, source="user_id", tail=True),
+    Field("user_id", USER_ID, RECORD, "String", "string", "", 3, "user_id", True, True),
     Field("trace_id", "trace_id", LOG, "String", "string", checksum=4),
     Field("span_id", "span_id", LOG, "String", "string", checksum=5),
     Field("service_name", SERVICE_NAME, RESOURCE, "LowCardinality(String)", "string", checksum=6),
@@ -123,16 +126,18 @@ FIELDS: tuple[Field, ...] = (
     Field("process_pid", PROCESS_PID, RESOURCE, "UInt32", "uint32", 0, 9),
     Field("cluster", CLUSTER, RESOURCE, "LowCardinality(String)", "string", checksum=10),
     Field("region", REGION, RESOURCE, "LowCardinality(String)", "string", checksum=11),
-    Field("method", METHOD, RECORD, "LowCardinality(String)", "string", "", 12, "method", tail=True),
-    Field("route", ROUTE, RECORD, "String", "string", checksum=13, source="route"),
+    Field("method", METHOD, RECORD, "LowCardinality(String)", "string", "", 12, "method", True, True),
+    Field("route", ROUTE, RECORD, "String", "string", checksum=13, source="route", repeats=True),
     Field("path", PATH, RECORD, "String", "string", checksum=14, source="path", tail=True),
     Field("query", QUERY, RECORD, "String", "string", checksum=15, source="query"),
     Field("status_code", STATUS, RECORD, "UInt16", "uint16", 0, 16, "status_code", tail=True),
     Field(
-        "error_type", ERROR_TYPE, RECORD, "LowCardinality(String)", "string", "", 17, "error_type", tail=True
+        "error_type", ERROR_TYPE, RECORD, "LowCardinality(String)", "string", "", 17, "error_type", True, True
     ),
-    Field("client_address", CLIENT_ADDRESS, RECORD, "String", "string", source="client_address"),
-    Field("user_agent", USER_AGENT, RECORD, "String", "string", source="user_agent"),
+    Field(
+        "client_address", CLIENT_ADDRESS, RECORD, "String", "string", source="client_address", repeats=True
+    ),
+    Field("user_agent", USER_AGENT, RECORD, "String", "string", source="user_agent", repeats=True),
     Field("request_body", REQUEST_BODY, RECORD, "String", "string", checksum=20, source="request_body"),
     Field("response_body", RESPONSE_BODY, RECORD, "String", "string", checksum=21, source="response_body"),
     Field("request_size", REQUEST_SIZE, RECORD, "UInt64", "uint64", 0, 18, "request_size"),
@@ -197,9 +202,14 @@ def checksum(fields: Mapping[str, Any]) -> str:
     return checksum_of([canonical_value(fields.get(f.column)) for f in CHECKSUM_FIELDS])
 
 
+CHECKSUM_SEPARATOR = "\x1f"  # between the fields' texts
+CHECKSUM_HEX_DIGITS = 32  # of the SHA-256 digest in hex: its first 128 bits
+
+
 def checksum_of(texts: list[str]) -> str:
     """The checksum of the fields' texts (:func:`canonical_value`), in checksum order."""
-    return hashlib.sha256("\x1f".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    text = CHECKSUM_SEPARATOR.join(texts)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:CHECKSUM_HEX_DIGITS]
 
 
 def error_type_of(exc: BaseException) -> str:

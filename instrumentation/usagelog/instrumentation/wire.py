@@ -43,6 +43,13 @@ def varint(n: int) -> bytes:
     """``n`` as a protobuf varint (negative numbers as int64 two's complement, in 10 bytes)."""
     if 0 <= n < 0x80:
         return _ONE_BYTE[n]
+    # Durations, sizes and sequence numbers: two to four bytes, without the loop.
+    if 0 < n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 < n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+    if 0 < n < 0x10000000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
     if n < 0:
         if n < -(1 << 63):
             raise ValueError(f"{n} does not fit in int64")
