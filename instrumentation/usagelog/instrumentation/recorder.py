@@ -41,6 +41,7 @@ _logger = logging.getLogger("usagelog")
 
 BATCH_WAKE = 512  # wake the thread early once this many events wait
 BATCH_MAX = 2048  # events per encoded batch
+SAMPLE = 64  # the newest exchanges whose sizes are averaged on every wake
 WRITE_RETRY_SECONDS = 1.0  # after a failed write, request threads wait this long before trying again
 EXCHANGE_OVERHEAD = 1024  # bytes an exchange takes beyond its strings and bodies (objects, dicts)
 UNSENT_SEQ_BYTES = 40  # an encoded batch keeps each event's sequence number (an int in a list)
@@ -230,8 +231,9 @@ class Recorder:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
-                # The newest exchanges, as the byte bound applies to what is coming in.
-                self._sample(tuple(self._queue)[-64:])
+                # The newest exchanges, as the byte bound applies to what is coming in (the
+                # flush that follows goes by this estimate).
+                self._sample(list(itertools.islice(reversed(self._queue), SAMPLE)))
             except Exception:
                 _logger.debug("usagelog: could not sample exchange sizes", exc_info=True)
             try:
@@ -259,7 +261,6 @@ class Recorder:
             while queue or self._unsent:
                 if not self._unsent:
                     batch = [queue.popleft() for _ in range(min(len(queue), BATCH_MAX))]
-                    self._sample(batch[-64:])  # the newest, as on every wake
                     payload, count = self.encode(batch, self._build_failed)
                     seqs = [x.seq for x in batch]
                     # What a batch holds once encoded: its bytes and its sequence numbers.
