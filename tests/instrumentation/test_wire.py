@@ -142,3 +142,18 @@ def test_kept_encodings_of_repeating_values_stay_each_values_own() -> None:
     assert count == len(decoded.rows) == len(batch) and decoded.rejected == []
     for x, row in zip(batch, decoded.rows, strict=True):
         assert (row["seq"], row["route"], row["user_agent"]) == (x.seq, x.route, x.user_agent)
+
+
+def test_numbers_the_writer_appends_itself_read_back_at_every_varint_length() -> None:
+    """The writer appends numbers of up to four varint bytes itself (durations, sizes, sequence
+    numbers): each length's edges read back through the protobuf classes as written."""
+    edges = sorted({n for k in range(1, 10) for n in (2 ** (7 * k) - 1, 2 ** (7 * k), 2 ** (7 * k) + 1)})
+    edges = [n for n in edges if n < 2**63]  # int_value is an int64
+    batch = [make_exchange(seq=n, duration_ns=n, response_size=n, request_size=n) for n in edges]
+    payload, count = _builder("none").encode_batch(batch)
+    request = ExportLogsServiceRequest.FromString(payload)
+    assert request.SerializeToString() == payload and count == len(edges)
+    for n, record in zip(edges, request.resource_logs[0].scope_logs[0].log_records, strict=True):
+        attributes = {kv.key: kv.value.int_value for kv in record.attributes}
+        assert [attributes[k] for k in (ev.SEQ, ev.DURATION_NS, ev.RESPONSE_SIZE, ev.REQUEST_SIZE)] == [n] * 4
+    assert decode_payload(payload).rejected == []  # and every checksum holds

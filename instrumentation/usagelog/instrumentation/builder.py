@@ -178,11 +178,17 @@ def attribute_writer(fields: Iterable[ev.Field], resource_texts: dict[int, str])
             text = "'1' if v else '0'"
         elif f.number:
             # Statuses and most sizes take one or two varint bytes, appended here as they are.
-            namespace[f"int{i}"], namespace[f"int2_{i}"] = key.int_heads[1], key.int_heads[2]
+            # Durations and sequence numbers take three or four: appended here too.
+            for length in (1, 2, 3, 4):
+                namespace[f"int{length}_{i}"] = key.int_heads[length]
             lines += [
                 "    if v:",
-                f"        if 0 < v < 128: out += int{i}; out.append(v)",
+                f"        if 0 < v < 128: out += int1_{i}; out.append(v)",
                 f"        elif 0 < v < 16384: out += int2_{i}; out.append(v & 127 | 128); out.append(v >> 7)",
+                f"        elif 0 < v < 2097152: out += int3_{i}; out.append(v & 127 | 128); "
+                "out.append(v >> 7 & 127 | 128); out.append(v >> 14)",
+                f"        elif 0 < v < 268435456: out += int4_{i}; "
+                "out += bytes((v & 127 | 128, v >> 7 & 127 | 128, v >> 14 & 127 | 128, v >> 21))",
                 f"        else: out += key{i}.integer(v)",
             ]
             text = "str(v)"
@@ -304,8 +310,12 @@ class EventBuilder:
                     _RECORD_HEADS[n] = head
             scope_logs[start:start] = head
             count += 1
-        resource_logs = self._resource + wire.field(wire.SECOND, scope_logs)
-        return wire.field(wire.FIRST, resource_logs), count
+        # ExportLogsServiceRequest{ResourceLogs{resource, ScopeLogs}}: the heads worked out from
+        # the lengths, and the batch's bytes copied once.
+        scope_head = wire.SECOND + wire.varint(len(scope_logs))
+        inner = len(self._resource) + len(scope_head) + len(scope_logs)
+        head = wire.FIRST + wire.varint(inner) + self._resource + scope_head
+        return b"".join((head, scope_logs)), count
 
     def fill(self, out: bytearray, x: Exchange) -> None:
         """Append the usage event of one exchange to ``out``: a ``LogRecord``'s fields, in
