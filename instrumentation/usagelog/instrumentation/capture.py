@@ -259,12 +259,9 @@ class _Response:
     keeping the first of them when bodies are captured) is a line of a loop, and the end of
     the iterable is the loop's end, not an exception caught per response."""
 
-    __slots__ = ("_environ", "_exchange", "_result", "_sink", "_start", "_state", "_write")
+    __slots__ = ("_exchange", "_result", "_sink", "_start", "_state", "_write")
 
-    def __init__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any], exchange: Exchange, sink: Sink
-    ) -> None:
-        self._environ = environ
+    def __init__(self, start_response: Callable[..., Any], exchange: Exchange, sink: Sink) -> None:
         self._start = start_response
         self._exchange = exchange
         self._sink = sink
@@ -277,7 +274,8 @@ class _Response:
         exchange.status = status
         # Flask calls start_response while the request context still exists; it drops the
         # request from the environ right after, so the route is read here.
-        request = self._environ.get("werkzeug.request")
+        environ = exchange.environ
+        request = environ.get("werkzeug.request") if environ is not None else None
         if request is not None:
             rule = getattr(request, "url_rule", None)
             if rule is not None:
@@ -297,44 +295,25 @@ class _Response:
         return self._write(data)
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._chunks() if self._exchange.response_body is None else self._kept_chunks()
-
-    def _failed(self, exc: BaseException) -> None:
-        self._state = 2
-        try:
-            self._exchange.error_type = error_type_of(exc)
-        except Exception:
-            pass
-
-    def _chunks(self) -> Iterator[bytes]:
-        exchange = self._exchange
-        try:
-            for chunk in self._result:
-                exchange.response_size += len(chunk)
-                yield chunk
-        except GeneratorExit:  # the server stopped reading (a client gone): close() says so
-            raise
-        except BaseException as exc:
-            self._failed(exc)
-            raise
-        self._state = 1
-
-    def _kept_chunks(self) -> Iterator[bytes]:
         exchange = self._exchange
         body = exchange.response_body
-        assert body is not None
-        limit = self._sink.body_limit
+        limit = self._sink.body_limit if body is not None else 0
         try:
             for chunk in self._result:
                 exchange.response_size += len(chunk)
                 if limit > 0:
+                    assert body is not None
                     body.append(chunk[:limit])
                     limit -= len(body[-1])
                 yield chunk
-        except GeneratorExit:
+        except GeneratorExit:  # the server stopped reading (a client gone): close() says so
             raise
         except BaseException as exc:
-            self._failed(exc)
+            self._state = 2
+            try:
+                exchange.error_type = error_type_of(exc)
+            except Exception:
+                pass
             raise
         self._state = 1
 
@@ -371,7 +350,7 @@ def serve(app: WSGIApp, sink: Sink, environ: dict[str, Any], start_response: Cal
         return app(environ, start_response)
     try:
         exchange = begin(environ, sink)
-        response = _Response(environ, start_response, exchange, sink)
+        response = _Response(start_response, exchange, sink)
     except Exception:
         _logger.exception("usagelog: capture failed at request start; request continues unlogged")
         return app(environ, start_response)
