@@ -427,7 +427,9 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 f"machine's {os.cpu_count()} cores busy, so two could reach "
                 f"{(os.cpu_count() or 1) / cores:.2f}x at most here, less the second worker's start (it "
                 "gets its partitions in a rebalance after the first) and the run's end, where the "
-                "batches one worker staged ahead are stored while the other has nothing left to read"),
+                "batches one worker staged ahead are stored while the other has nothing left to read; "
+                "and a batch staged ahead then stored costs more than one done whole, its store step "
+                "about as long as its staging (docs/pipeline.md, the turns of two workers)"),
         })  # fmt: skip
     return result
 
