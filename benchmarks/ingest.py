@@ -429,7 +429,7 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "gets its partitions in a rebalance after the first) and the run's end, where the "
                 "batches one worker staged ahead are stored while the other has nothing left to read; "
                 "and a batch staged ahead then stored costs more than one done whole, its store step "
-                "about as long as its staging (docs/pipeline.md, the turns of two workers)"),
+                "about as long as its staging (docs/pipeline.md, \"Staging ahead\")"),
         })  # fmt: skip
     return result
 
