@@ -15,7 +15,6 @@ gives the same bytes.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -165,7 +164,7 @@ def attribute_writer(fields: Iterable[ev.Field], resource_texts: dict[int, str])
     size and an unmonitored event's flag cost no bytes.
     """
     lines = [f"def write(out, x, {', '.join(_WRITTEN_DERIVED)}):"]
-    namespace: dict[str, Any] = {"SMALL": wire.SMALL, "sha256": hashlib.sha256}
+    namespace: dict[str, Any] = {"SMALL": wire.SMALL, "checksum_of_joined": ev.checksum_of_joined}
     texts: dict[int, str] = {}  # checksum position -> the expression of its text
     for i, f in enumerate(fields):
         if not f.source.isidentifier() or (f.source in _DERIVED and f.source not in _WRITTEN_DERIVED):
@@ -241,8 +240,7 @@ def attribute_writer(fields: Iterable[ev.Field], resource_texts: dict[int, str])
     lines += [
         f"    text = {SEPARATOR!r}.join(({', '.join(parts)},))",
         "    out += checksum_head",
-        "    out += sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()"
-        f"[:{ev.CHECKSUM_HEX_DIGITS}].encode('ascii')",
+        "    out += checksum_of_joined(text).encode('ascii')",
     ]
     exec(compile("\n".join(lines), "<usagelog.event attributes>", "exec"), namespace)
     return namespace["write"]  # type: ignore[no-any-return]

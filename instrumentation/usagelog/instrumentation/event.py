@@ -208,7 +208,11 @@ CHECKSUM_HEX_DIGITS = 32  # of the SHA-256 digest in hex: its first 128 bits
 
 def checksum_of(texts: list[str]) -> str:
     """The checksum of the fields' texts (:func:`canonical_value`), in checksum order."""
-    text = CHECKSUM_SEPARATOR.join(texts)
+    return checksum_of_joined(CHECKSUM_SEPARATOR.join(texts))
+
+
+def checksum_of_joined(text: str) -> str:
+    """The checksum of the fields' texts already joined with :data:`CHECKSUM_SEPARATOR`."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:CHECKSUM_HEX_DIGITS]
 
 
